@@ -93,9 +93,15 @@ class TokenTrie:
         n = len(lengths)
         if n == 0:
             raise TrieError("cannot build a trie from an empty list of names")
-        flat_tokens = np.asarray(flat_tokens, dtype=np.int64)
+        flat_tokens = np.asarray(flat_tokens)
+        if flat_tokens.size and flat_tokens.dtype.kind not in "iu":
+            raise TrieError(f"token ids must be integers, got dtype {flat_tokens.dtype}")
         if flat_tokens.size and (flat_tokens.min() < 0 or flat_tokens.max() >= vocab_size):
             raise TrieError(f"token ids must lie in [0, {vocab_size}); got {flat_tokens.min()}..{flat_tokens.max()}")
+        if int(lengths.sum()) != flat_tokens.size:
+            raise TrieError(f"lengths add up to {int(lengths.sum())} tokens, but {flat_tokens.size} were given")
+        # int32 tokens (half the memory of int64) whenever the vocabulary allows; no copy if already so.
+        flat_tokens = flat_tokens.astype(np.int32 if vocab_size < 2**31 else np.int64, copy=False)
         starts = np.zeros(n, dtype=np.int64)
         np.cumsum(lengths[:-1], out=starts[1:])
         # Append the end-of-name token where a sequence does not already end with it.
@@ -103,42 +109,59 @@ class TokenTrie:
         nonempty = lengths > 0
         ends_with_eos[nonempty] = flat_tokens[starts[nonempty] + lengths[nonempty] - 1] == eos_token_id
         full_len = lengths + (~ends_with_eos)
+        del ends_with_eos, nonempty
         names = np.arange(n, dtype=np.int64) if name_ids is None else np.asarray(name_ids, dtype=np.int64)
         if len(names) != n:
             raise TrieError("name_ids and sequences differ in length")
 
         vocab = np.int64(vocab_size)
+        token_dtype = np.int32 if vocab_size < 2**31 else np.int64
+        # Every token of every sequence makes at most one node, so the node count is bounded by
+        # the total length: the edge arrays are allocated once and filled level by level (no
+        # per-level lists to concatenate, which used to double the peak memory).
+        bound = int(full_len.sum()) + 1
+        index_dtype = np.int32 if bound < 2**31 - 1 else np.int64
+        edge_token = np.empty(bound - 1, dtype=token_dtype)
+        child_count = np.zeros(bound, dtype=index_dtype)  # children per node
         node_of_seq = np.zeros(n, dtype=np.int64)  # current node of every sequence, level by level
-        edge_tokens: List[np.ndarray] = []
-        edge_parents: List[np.ndarray] = []
         next_node = 1
+        level_lo, level_hi = 0, 1  # node ids created by the previous level (the root at depth 0)
         max_len = int(full_len.max())
         leaf_of_seq = np.full(n, -1, dtype=np.int64)
+        active = np.arange(n, dtype=np.int64)  # sequences still longer than the current depth
         for depth in range(max_len):
-            active = np.nonzero(full_len > depth)[0]
+            active = active[full_len[active] > depth]
             if active.size == 0:
                 break
             tok = np.full(active.size, eos_token_id, dtype=np.int64)
             real = lengths[active] > depth
             tok[real] = flat_tokens[starts[active[real]] + depth]
             keys = node_of_seq[active] * vocab + tok
+            del tok, real
+            # np.unique sorts by (parent, token): edges come out grouped by parent, tokens sorted.
             uniq, inverse = np.unique(keys, return_inverse=True)
-            edge_tokens.append((uniq % vocab).astype(np.int32))
-            edge_parents.append((uniq // vocab).astype(np.int32 if next_node < 2**31 - 1 else np.int64))
+            del keys
+            edge_token[next_node - 1 : next_node - 1 + uniq.size] = uniq % vocab
+            parents = uniq // vocab - level_lo
+            child_count[level_lo:level_hi] = np.bincount(parents, minlength=level_hi - level_lo)
+            del parents
             node_of_seq[active] = next_node + inverse
             finished = active[full_len[active] == depth + 1]
             leaf_of_seq[finished] = node_of_seq[finished]
+            level_lo, level_hi = next_node, next_node + uniq.size
             next_node += uniq.size
-        edge_token = np.concatenate(edge_tokens) if edge_tokens else np.zeros(0, np.int32)
-        # Edge e leads to node e + 1. np.unique sorts each level's keys by (parent, token), and
-        # every level's parents are numbered after the previous level's, so the concatenated
-        # edges are globally sorted by parent: first_edge is one searchsorted away.
-        parents = np.concatenate(edge_parents) if edge_parents else np.zeros(0, np.int64)
-        del edge_parents
-        n_nodes = edge_token.size + 1
-        first_edge = np.searchsorted(parents, np.arange(n_nodes + 1, dtype=np.int64), side="left")
-        index_dtype = np.int32 if edge_token.size < 2**31 - 1 else np.int64
-        first_edge = first_edge.astype(index_dtype)
+            del uniq, inverse, finished
+        del node_of_seq, starts, active
+        # Edge e leads to node e + 1; the parents of one level are numbered after the previous
+        # level's, so edges are globally sorted by parent and first_edge is a cumulative count.
+        n_nodes = next_node
+        try:
+            edge_token.resize(n_nodes - 1, refcheck=False)  # shrink in place (realloc), no copy
+        except ValueError:
+            edge_token = edge_token[: n_nodes - 1].copy()
+        first_edge = np.zeros(n_nodes + 1, dtype=index_dtype)
+        np.cumsum(child_count[:n_nodes], out=first_edge[1:])
+        del child_count
         # Leaves: keep the first name index for identical sequences.
         order = np.lexsort((np.arange(n), leaf_of_seq))
         leaf_sorted = leaf_of_seq[order]
