@@ -1,0 +1,147 @@
+"""Shared set-up for the benchmarks: cached KB / model / trie, machine description, RSS, stats.
+
+Benchmark code only (run as scripts from the repository root); the ``spacy_angel`` package
+never imports it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CACHE = REPO / ".cache" / "bench"  # /.cache/ is git-ignored
+DATA = Path(os.environ.get("SPACY_ANGEL_DATA", "/work/shared/data"))
+DEFAULT_CORPUS = DATA / "ncbi-disease" / "NCBItestset_corpus.txt"
+DEFAULT_KB_SOURCE = DATA / "medic" / "CTD_diseases_2017.tsv.gz"
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha1("\x00".join(str(p) for p in parts).encode("utf8")).hexdigest()[:12]
+
+
+def cached_kb(source: Path, cache_dir: Path):
+    """The KB built from ``source``, cached as a KB directory keyed by path, size and mtime."""
+    from spacy_angel.kb import KnowledgeBase
+
+    source = Path(source).resolve()
+    stat = source.stat()
+    path = cache_dir / f"kb-{source.name}-{_key(source, stat.st_size, stat.st_mtime_ns)}"
+    if (path / "kb.json").exists():
+        return KnowledgeBase.from_disk(path), path
+    kb = KnowledgeBase.from_files([source])
+    kb.to_disk(path)  # atomic (temp dir + rename)
+    return kb, path
+
+
+def cached_model(kb, kb_path: Path, cache_dir: Path, size: str = "small", seed: int = 0) -> Path:
+    """An untrained ``init_model(kb, size=...)`` directory, created once per KB."""
+    from spacy_angel.modeling import init_model
+
+    path = cache_dir / f"model-{size}-seed{seed}-{kb_path.name}"
+    if not (path / "config.json").exists():
+        init_model(kb, path, size=size, seed=seed)  # atomic
+    return path
+
+
+def trie_path_for(model_dir: Path, kb_path: Path, cache_dir: Path) -> Path:
+    """Where to keep the trie of (model, KB); ``load_or_build_trie`` rebuilds it if stale."""
+    return cache_dir / f"trie-{_key(Path(model_dir).resolve(), kb_path.resolve())}"
+
+
+def machine() -> Dict[str, Any]:
+    """CPU model, cores, memory, library versions: what the numbers were measured on."""
+    import numpy
+    import torch
+    import transformers
+
+    info: Dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "transformers": transformers.__version__,
+        "numpy": numpy.__version__,
+    }
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in lscpu.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("Model name", "CPU(s)", "Thread(s) per core", "L3 cache"):
+                info[key.strip()] = value.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    try:
+        with open("/proc/meminfo", encoding="utf8") as fh:
+            info["MemTotal"] = fh.readline().split(":", 1)[1].strip()
+    except OSError:
+        pass
+    try:
+        info["loadavg_at_start"] = os.getloadavg()
+    except OSError:
+        pass
+    return info
+
+
+def current_rss_mb() -> float:
+    """Resident set size now (from /proc, Linux), in MB."""
+    with open("/proc/self/statm", encoding="utf8") as fh:
+        pages = int(fh.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MB.
+
+    ``VmHWM`` from /proc: unlike ``ru_maxrss`` it is reset by ``exec``, so a worker started
+    from a big parent process does not inherit the parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="utf8") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def run_worker(script: Path, args: List[str], timeout: Optional[float] = None) -> Dict[str, Any]:
+    """Run ``script args`` in a fresh interpreter; its last stdout line is a JSON object."""
+    proc = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout, cwd=str(REPO)
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {script.name} {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    return json.loads(lines[-1])
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf8") as fh:
+            json.dump(data, fh, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())

@@ -1,0 +1,67 @@
+"""Assemble the end-to-end pipeline: a trained spaCy NER + the ``angel_linker`` component.
+
+Why: NER and linker are trained separately (spaCy's trainer vs ``spacy-angel train``); the
+deliverable is one directory that ``spacy.load`` restores, model + KB + trie included
+(``nlp.to_disk`` serialises the linker's files, see ``spacy_angel.component``).
+
+Usage: python scripts/assemble.py NER_MODEL LINKER_MODEL KB_DIR --output PIPELINE_DIR
+       [--num-beams 5] [--top-k 5] [--threshold 0.0] [--batch-size 32] [--device auto]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("ner", type=Path, help="spaCy pipeline with an 'ner' component (e.g. training/ner/model-best)")
+    parser.add_argument("linker", help="ANGEL model directory or hub id")
+    parser.add_argument("kb", type=Path, help="KB directory")
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--num-beams", type=int, default=5)
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--threshold", type=float, default=0.0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    for path in (args.ner, args.kb):
+        if not path.exists():
+            print(f"error: {path} does not exist", file=sys.stderr)
+            return 1
+    import spacy
+
+    import spacy_angel.component  # noqa: F401  (registers the factory)
+
+    nlp = spacy.load(args.ner)
+    if "ner" not in nlp.pipe_names:
+        print(f"error: {args.ner} has no 'ner' component (pipes: {nlp.pipe_names})", file=sys.stderr)
+        return 1
+    nlp.add_pipe(
+        "angel_linker",
+        config={
+            "model": str(args.linker), "kb": str(args.kb), "num_beams": args.num_beams, "top_k": args.top_k,
+            "threshold": args.threshold, "batch_size": args.batch_size, "device": args.device,
+        },
+    )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{args.output.name}.", dir=args.output.parent))
+    try:
+        nlp.to_disk(tmp)
+        if args.output.exists():
+            shutil.rmtree(args.output)
+        os.replace(tmp, args.output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f"pipeline {nlp.pipe_names} written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Convert a PubTator corpus (NCBI-disease, BC5CDR, MedMentions) into a spaCy DocBin.
+
+Why: spaCy's NER trains on DocBins, and the end-to-end scorer compares a pipeline's entities
+with these gold entities. Each entity keeps its gold id field in ``kb_id_`` (``|`` composite,
+``+`` conjunct, exactly as in the corpus), so ``training.corpora.read_docbin`` reads the same
+mentions back for linking; ``doc.user_data["doc_id"]`` holds the PMID.
+
+Choices: offsets index ``title + " " + abstract`` (PubTator convention). A span that does not
+fall on token boundaries is first shrunk (``contract``) then grown (``expand``) to tokens;
+overlapping spans keep the longest (:func:`spacy.util.filter_spans`). Counts of both are
+printed. ``--pmids`` keeps only the listed documents (MedMentions ships one corpus file plus
+PMID lists per split); ``--types`` keeps some entity types (BC5CDR: ``Disease``);
+``--label`` gives every entity one label (default: the corpus type column).
+
+Usage: python scripts/pubtator_to_docbin.py CORPUS.txt[.gz] OUT.spacy [--types Disease]
+       [--label Disease] [--pmids PMIDS.txt] [--lang en]
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
+
+
+_TEXT_LINE = re.compile(r"^([^|\t]+)\|([ta])\|(.*)$")
+
+
+class PubTatorError(ValueError):
+    """A malformed PubTator line; the message names file and line."""
+
+    def __init__(self, path: Path, lineno: int, message: str) -> None:
+        super().__init__(f"{path}:{lineno}: {message}")
+
+
+@dataclass
+class Annotation:
+    start: int
+    end: int
+    surface: str
+    type: str
+    ids: str
+    lineno: int
+
+
+@dataclass
+class PubTatorDoc:
+    pmid: str
+    title: str = ""
+    abstract: str = ""
+    annotations: List[Annotation] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return f"{self.title} {self.abstract}"
+
+
+def _open(path: Path):
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open(encoding="utf-8")
+
+
+def read_pubtator_documents(path: Path) -> Iterator[PubTatorDoc]:
+    """Documents with their annotation lines (relation lines are skipped)."""
+    doc: Optional[PubTatorDoc] = None
+    with _open(path) as handle:
+        for lineno, raw in enumerate(handle, 1):
+            line = raw.rstrip("\n").rstrip("\r")
+            if not line.strip():
+                if doc is not None:
+                    yield doc
+                doc = None
+                continue
+            title_or_abstract = _TEXT_LINE.match(line)
+            if title_or_abstract:
+                pmid, kind, content = title_or_abstract.groups()
+                if kind == "t":
+                    if doc is not None:
+                        yield doc
+                    doc = PubTatorDoc(pmid.strip(), title=content)
+                else:
+                    if doc is None or doc.pmid != pmid.strip():
+                        raise PubTatorError(path, lineno, f"abstract line for {pmid} without its title line")
+                    doc.abstract = content
+                continue
+            cols = line.split("\t")
+            if len(cols) == 4:
+                continue  # relation line (BC5CDR: PMID CID chemical disease)
+            if len(cols) not in (6, 7):
+                raise PubTatorError(path, lineno, f"expected 6 or 7 tab-separated columns, got {len(cols)}")
+            if doc is None or cols[0].strip() != doc.pmid:
+                raise PubTatorError(path, lineno, f"annotation for {cols[0]!r} outside its document")
+            try:
+                start, end = int(cols[1]), int(cols[2])
+            except ValueError:
+                raise PubTatorError(path, lineno, f"offsets {cols[1]!r}, {cols[2]!r} are not integers") from None
+            text = doc.text
+            if not 0 <= start < end <= len(text):
+                raise PubTatorError(path, lineno, f"offsets {start}-{end} outside the text (length {len(text)})")
+            if text[start:end].rstrip() != cols[3].rstrip():
+                raise PubTatorError(path, lineno, f"text[{start}:{end}] is {text[start:end]!r}, annotation says {cols[3]!r}")
+            end = start + len(text[start:end].rstrip())
+            ids = re.sub(r"\s*([|+])\s*", r"\1", cols[5].strip())
+            doc.annotations.append(Annotation(start, end, cols[3], cols[4].strip(), ids, lineno))
+    if doc is not None:
+        yield doc
+
+
+@dataclass
+class ConversionReport:
+    documents: int = 0
+    annotations: int = 0
+    entities: int = 0
+    realigned: int = 0
+    unalignable: int = 0
+    overlapping_dropped: int = 0
+    filtered_type: int = 0
+
+    def to_dict(self) -> Dict[str, int]:
+        return dict(self.__dict__)
+
+
+def to_docs(
+    documents: Sequence[PubTatorDoc], nlp, types: Optional[Set[str]] = None, label: Optional[str] = None
+) -> Tuple[list, ConversionReport]:
+    """spaCy Docs with gold entities (label, ``kb_id_`` = the id field) and a count report."""
+    from spacy.util import filter_spans
+
+    report = ConversionReport()
+    docs = []
+    for pdoc in documents:
+        doc = nlp.make_doc(pdoc.text)
+        doc.user_data["doc_id"] = pdoc.pmid
+        spans = []
+        for ann in pdoc.annotations:
+            report.annotations += 1
+            if types is not None and ann.type not in types:
+                report.filtered_type += 1
+                continue
+            ent_label = label or ann.type or "ENTITY"
+            span = doc.char_span(ann.start, ann.end, label=ent_label, kb_id=ann.ids)
+            if span is None:
+                span = doc.char_span(ann.start, ann.end, label=ent_label, kb_id=ann.ids, alignment_mode="contract")
+                if span is None or not len(span):
+                    span = doc.char_span(ann.start, ann.end, label=ent_label, kb_id=ann.ids, alignment_mode="expand")
+                if span is None or not len(span):
+                    report.unalignable += 1
+                    continue
+                report.realigned += 1
+            spans.append(span)
+        unique = {(s.start, s.end, s.label_, s.kb_id_): s for s in spans}
+        kept = filter_spans(list(unique.values()))
+        report.overlapping_dropped += len(unique) - len(kept)
+        doc.ents = kept
+        report.entities += len(kept)
+        report.documents += 1
+        docs.append(doc)
+    return docs, report
+
+
+def read_pmids(path: Path) -> Set[str]:
+    return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+
+
+def convert(
+    input_path: Path,
+    output_path: Path,
+    *,
+    types: Optional[Set[str]] = None,
+    label: Optional[str] = None,
+    pmids: Optional[Set[str]] = None,
+    lang: str = "en",
+) -> ConversionReport:
+    """Read ``input_path``, write ``output_path`` (DocBin, atomically), return the counts."""
+    import spacy
+    from spacy.tokens import DocBin
+
+    documents = [d for d in read_pubtator_documents(input_path) if pmids is None or d.pmid in pmids]
+    docs, report = to_docs(documents, spacy.blank(lang), types=types, label=label)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output_path.name}.", dir=output_path.parent)
+    os.close(fd)
+    try:
+        DocBin(docs=docs, store_user_data=True).to_disk(tmp)
+        os.replace(tmp, output_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("input", type=Path, help="PubTator file (.txt or .gz)")
+    parser.add_argument("output", type=Path, help="DocBin to write (.spacy)")
+    parser.add_argument("--types", help="comma-separated entity types to keep (default: all)")
+    parser.add_argument("--label", help="one label for every entity (default: the type column)")
+    parser.add_argument("--pmids", type=Path, help="file with the PMIDs to keep, one per line")
+    parser.add_argument("--lang", default="en", help="spaCy language of the tokenizer (default en)")
+    args = parser.parse_args(argv)
+    if not args.input.is_file():
+        print(f"error: {args.input} does not exist", file=sys.stderr)
+        return 1
+    try:
+        report = convert(
+            args.input,
+            args.output,
+            types={t.strip() for t in args.types.split(",")} if args.types else None,
+            label=args.label,
+            pmids=read_pmids(args.pmids) if args.pmids else None,
+            lang=args.lang,
+        )
+    except PubTatorError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{args.output}: {json.dumps(report.to_dict())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

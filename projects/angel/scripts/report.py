@@ -1,0 +1,101 @@
+"""Collect one workflow's numbers into a single results file (e.g. docs/results/ncbi-cpu.json).
+
+Why: the evaluation reports, the end-to-end scores and the per-stage time/memory records are
+written by different commands; the results file is what the README quotes, so it is built
+only from those files (nothing typed by hand). Keys: ``tfidf_acc1/5``, ``positive_acc1/5``,
+``angel_acc1/5`` (Acc@k on the test mentions), ``e2e_precision/recall/f1`` (+ ``ner_*``), the
+95% bootstrap interval of each Acc@1, and ``stages`` (seconds, peak RSS MiB per stage).
+
+Usage: python scripts/report.py --tfidf T.json --positive P.json --angel A.json [--e2e E.json]
+       [--stages metrics/stages] [--prefix cpu-] --output RESULTS.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+
+def _read(path: Path, what: str) -> Dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SystemExit(f"error: {what} {path} does not exist (run the stage that writes it first)")
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"error: {path}:{err.lineno}: not valid JSON ({err.msg})")
+
+
+def accuracy_fields(name: str, report: Dict[str, Any], path: Path) -> Dict[str, Any]:
+    summary = report.get("summary")
+    if not isinstance(summary, dict) or "acc@1" not in summary:
+        raise SystemExit(f"error: {path}: field summary.acc@1 missing (not a `train evaluate` report?)")
+    out = {f"{name}_acc1": summary["acc@1"], f"{name}_acc5": summary.get("acc@5")}
+    if "acc@1_ci95" in summary:
+        out[f"{name}_acc1_ci95"] = summary["acc@1_ci95"]
+    out[f"{name}_n"] = summary.get("n")
+    return out
+
+
+def stage_records(directory: Path, prefix: str = "") -> Dict[str, Dict[str, Any]]:
+    out: Dict[str, Dict[str, Any]] = {}
+    if not directory.is_dir():
+        return out
+    for path in sorted(directory.glob(f"{prefix}*.json")):
+        rec = _read(path, "stage record")
+        out[rec.get("stage", path.stem)] = {
+            "seconds": rec.get("seconds"),
+            "peak_rss_mb": rec.get("peak_rss_mb"),
+            "returncode": rec.get("returncode"),
+        }
+    return out
+
+
+def build(args: argparse.Namespace) -> Dict[str, Any]:
+    result: Dict[str, Any] = {}
+    for name in ("tfidf", "positive", "angel"):
+        path = getattr(args, name)
+        result.update(accuracy_fields(name, _read(path, f"{name} report"), path))
+    if args.e2e is not None:
+        e2e = _read(args.e2e, "end-to-end scores")
+        for key in ("precision", "recall", "f1"):
+            result[f"e2e_{key}"] = e2e["e2e"][key]
+            result[f"ner_{key}"] = e2e["ner"][key]
+        result["linking_accuracy_on_found_spans"] = e2e.get("linking_on_found", {}).get("accuracy")
+    stages = stage_records(args.stages, args.prefix)
+    result["stages"] = stages
+    result["total_seconds"] = round(sum(s["seconds"] or 0 for s in stages.values()), 1)
+    result["peak_rss_mb"] = max((s["peak_rss_mb"] or 0 for s in stages.values()), default=None)
+    result["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    result["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    return result
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tfidf", type=Path, required=True)
+    parser.add_argument("--positive", type=Path, required=True)
+    parser.add_argument("--angel", type=Path, required=True)
+    parser.add_argument("--e2e", type=Path)
+    parser.add_argument("--stages", type=Path, default=Path("metrics/stages"))
+    parser.add_argument("--prefix", default="", help="only stage records whose name starts with this")
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+    result = build(args)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{args.output.name}.", dir=args.output.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=1)
+        handle.write("\n")
+    os.replace(tmp, args.output)
+    print(json.dumps({k: v for k, v in result.items() if k not in ("stages", "machine")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

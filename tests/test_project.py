@@ -1,0 +1,337 @@
+"""The spaCy (weasel) project in projects/angel: it parses, its workflows list every stage, every
+command it runs exists with the options it passes, and its helper scripts compute right.
+
+The project is copied to a temp dir first (weasel creates the ``directories`` it declares).
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1] / "projects" / "angel"
+SCRIPTS = PROJECT / "scripts"
+GPU_STAGES = [
+    "build-kb", "pretrain-data", "pretrain-positive", "pretrain-dpo", "finetune-positive", "mine",
+    "finetune-dpo", "evaluate", "train-ner", "assemble", "package",
+]
+
+TINY_PUBTATOR = """\
+100|t|Breast and ovarian cancers in BRCA1 carriers.
+100|a|Hereditary breast cancer is common. Cystic fibrosis is not.
+100\t0\t26\tBreast and ovarian cancers\tCompositeMention\tD001943|D010051
+100\t46\t70\tHereditary breast cancer\tSpecificDisease\tD061325
+100\t82\t97\tCystic fibrosis\tSpecificDisease\t D003550
+100\tCID\tD000001\tD003550
+
+200|t|Myocardial infarction after surgery
+200|a|No other disease.
+200\t0\t21\tMyocardial infarction\tSpecificDisease\tMESH:D009203
+
+300|t|A title without entities.
+300|a|Nothing to annotate here.
+
+"""
+
+
+@pytest.fixture(scope="module")
+def project_copy(tmp_path_factory) -> Path:
+    dest = tmp_path_factory.mktemp("project") / "angel"
+    dest.mkdir()
+    shutil.copy(PROJECT / "project.yml", dest / "project.yml")
+    shutil.copytree(PROJECT / "configs", dest / "configs")
+    shutil.copytree(SCRIPTS, dest / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def config(project_copy) -> dict:
+    from weasel.util.config import load_project_config
+
+    return load_project_config(project_copy)
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    """The project's scripts as importable modules (they import each other by bare name)."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        yield {name: importlib.import_module(name) for name in ("pubtator_to_docbin", "e2e_score", "for_each", "timed", "report")}
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+
+def _commands(config: dict) -> Dict[str, dict]:
+    return {c["name"]: c for c in config["commands"]}
+
+
+# ---------------------------------------------------------------------------- project.yml
+def test_project_parses_with_both_profiles(config):
+    assert {"all", "cpu-ncbi"} <= set(config["workflows"])
+    assert config["vars"]["gpu"]["base_model"] == "GanjinZero/biobart-v2-large"
+    assert config["vars"]["cpu"]["size"] in ("tiny", "small")
+    commands = _commands(config)
+    for workflow in config["workflows"].values():
+        for name in workflow:
+            assert name in commands, f"workflow step {name} is not a command"
+    assert set(GPU_STAGES) <= set(config["workflows"]["all"])
+    # the CPU workflow runs its own commands, never the GPU ones
+    assert all(name.startswith("cpu-") for name in config["workflows"]["cpu-ncbi"])
+
+
+def test_vars_overrides_reach_nested_profile_values(project_copy):
+    from weasel.util.config import load_project_config
+
+    cfg = load_project_config(project_copy, overrides={"vars.cpu.positive_minutes": 1.5, "vars.data_dir": "/data"})
+    script = " ".join(_commands(cfg)["cpu-finetune-positive"]["script"])
+    assert "--max-minutes 1.5" in script
+    assert "/data/medic/medic_06Jul2012.txt" in " ".join(_commands(cfg)["cpu-build-kb"]["script"])
+
+
+@pytest.mark.parametrize("workflow", ["all", "cpu-ncbi"])
+def test_dry_run_lists_every_command(project_copy, config, capsys, workflow):
+    from weasel.cli.run import project_run
+
+    project_run(project_copy, workflow, dry=True)
+    out = capsys.readouterr().out
+    commands = _commands(config)
+    for name in config["workflows"][workflow]:
+        assert f" {name} " in out, f"--dry of {workflow} does not show {name}"
+        for line in commands[name]["script"]:
+            first = shlex.split(line)[0]
+            assert first in out or first == "python"
+    assert out.count("Running command:") == sum(len(commands[n]["script"]) for n in config["workflows"][workflow])
+
+
+def _inner_commands(tokens: List[str]) -> List[List[str]]:
+    """The command itself plus any wrapped after ``--`` by timed.py / for_each.py."""
+    out = [tokens]
+    if "--" in tokens and any(t.endswith(("timed.py", "for_each.py")) for t in tokens[:3]):
+        out += _inner_commands(tokens[tokens.index("--") + 1 :])
+    return out
+
+
+def _script_help(path: Path) -> str:
+    result = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, cwd=PROJECT, timeout=120)
+    assert result.returncode == 0, f"{path.name} --help failed: {result.stderr[-500:]}"
+    return result.stdout
+
+
+def test_every_command_exists_with_its_options(config):
+    import typer
+
+    from spacy_angel.cli import get_app
+
+    root = typer.main.get_command(get_app())
+    helps: Dict[str, str] = {}
+    checked = 0
+    for command in config["commands"]:
+        for line in command["script"]:
+            for tokens in _inner_commands(shlex.split(line)):
+                if tokens[0] == "spacy-angel":
+                    group, i = root, 1
+                    while hasattr(group, "commands"):  # a command group (typer vendors its own click)
+                        sub = group.commands.get(tokens[i])
+                        assert sub is not None, f"{command['name']}: `spacy-angel {' '.join(tokens[1:i + 1])}` does not exist"
+                        group, i = sub, i + 1
+                    known = {opt for p in group.params for opt in p.opts + p.secondary_opts}
+                    for tok in tokens[i:]:
+                        if tok.startswith("--"):
+                            assert tok in known, f"{command['name']}: `spacy-angel {' '.join(tokens[1:i])}` has no option {tok}"
+                    checked += 1
+                elif tokens[0] == "python" and tokens[1].startswith("scripts/"):
+                    path = PROJECT / tokens[1]
+                    assert path.is_file(), f"{command['name']}: {path} is missing"
+                    if path.name in ("timed.py", "for_each.py"):
+                        continue
+                    helps.setdefault(path.name, _script_help(path))
+                    for tok in tokens[2:]:
+                        if tok.startswith("--"):
+                            assert tok in helps[path.name], f"{command['name']}: {path.name} has no option {tok}"
+                    checked += 1
+                elif tokens[:3] == ["python", "-m", "spacy"]:
+                    assert tokens[3] in ("train", "package")
+                    if tokens[3] == "train":
+                        assert (PROJECT / tokens[4].replace("${vars.", "")).exists() or (PROJECT / tokens[4]).exists()
+    assert checked > 20
+
+
+def test_benchmark_table_fills_every_template(config, scripts, tmp_path):
+    """Every for_each template gets all its fields from configs/benchmarks.yml, for every benchmark."""
+    fe = scripts["for_each"]
+    table = fe.load_table(PROJECT / "configs" / "benchmarks.yml")
+    benchmarks = config["vars"]["gpu"]["benchmarks"].split(",")
+    assert set(benchmarks) <= set(table)
+    n = 0
+    for command in config["commands"]:
+        for line in command["script"]:
+            tokens = shlex.split(line)
+            if len(tokens) > 1 and tokens[1] == "scripts/for_each.py":
+                template = tokens[tokens.index("--") + 1 :]
+                for b in benchmarks:
+                    filled = fe.fill(template, fe.fields_for(table, b, "DATA"), b)
+                    assert not any("{" in t for t in filled), filled
+                    n += 1
+    assert n >= 5 * 8
+    # list fields expand to several arguments
+    kb = fe.fill(["kb", "build", "{kb_sources}", "{kb_args}"], fe.fields_for(table, "bc5cdr", "D"), "bc5cdr")
+    assert kb[2:] == ["D/ctd/CTD_diseases.tsv.gz", "D/ctd/CTD_chemicals.tsv.gz", "--format", "medic"]
+    with pytest.raises(fe.TemplateError, match="nope"):
+        fe.fill(["{nope}"], fe.fields_for(table, "ncbi", "D"), "ncbi")
+
+
+def test_assets_have_sources_or_placement_instructions(config):
+    for asset in config["assets"]:
+        assert asset.get("url") or "place manually" in asset.get("description", ""), asset["dest"]
+    dests = " ".join(a["dest"] for a in config["assets"])
+    for name in ("ncbi-disease", "bc5cdr", "medic", "askapatient", "cometa", "medmentions", "MRCONSO.RRF"):
+        assert name in dests
+
+
+def test_pinned_asset_checksums_match_shared_data(config):
+    """Checksums in project.yml are those of the files in the shared data copy (when present)."""
+    from weasel.util.hashing import get_checksum
+
+    shared = Path("/work/shared/data")
+    pinned = [a for a in config["assets"] if a.get("checksum")]
+    assert len(pinned) >= 6
+    present = 0
+    for asset in pinned:
+        local = shared / asset["dest"].split("assets/", 1)[1]
+        if local.exists():
+            assert get_checksum(local) == asset["checksum"], asset["dest"]
+            present += 1
+    if not present:
+        pytest.skip("shared data copy not available")
+
+
+# ---------------------------------------------------------------------------- converter
+def test_pubtator_to_docbin_keeps_gold_spans_and_ids(scripts, tmp_path):
+    from spacy.tokens import DocBin
+    from spacy.vocab import Vocab
+
+    from training.corpora import read_docbin, read_pubtator
+
+    conv = scripts["pubtator_to_docbin"]
+    src = tmp_path / "tiny.txt"
+    src.write_text(TINY_PUBTATOR, encoding="utf-8")
+    out = tmp_path / "tiny.spacy"
+    report = conv.convert(src, out, label="Disease")
+    assert report.documents == 3 and report.annotations == 4 and report.entities == 4
+    docs = list(DocBin().from_disk(out).get_docs(Vocab()))
+    assert [d.user_data["doc_id"] for d in docs] == ["100", "200", "300"]
+    ents = [(e.text, e.label_, e.kb_id_) for e in docs[0].ents]
+    assert ents == [
+        ("Breast and ovarian cancers", "Disease", "D001943|D010051"),
+        ("Hereditary breast cancer", "Disease", "D061325"),
+        ("Cystic fibrosis", "Disease", "D003550"),
+    ]
+    assert docs[2].ents == ()
+    # the linker's reader sees exactly the mentions read_pubtator finds in the original file
+    from_docbin = [(m.doc_id, m.start, m.end, m.gold_ids) for m in read_docbin(out)]
+    from_pubtator = [(m.doc_id, m.start, m.end, m.gold_ids) for m in read_pubtator(src)]
+    assert from_docbin == from_pubtator
+    # type filter + pmid filter
+    report = conv.convert(src, tmp_path / "f.spacy", types={"CompositeMention"}, pmids={"100"})
+    assert (report.documents, report.entities, report.filtered_type) == (1, 1, 2)
+
+
+def test_pubtator_to_docbin_names_file_and_line_of_bad_offsets(scripts, tmp_path):
+    conv = scripts["pubtator_to_docbin"]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1|t|Short title\n1|a|x\n1\t0\t5\tTitle\tDisease\tD1\n", encoding="utf-8")
+    with pytest.raises(conv.PubTatorError, match=r"bad.txt:3: text\[0:5\] is 'Short'"):
+        conv.convert(bad, tmp_path / "o.spacy")
+    assert conv.main([str(bad), str(tmp_path / "o.spacy")]) == 1
+
+
+# ---------------------------------------------------------------------------- e2e scorer
+def test_e2e_score_counts_span_and_id_matches(scripts):
+    e2e = scripts["e2e_score"]
+    gold = [[(0, 10, {"D1"}), (20, 30, {"D2", "D3"})], [(5, 9, {"D4"})]]
+    pred = [[(0, 10, "D1"), (20, 30, "D9"), (40, 45, "D5")], [(5, 9, None)]]
+    s = e2e.score(gold, pred)
+    assert s["ner"]["tp"] == 3 and s["ner"]["precision"] == 0.75 and s["ner"]["recall"] == 1.0
+    assert s["e2e"]["tp"] == 1 and s["e2e"]["precision"] == 0.25 and s["e2e"]["recall"] == pytest.approx(1 / 3, abs=1e-4)
+    assert s["e2e"]["f1"] == pytest.approx(2 * 0.25 * (1 / 3) / (0.25 + 1 / 3), abs=1e-4)
+    assert s["linking_on_found"] == {"accuracy": pytest.approx(1 / 3, abs=1e-4), "n": 3}
+    # a composite gold span accepts any of its ids; canonical ids make aliases equal
+    s = e2e.score([[(0, 4, {"D3"})]], [[(0, 4, "OMIM:1")]], canonical=lambda i: {"OMIM:1": "D3"}.get(i, i))
+    assert s["e2e"]["f1"] == 1.0
+    with pytest.raises(ValueError, match="2 gold documents but 1"):
+        e2e.score([[], []], [[]])
+
+
+def test_e2e_score_docs_on_converted_gold(scripts, tmp_path):
+    from spacy.tokens import DocBin
+    from spacy.vocab import Vocab
+
+    from spacy_angel.component import install_extensions
+
+    install_extensions()
+    conv, e2e = scripts["pubtator_to_docbin"], scripts["e2e_score"]
+    src = tmp_path / "tiny.txt"
+    src.write_text(TINY_PUBTATOR, encoding="utf-8")
+    conv.convert(src, tmp_path / "g.spacy", label="Disease")
+    vocab = Vocab()
+    gold = list(DocBin().from_disk(tmp_path / "g.spacy").get_docs(vocab))
+    pred = list(DocBin().from_disk(tmp_path / "g.spacy").get_docs(vocab))
+    answers = {"Breast and ovarian cancers": "D010051", "Hereditary breast cancer": "D000001", "Cystic fibrosis": "D003550",
+               "Myocardial infarction": "D009203"}
+    for doc in pred:
+        for ent in doc.ents:
+            ent._.cui = answers[ent.text]
+    pred[1].ents = []  # the NER missed "Myocardial infarction"
+    s = e2e.score_docs(gold, pred)
+    assert s["ner"]["tp"] == 3 and s["ner"]["recall"] == 0.75 and s["ner"]["precision"] == 1.0
+    assert s["e2e"]["tp"] == 2 and s["e2e"]["recall"] == 0.5
+
+
+# ---------------------------------------------------------------------------- timing + report
+def test_timed_records_time_memory_and_exit_status(scripts, tmp_path):
+    timed = scripts["timed"]
+    code = timed.run_timed("ok-stage", ["python", "-c", "x = bytearray(60_000_000); print(len(x))"], tmp_path)
+    rec = json.loads((tmp_path / "ok-stage.json").read_text())
+    assert code == 0 and rec["returncode"] == 0 and rec["seconds"] >= 0
+    assert rec["peak_rss_mb"] > 55  # the child's 60 MB buffer
+    assert timed.run_timed("bad", ["python", "-c", "raise SystemExit(3)"], tmp_path) == 3
+    assert json.loads((tmp_path / "bad.json").read_text())["returncode"] == 3
+
+
+def test_report_collects_results_file(scripts, tmp_path):
+    rep = scripts["report"]
+
+    def write(name: str, acc1: float, acc5: float) -> Path:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"summary": {"acc@1": acc1, "acc@5": acc5, "n": 10, "acc@1_ci95": [0.1, 0.9]}}))
+        return path
+
+    stages = tmp_path / "stages"
+    stages.mkdir()
+    (stages / "cpu-a.json").write_text(json.dumps({"stage": "cpu-a", "seconds": 10.0, "peak_rss_mb": 100.0, "returncode": 0}))
+    (stages / "cpu-b.json").write_text(json.dumps({"stage": "cpu-b", "seconds": 5.5, "peak_rss_mb": 300.0, "returncode": 0}))
+    (stages / "gpu-x.json").write_text(json.dumps({"stage": "gpu-x", "seconds": 99.0, "peak_rss_mb": 1.0}))
+    e2e = tmp_path / "e2e.json"
+    e2e.write_text(json.dumps({"ner": {"precision": 0.8, "recall": 0.7, "f1": 0.75}, "e2e": {"precision": 0.6, "recall": 0.5, "f1": 0.55}}))
+    out = tmp_path / "results" / "ncbi-cpu.json"
+    args = ["--tfidf", str(write("t", 0.5, 0.6)), "--positive", str(write("p", 0.7, 0.8)), "--angel", str(write("a", 0.75, 0.85)),
+            "--e2e", str(e2e), "--stages", str(stages), "--prefix", "cpu-", "--output", str(out)]
+    assert rep.main(args) == 0
+    result = json.loads(out.read_text())
+    for key in ("tfidf_acc1", "tfidf_acc5", "positive_acc1", "positive_acc5", "angel_acc1", "angel_acc5",
+                "e2e_precision", "e2e_recall", "e2e_f1"):
+        assert key in result
+    assert (result["angel_acc1"], result["e2e_f1"], result["ner_f1"]) == (0.75, 0.55, 0.75)
+    assert set(result["stages"]) == {"cpu-a", "cpu-b"}
+    assert result["total_seconds"] == 15.5 and result["peak_rss_mb"] == 300.0
+    with pytest.raises(SystemExit, match="summary.acc@1 missing"):
+        bad = tmp_path / "bad.json"
+        bad.write_text("{}")
+        rep.main(args[:1] + [str(bad)] + args[2:])
