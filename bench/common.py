@@ -13,13 +13,14 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from spacy_angel.fileio import atomic_write_json
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = REPO / ".cache" / "bench"  # /.cache/ is git-ignored
-DATA = Path(os.environ.get("SPACY_ANGEL_DATA", "/work/shared/data"))
+DATA = Path(os.environ.get("SPACY_ANGEL_DATA", REPO.parent / "shared" / "data"))
 DEFAULT_CORPUS = DATA / "ncbi-disease" / "NCBItestset_corpus.txt"
 DEFAULT_KB_SOURCE = DATA / "medic" / "CTD_diseases_2017.tsv.gz"
 
@@ -131,16 +132,7 @@ def run_worker(script: Path, args: List[str], timeout: Optional[float] = None) -
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf8") as fh:
-            json.dump(data, fh, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_json(path, data)
 
 
 def dir_bytes(path: Path) -> int:

@@ -18,7 +18,7 @@ form must contain an upper-case letter or a digit.
 from __future__ import annotations
 
 import re
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 __all__ = [
     "find_abbreviations",

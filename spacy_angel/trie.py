@@ -16,13 +16,12 @@ measured in ``bench/trie_scale.py`` against a dict-of-dicts trie.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from .fileio import atomic_directory
 
 TRIE_FORMAT_VERSION = 1
 ROOT = 0
@@ -300,10 +299,7 @@ class TokenTrie:
     # ------------------------------------------------------------------ persistence
     def to_disk(self, path: Union[str, Path]) -> None:
         """Write a directory of ``.npy`` arrays + ``trie.json``, atomically (temp dir + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        with atomic_directory(path) as tmp:
             for field in ("edge_token", "first_edge", "leaf_node", "leaf_name"):
                 np.save(tmp / f"{field}.npy", getattr(self, field), allow_pickle=False)
             info = {
@@ -315,12 +311,6 @@ class TokenTrie:
                 "meta": self.meta,
             }
             (tmp / "trie.json").write_text(json.dumps(info, indent=2), encoding="utf8")
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     @classmethod
     def from_disk(cls, path: Union[str, Path], mmap: bool = False) -> "TokenTrie":

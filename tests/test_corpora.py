@@ -52,7 +52,7 @@ def test_pubtator_all_id_forms(tmp_path: Path) -> None:
         [
             f"222|t|{second_title}",
             "222|a|",
-            f"222\t0\t6\tSecond\tSpecificDisease\t-1",
+            "222\t0\t6\tSecond\tSpecificDisease\t-1",
             "222\tCID\tD001\tD002",  # relation line (BC5CDR)
         ]
     )

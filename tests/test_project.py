@@ -92,7 +92,7 @@ def test_vars_overrides_reach_nested_profile_values(project_copy):
     cfg = load_project_config(project_copy, overrides={"vars.cpu.positive_minutes": 1.5, "vars.data_dir": "/data"})
     script = " ".join(_commands(cfg)["cpu-finetune-positive"]["script"])
     assert "--max-minutes 1.5" in script
-    assert "/data/medic/medic_06Jul2012.txt" in " ".join(_commands(cfg)["cpu-build-kb"]["script"])
+    assert "/data/biosyn/ncbi-disease/dev_dictionary.txt" in " ".join(_commands(cfg)["cpu-build-kb"]["script"])
 
 
 @pytest.mark.parametrize("workflow", ["all", "cpu-ncbi"])

@@ -204,6 +204,7 @@ def dpo_command(
     max_minutes: Optional[float] = typer.Option(None, help="Wall-time budget."),
     seed: int = typer.Option(0, help="Random seed."),
     num_beams: int = typer.Option(5, help="Beam size for dev evaluation."),
+    eval_steps: Optional[int] = typer.Option(None, help="Dev evaluation every N steps (default: once per epoch)."),
     corpus_format: str = typer.Option("auto", help=_FORMAT_HELP),
     lowercase: bool = typer.Option(True, "--lowercase/--keep-case", help="Lowercase dev mentions."),
     abbreviations: bool = typer.Option(True, "--abbreviations/--no-abbreviations", help="Expand abbreviations in dev mentions."),
@@ -230,7 +231,7 @@ def dpo_command(
         out = train_preference(
             model_dir, kb, pairs, output, loss=loss, beta=beta, ref_model_dir=ref_model, dev_mentions=dev_mentions,
             epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_steps=max_steps,
-            max_minutes=max_minutes, seed=seed, num_beams=num_beams,
+            max_minutes=max_minutes, seed=seed, num_beams=num_beams, eval_steps=eval_steps,
         )
     except (ValueError, OSError) as err:
         _fail(str(err))

@@ -48,14 +48,14 @@ import random  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple  # noqa: E402
 
 from transformers import TrainerCallback  # noqa: E402
 
+from spacy_angel.fileio import atomic_directory, atomic_open, atomic_write_json  # noqa: E402
 from spacy_angel.kb import KnowledgeBase  # noqa: E402
 from spacy_angel.types import Mention  # noqa: E402
 
@@ -143,14 +143,6 @@ def peak_rss_mb() -> float:
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     scale = 1024 * 1024 if sys.platform == "darwin" else 1024
     return max(own, kids) / scale
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1, ensure_ascii=False)
-    os.replace(tmp, path)
 
 
 def _say(message: str) -> None:
@@ -279,13 +271,10 @@ def copy_examples_file(kb: KnowledgeBase, path: Path) -> Path:
     """
     from spacy_angel.linker import DEFAULT_END_MARKER, DEFAULT_START_MARKER
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    with atomic_open(path) as handle:
         for name in kb.names:
             rec = {"source": f"{DEFAULT_START_MARKER} {name} {DEFAULT_END_MARKER}", "prompt": f"{name} is", "target": name}
             handle.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
     return path
 
 
@@ -463,7 +452,7 @@ class Build:
         info["seconds"] = round(time.time() - started, 1)
         info["peak_rss_mb"] = round(peak_rss_mb(), 1)
         self.state["stages"][name] = info
-        write_json_atomic(self.root / STATE_FILE, self.state)
+        atomic_write_json(self.root / STATE_FILE, self.state)
         _say(f"stage {name} done in {info['seconds']}s: {json.dumps({k: v for k, v in info.items() if k != 'seconds'})}")
         return info
 
@@ -491,7 +480,7 @@ class Build:
             full.to_disk(self.root / "kb-full")
             split.train_kb.to_disk(self.root / "kb-train")
             rows = lambda ms: [{"id": m.doc_id, "name": m.surface, "ids": list(m.gold_ids)} for m in ms]  # noqa: E731
-            write_json_atomic(self.root / "split.json", {"dev": rows(split.dev), "test": rows(split.test)})
+            atomic_write_json(self.root / "split.json", {"dev": rows(split.dev), "test": rows(split.test)})
             return {
                 "concepts": len(full.concept_ids),
                 "names": full.num_names,
@@ -612,7 +601,7 @@ class Build:
 
         self._stage("pipeline", stage_pipeline)
         metrics = self.metrics(time.time() - wall)
-        write_json_atomic(self.root / METRICS_FILE, metrics)
+        atomic_write_json(self.root / METRICS_FILE, metrics)
         return metrics
 
     def metrics(self, this_run_seconds: float) -> Dict[str, Any]:
@@ -668,16 +657,8 @@ def build_pipeline(model_dir: Path, kb_dir: Path, patterns: List[Dict[str, str]]
 
 def save_pipeline(nlp: Any, path: Path) -> None:
     """``nlp.to_disk`` into a temp dir, then one rename (a half-written pipeline never loads)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_directory(path) as tmp:
         nlp.to_disk(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def load_pipeline(path: Path) -> Any:

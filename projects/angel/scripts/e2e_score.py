@@ -23,7 +23,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Set, Tuple
 
 Span3 = Tuple[int, int, int]  # (doc index, start char, end char)
 
