@@ -335,3 +335,26 @@ def test_report_collects_results_file(scripts, tmp_path):
         bad = tmp_path / "bad.json"
         bad.write_text("{}")
         rep.main(args[:1] + [str(bad)] + args[2:])
+
+
+def test_report_states_angel_minus_positive_from_the_paired_test(scripts, tmp_path):
+    rep = scripts["report"]
+    reports = []
+    for name, acc in (("t", 0.5), ("p", 0.7), ("a", 0.75)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"summary": {"acc@1": acc, "acc@5": acc, "n": 4}}))
+        reports.append(str(path))
+    compare = tmp_path / "compare.json"  # `train compare POSITIVE ANGEL`: diff = positive - angel
+    compare.write_text(json.dumps({"diff": -0.05, "diff_ci95": [-0.09, -0.01], "p_value": 0.02, "mcnemar_p": 0.03,
+                                   "a_only_correct": 1, "b_only_correct": 6}))
+    out = tmp_path / "r.json"
+    args = ["--tfidf", reports[0], "--positive", reports[1], "--angel", reports[2], "--compare", str(compare),
+            "--stages", str(tmp_path / "none"), "--output", str(out)]
+    assert rep.main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["angel_minus_positive_acc1"] == pytest.approx(0.05)
+    assert result["angel_minus_positive_acc1_ci95"] == pytest.approx([0.01, 0.09])
+    assert (result["only_angel_correct"], result["only_positive_correct"]) == (6, 1)
+    compare.write_text(json.dumps({"n": 3}))
+    with pytest.raises(SystemExit, match="field diff missing"):
+        rep.main(args)

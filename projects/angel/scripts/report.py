@@ -16,10 +16,11 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
+
+from spacy_angel.fileio import atomic_write_text
 
 
 def _read(path: Path, what: str) -> Dict[str, Any]:
@@ -67,6 +68,18 @@ def build(args: argparse.Namespace) -> Dict[str, Any]:
             result[f"e2e_{key}"] = e2e["e2e"][key]
             result[f"ner_{key}"] = e2e["ner"][key]
         result["linking_accuracy_on_found_spans"] = e2e.get("linking_on_found", {}).get("accuracy")
+    if args.compare is not None:
+        cmp = _read(args.compare, "paired comparison")
+        for key in ("diff", "diff_ci95", "p_value", "mcnemar_p", "a_only_correct", "b_only_correct"):
+            if key not in cmp:
+                raise SystemExit(f"error: {args.compare}: field {key} missing (not a `train compare` output?)")
+        # `train compare POSITIVE ANGEL` reports A - B; the results file states ANGEL - positive.
+        result["angel_minus_positive_acc1"] = -cmp["diff"]
+        result["angel_minus_positive_acc1_ci95"] = sorted(-x for x in cmp["diff_ci95"])
+        result["angel_vs_positive_p_bootstrap"] = cmp["p_value"]
+        result["angel_vs_positive_p_mcnemar"] = cmp["mcnemar_p"]
+        result["only_positive_correct"] = cmp["a_only_correct"]
+        result["only_angel_correct"] = cmp["b_only_correct"]
     stages = stage_records(args.stages, args.prefix)
     result["stages"] = stages
     result["total_seconds"] = round(sum(s["seconds"] or 0 for s in stages.values()), 1)
@@ -82,17 +95,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--positive", type=Path, required=True)
     parser.add_argument("--angel", type=Path, required=True)
     parser.add_argument("--e2e", type=Path)
+    parser.add_argument("--compare", type=Path, help="`train compare POSITIVE ANGEL` output (paired test)")
     parser.add_argument("--stages", type=Path, default=Path("metrics/stages"))
     parser.add_argument("--prefix", default="", help="only stage records whose name starts with this")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
     result = build(args)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{args.output.name}.", dir=args.output.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(result, handle, indent=1)
-        handle.write("\n")
-    os.replace(tmp, args.output)
+    atomic_write_text(args.output, json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("stages", "machine")}))
     return 0
 
