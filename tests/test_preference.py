@@ -268,6 +268,20 @@ def test_other_losses_raise_margin(tmp_path, positive_dir, tiny_kb, pair_rows, l
         assert not ref_calls  # reference-free: the reference pass is skipped
 
 
+def test_dpo_nll_term_adds_chosen_nll_to_the_loss(tmp_path, positive_dir, tiny_kb, pair_rows):
+    """nll_alpha on DPO = TRL's RPO term: loss = DPO loss + alpha * NLL of the chosen names."""
+    plain = _build(positive_dir, tiny_kb, _pairs(), tmp_path / "plain", loss="dpo", max_steps=1, batch_size=4)
+    rpo = _build(positive_dir, tiny_kb, _pairs(), tmp_path / "rpo", loss="dpo", max_steps=1, batch_size=4, nll_alpha=0.5)
+    assert plain.args.rpo_alpha is None and rpo.args.rpo_alpha == 0.5
+    batch = PairCollator(plain.processing_class.pad_token_id)(pair_rows[:4])
+    with torch.no_grad():
+        loss_plain, _ = plain.get_batch_loss_metrics(plain.model, batch)
+        loss_rpo, metrics = rpo.get_batch_loss_metrics(rpo.model, batch)
+        nll = rpo.concatenated_forward(rpo.model, batch)["nll_loss"]
+    assert float(nll) > 0
+    assert float(loss_rpo) == pytest.approx(float(loss_plain) + 0.5 * float(nll), rel=1e-4)
+
+
 # ----------------------------------------------------------------------------------- dev selection, budget
 def test_dev_selection_keeps_best_checkpoint(tmp_path, positive_dir, tiny_kb):
     dev = [_mention(TINY_CONCEPTS[c][1], c) for c in CONFUSABLE]

@@ -196,6 +196,9 @@ def dpo_command(
     dev: Optional[Path] = typer.Option(None, help="Dev corpus for checkpoint selection by Acc@1."),
     loss: str = typer.Option("dpo", help="dpo, pairwise (no reference), cpo or simpo."),
     beta: float = typer.Option(0.1, help="Preference temperature beta."),
+    nll_alpha: Optional[float] = typer.Option(
+        None, help="Weight of an NLL term on the chosen names (DPO: TRL's rpo_alpha, off by default; CPO: 1.0; SimPO: 0.0)."
+    ),
     ref_model: Optional[Path] = typer.Option(None, help="Reference model for DPO (default: MODEL_DIR)."),
     epochs: float = typer.Option(1.0, help="Epochs over the pairs."),
     max_steps: int = typer.Option(-1, help="Total steps (-1: use --epochs)."),
@@ -231,7 +234,7 @@ def dpo_command(
         out = train_preference(
             model_dir, kb, pairs, output, loss=loss, beta=beta, ref_model_dir=ref_model, dev_mentions=dev_mentions,
             epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_steps=max_steps,
-            max_minutes=max_minutes, seed=seed, num_beams=num_beams, eval_steps=eval_steps,
+            max_minutes=max_minutes, seed=seed, num_beams=num_beams, eval_steps=eval_steps, nll_alpha=nll_alpha,
         )
     except (ValueError, OSError) as err:
         _fail(str(err))

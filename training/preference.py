@@ -287,7 +287,7 @@ def build_preference_trainer(
     num_beams: int = 5,
     eval_steps: Optional[int] = None,
     label_smoothing: float = 0.0,
-    cpo_alpha: Optional[float] = None,
+    nll_alpha: Optional[float] = None,
     simpo_gamma: float = 0.5,
     context_window: int = 32,
     callbacks: Sequence[Any] = (),
@@ -295,8 +295,11 @@ def build_preference_trainer(
 ) -> Union[AngelDPOTrainer, AngelCPOTrainer]:
     """A ready-to-``train()`` TRL trainer for ``pairs``; checkpoints go to ``work_dir``.
 
-    ``cpo_alpha`` (weight of the NLL term on chosen names) defaults to 1.0 for ``cpo`` and 0.0
-    for ``simpo`` (plain SimPO); ``simpo_gamma`` is SimPO's target reward margin. With dev
+    ``nll_alpha`` weighs a negative log-likelihood term on the chosen names: TRL's ``rpo_alpha``
+    for ``dpo`` / ``pairwise`` (off by default: plain DPO), CPO's ``cpo_alpha`` for ``cpo`` (default
+    1.0) and ``simpo`` (default 0.0, plain SimPO). Why offer it for DPO: on a small model trained
+    from scratch, plain DPO lowered the chosen names' likelihood along with the rejected ones and
+    dev Acc@1 fell (docs/results.md); the NLL term keeps the chosen names likely. ``simpo_gamma`` is SimPO's target reward margin. With dev
     mentions, the dev set is decoded before training (logged only) and every ``eval_steps``
     (default: once per epoch, at least once per run), and the best dev Acc@1 checkpoint wins.
     ``device``: ``auto`` trains on CUDA (bf16 autocast where supported) when present, else CPU.
@@ -397,10 +400,10 @@ def build_preference_trainer(
         callbacks=all_callbacks,
     )
     if LOSSES[loss][0] == "dpo":
-        args = DPOConfig(reference_free=(loss == "pairwise"), **common)
+        args = DPOConfig(reference_free=(loss == "pairwise"), rpo_alpha=nll_alpha or None, **common)
         trainer = AngelDPOTrainer(ref_model=ref_model, args=args, **shared)
     else:
-        alpha = cpo_alpha if cpo_alpha is not None else (1.0 if loss == "cpo" else 0.0)
+        alpha = nll_alpha if nll_alpha is not None else (1.0 if loss == "cpo" else 0.0)
         # max_*_length only silence CPOConfig's warnings: rows arrive tokenized and truncated by the linker.
         args = CPOConfig(
             cpo_alpha=alpha, simpo_gamma=simpo_gamma, max_length=1024, max_prompt_length=512,
@@ -429,7 +432,7 @@ def train_preference(
     num_beams: int = 5,
     eval_steps: Optional[int] = None,
     label_smoothing: float = 0.0,
-    cpo_alpha: Optional[float] = None,
+    nll_alpha: Optional[float] = None,
     simpo_gamma: float = 0.5,
     context_window: int = 32,
     keep_checkpoints: bool = False,
@@ -455,7 +458,7 @@ def train_preference(
         model_dir, kb, pairs, ckpt_dir, loss=loss, beta=beta, ref_model_dir=ref_model_dir,
         dev_mentions=dev_mentions, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
         max_steps=max_steps, max_minutes=max_minutes, seed=seed, num_beams=num_beams, eval_steps=eval_steps,
-        label_smoothing=label_smoothing, cpo_alpha=cpo_alpha, simpo_gamma=simpo_gamma,
+        label_smoothing=label_smoothing, nll_alpha=nll_alpha, simpo_gamma=simpo_gamma,
         context_window=context_window, device=device,
     )
     tokenizer = trainer.processing_class
@@ -493,7 +496,7 @@ def train_preference(
                 "loss": loss,
                 "beta": beta,
                 "label_smoothing": label_smoothing,
-                "cpo_alpha": getattr(trainer, "cpo_alpha", None),
+                "nll_alpha": getattr(trainer, "cpo_alpha", None) if loss in ("cpo", "simpo") else trainer.args.rpo_alpha,
                 "simpo_gamma": simpo_gamma if loss == "simpo" else None,
                 "learning_rate": learning_rate,
                 "batch_size": batch_size,
