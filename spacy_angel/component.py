@@ -50,6 +50,7 @@ def install_extensions() -> None:
         "dtype": None,
         "threshold": 0.0,
         "lowercase": True,
+        "expand_abbreviations": True,
     },
 )
 def make_angel_linker(
@@ -66,6 +67,7 @@ def make_angel_linker(
     dtype: Optional[str],
     threshold: float,
     lowercase: bool,
+    expand_abbreviations: bool,
 ) -> "AngelLinkerComponent":
     """Create the component. ``model``: a local directory or hub id; ``kb``: a KB directory or KB file."""
     return AngelLinkerComponent(
@@ -82,6 +84,7 @@ def make_angel_linker(
         dtype=dtype,
         threshold=threshold,
         lowercase=lowercase,
+        expand_abbreviations=expand_abbreviations,
     )
 
 
@@ -90,7 +93,10 @@ class AngelLinkerComponent:
 
     Scores are probabilities: ``exp`` of the length-normalised log-likelihood of the KB name
     (the geometric-mean token probability, in (0, 1]). A span whose best score is below
-    ``threshold`` gets ``cui = None`` (NIL) but keeps its candidates.
+    ``threshold`` gets ``cui = None`` (NIL) but keeps its candidates. With
+    ``expand_abbreviations`` and ``angel_abbreviations`` earlier in the pipeline, an abbreviated
+    span is linked as its long form (written in place of the abbreviation in the model input),
+    the preprocessing the published models were trained and evaluated with.
     """
 
     def __init__(
@@ -109,6 +115,7 @@ class AngelLinkerComponent:
         dtype: Optional[str] = None,
         threshold: float = 0.0,
         lowercase: bool = True,
+        expand_abbreviations: bool = True,
     ) -> None:
         install_extensions()
         if top_k < 1 or num_beams < 1:
@@ -131,6 +138,7 @@ class AngelLinkerComponent:
             "dtype": dtype,
             "threshold": threshold,
             "lowercase": lowercase,
+            "expand_abbreviations": expand_abbreviations,
         }
         self._kb_object = kb if isinstance(kb, KnowledgeBase) else None
         self._linker: Optional[AngelLinker] = None
@@ -198,7 +206,7 @@ class AngelLinkerComponent:
         for i, doc in enumerate(docs):
             spans = self.spans(doc)
             counts.append(len(spans))
-            mentions.extend(Mention(str(i), doc.text, s.start_char, s.end_char) for s in spans)
+            mentions.extend(self._mention(span, i) for span in spans)
         flat = self.linker.link(mentions, top_k=self.cfg["top_k"]) if mentions else []
         out: List[List[List[Candidate]]] = []
         pos = 0
@@ -206,6 +214,17 @@ class AngelLinkerComponent:
             out.append(flat[pos : pos + count])
             pos += count
         return out
+
+    def _mention(self, span: Span, doc_index: int) -> Mention:
+        """The span in its document; an abbreviation is replaced by its long form when known."""
+        doc = span.doc
+        start, end = span.start_char, span.end_char
+        if self.cfg.get("expand_abbreviations", True) and Doc.has_extension("abbreviations") and doc._.abbreviations:
+            long_form = span._.long_form if Span.has_extension("long_form") else span.text
+            if long_form and long_form != span.text:
+                text = doc.text[:start] + long_form + doc.text[end:]
+                return Mention(str(doc_index), text, start, start + len(long_form))
+        return Mention(str(doc_index), doc.text, start, end)
 
     def set_annotations(self, docs: Sequence[Doc], candidates: List[List[List[Candidate]]]) -> None:
         threshold = self.cfg["threshold"]

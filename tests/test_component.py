@@ -135,3 +135,30 @@ def test_medic_kb_with_untrained_model(tmp_path):
     before = annotations(docs)
     nlp.to_disk(tmp_path / "pipeline")
     assert annotations(spacy.load(tmp_path / "pipeline").pipe(TEXTS)) == before
+
+
+def test_abbreviations_are_linked_as_their_long_form(tiny_model_dir, tiny_kb_dir):
+    """After angel_abbreviations, 'DMD' is linked as 'duchenne muscular dystrophy' in place."""
+    text = "Duchenne muscular dystrophy (DMD) is common. Boys with DMD lose walking."
+    seen = []
+
+    def run(expand):
+        nlp = spacy.blank("en")
+        ruler = nlp.add_pipe("entity_ruler")
+        ruler.add_patterns([{"label": "DISEASE", "pattern": "DMD"}])
+        nlp.add_pipe("angel_abbreviations")
+        linker = nlp.add_pipe(
+            "angel_linker",
+            config={"model": str(tiny_model_dir), "kb": str(tiny_kb_dir), "device": "cpu", "expand_abbreviations": expand},
+        )
+        original = linker.linker.link
+        linker.linker.link = lambda mentions, **kw: (seen.append(list(mentions)), original(mentions, **kw))[1]
+        doc = nlp(text)
+        assert all(ent._.cui is not None for ent in doc.ents)
+        return seen[-1]
+
+    expanded = run(True)
+    assert [m.surface for m in expanded] == ["Duchenne muscular dystrophy"] * 2
+    second = expanded[1]
+    assert second.text[: second.start].endswith("Boys with ") and second.text[second.end :].startswith(" lose walking")
+    assert [m.surface for m in run(False)] == ["DMD", "DMD"]

@@ -10,12 +10,11 @@ Usage: python scripts/assemble.py NER_MODEL LINKER_MODEL KB_DIR --output PIPELIN
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
+
+from spacy_angel.fileio import atomic_directory
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -29,6 +28,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--threshold", type=float, default=0.0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-abbreviations", action="store_true", help="no angel_abbreviations before the linker")
     args = parser.parse_args(argv)
     for path in (args.ner, args.kb):
         if not path.exists():
@@ -42,6 +42,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if "ner" not in nlp.pipe_names:
         print(f"error: {args.ner} has no 'ner' component (pipes: {nlp.pipe_names})", file=sys.stderr)
         return 1
+    if not args.no_abbreviations:
+        # Schwartz-Hearst definitions in each document: the linker then reads "DMD" as its long form,
+        # as the training mentions were preprocessed (BioSyn / ANGEL protocol).
+        nlp.add_pipe("angel_abbreviations")
     nlp.add_pipe(
         "angel_linker",
         config={
@@ -49,16 +53,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "threshold": args.threshold, "batch_size": args.batch_size, "device": args.device,
         },
     )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{args.output.name}.", dir=args.output.parent))
-    try:
+    with atomic_directory(args.output) as tmp:
         nlp.to_disk(tmp)
-        if args.output.exists():
-            shutil.rmtree(args.output)
-        os.replace(tmp, args.output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     print(f"pipeline {nlp.pipe_names} written to {args.output}")
     return 0
 
