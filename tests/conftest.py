@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from spacy_angel.kb import KnowledgeBase
 
@@ -52,3 +53,16 @@ def tiny_model_dir(tmp_path_factory, tiny_kb) -> Path:
     path = tmp_path_factory.mktemp("model") / "tiny_model"
     init_model(tiny_kb, path, size="tiny", seed=0)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models train ~10x faster on one thread when the 2 cores are shared with other jobs.
+
+    Module-scoped, so module fixtures that train (e.g. a positive model) also run on one thread;
+    use it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

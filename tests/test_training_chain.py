@@ -6,7 +6,6 @@ import json
 from typing import List, Tuple
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from spacy_angel.cli import get_app
@@ -16,12 +15,7 @@ from conftest import TINY_CONCEPTS
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def invoke(*args):
