@@ -45,7 +45,6 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import random  # noqa: E402
-import resource  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -135,14 +134,6 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process and its finished children, MiB (Linux: KiB units)."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    scale = 1024 * 1024 if sys.platform == "darwin" else 1024
-    return max(own, kids) / scale
 
 
 def _say(message: str) -> None:
@@ -450,7 +441,9 @@ class Build:
         started = time.time()
         info = fn() or {}
         info["seconds"] = round(time.time() - started, 1)
-        info["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        from .positive import peak_rss_mb  # only while building: keeps the cached start-up light
+
+        info["peak_rss_mb"] = round(peak_rss_mb(include_children=True), 1)
         self.state["stages"][name] = info
         atomic_write_json(self.root / STATE_FILE, self.state)
         _say(f"stage {name} done in {info['seconds']}s: {json.dumps({k: v for k, v in info.items() if k != 'seconds'})}")

@@ -206,9 +206,14 @@ class Seq2SeqCollator:
 
 
 # ---------------------------------------------------------------------------- bookkeeping
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+def peak_rss_mb(include_children: bool = False) -> float:
+    """Peak resident memory of this process (or of it and its finished children) in MiB.
+
+    ``ru_maxrss`` is KiB on Linux, bytes on macOS.
+    """
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if include_children:
+        peak = max(peak, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
