@@ -219,8 +219,9 @@ class AngelLinkerComponent:
         """The span in its document; an abbreviation is replaced by its long form when known."""
         doc = span.doc
         start, end = span.start_char, span.end_char
-        if self.cfg.get("expand_abbreviations", True) and Doc.has_extension("abbreviations") and doc._.abbreviations:
-            long_form = span._.long_form if Span.has_extension("long_form") else span.text
+        # angel_abbreviations installs doc._.abbreviations and span._.long_form together.
+        if self.cfg["expand_abbreviations"] and Doc.has_extension("abbreviations") and doc._.abbreviations:
+            long_form = span._.long_form
             if long_form and long_form != span.text:
                 text = doc.text[:start] + long_form + doc.text[end:]
                 return Mention(str(doc_index), text, start, start + len(long_form))
