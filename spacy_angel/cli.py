@@ -9,13 +9,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Any, Iterator, List, Optional, Sequence
 
 import typer
 
 from .fileio import atomic_open, iter_jsonl
 from .kb import FORMATS, KBFormatError, KnowledgeBase
-from .types import Mention
+from .types import Candidate, Mention
 
 app = typer.Typer(
     name="spacy-angel",
@@ -106,24 +106,48 @@ def init_model_command(
     typer.echo(f"untrained {size} model written to {output_dir}")
 
 
+def mentions_from_record(rec: dict, where: str, default_id: object) -> List[Mention]:
+    """The mentions of one ``link`` input record (``{"id", "text", "spans": [{"start", "end"}]}`` or
+    ``{"id", "text", "start", "end"}``; ``id`` defaults to ``default_id``, the line number).
+
+    One copy of the record rules for both engines (``--engine ray`` reads shards with it); a bad
+    record raises ValueError naming ``where``."""
+    text = rec.get("text")
+    if not isinstance(text, str):
+        raise ValueError(f"{where}: missing field 'text'")
+    doc_id = str(rec["id"] if rec.get("id") is not None else default_id)
+    spans = rec.get("spans")
+    if spans is None:  # Parquet rows carry both columns, null where unused
+        spans = [rec] if rec.get("start") is not None else []
+    mentions = []
+    for span in spans:
+        start, end = span.get("start"), span.get("end")
+        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text)):
+            raise ValueError(f"{where}: span start/end ({start}, {end}) outside the text")
+        mentions.append(Mention(doc_id, text, start, end))
+    return mentions
+
+
+def link_record(mention: Mention, candidates: Sequence[Candidate]) -> dict:
+    """One output line of ``link`` (both engines write exactly this)."""
+    return {
+        "id": mention.doc_id,
+        "start": mention.start,
+        "end": mention.end,
+        "mention": mention.surface,
+        "candidates": [{"ids": list(c.kb_ids), "name": c.name, "score": c.probability} for c in candidates],
+    }
+
+
 def _read_link_input(path: Path, nlp_name: Optional[str]) -> Iterator[Mention]:
-    """Mentions from JSONL spans (``{"text", "spans": [{"start", "end"}]}`` or ``{"text", "start", "end"}``)
-    or from plain text (one document per line) run through the spaCy pipeline ``nlp_name``."""
+    """Mentions from JSONL spans (see :func:`mentions_from_record`) or from plain text (one document
+    per line) run through the spaCy pipeline ``nlp_name``."""
     if path.suffix in (".jsonl", ".json"):
         try:
-            records = list(iter_jsonl(path))
+            mentions = [m for lineno, rec in iter_jsonl(path) for m in mentions_from_record(rec, f"{path}:{lineno}", lineno)]
         except ValueError as err:
             _fail(str(err))
-        for lineno, rec in records:
-            if not isinstance(rec.get("text"), str):
-                _fail(f"{path}:{lineno}: missing field 'text'")
-            doc_id = str(rec.get("id", lineno))
-            spans = rec.get("spans", [rec] if "start" in rec else [])
-            for span in spans:
-                start, end = span.get("start"), span.get("end")
-                if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(rec["text"])):
-                    _fail(f"{path}:{lineno}: span start/end ({start}, {end}) outside the text")
-                yield Mention(doc_id, rec["text"], start, end)
+        yield from mentions
         return
     if nlp_name is None:
         _fail(f"{path} is plain text: name an NER pipeline with --ner (or give JSONL with spans)")
@@ -148,10 +172,26 @@ def link_command(
     batch_size: int = typer.Option(32, help="Mentions per decoder batch."),
     context_window: int = typer.Option(32, help="Words of context on each side."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:0, ..."),
+    engine: str = typer.Option("single", help="single (this process) or ray (corpus scale: OUTPUT is a directory of shards; needs the [scale] extra)."),
+    address: Optional[str] = typer.Option(None, help="--engine ray: join this Ray cluster (e.g. auto, ray://head:10001); default: start a local Ray."),
+    workers: int = typer.Option(1, help="--engine ray: linker actors (each loads the model once and uses one CPU core)."),
+    num_gpus_per_worker: float = typer.Option(0.0, help="--engine ray: GPUs per actor (0: CPU; 0.5: two actors share a GPU)."),
+    shard_size: int = typer.Option(1000, help="--engine ray: JSONL records per output shard (Parquet: one shard per row group)."),
 ) -> None:
-    """Link mentions and write their candidates (ids, name, probability) as JSONL."""
+    """Link mentions and write their candidates (ids, name, probability) as JSONL.
+
+    With --engine ray, INPUT_PATH is a JSONL / Parquet file, a directory or a glob of them, and
+    OUTPUT a directory: one shard per input slice, written atomically; a re-run skips the shards
+    already written, so a killed job resumes."""
     from .linker import AngelLinker, LinkerError
 
+    if engine == "ray":
+        _link_with_ray(model_dir, kb_path, str(input_path), output, ner=ner, address=address, workers=workers,
+                       num_gpus_per_worker=num_gpus_per_worker, shard_size=shard_size, num_beams=num_beams,
+                       top_k=top_k, batch_size=batch_size, context_window=context_window, device=device)
+        return
+    if engine != "single":
+        _fail(f"unknown engine {engine!r}: single or ray")
     if not input_path.exists():
         _fail(f"input {input_path} does not exist")
     mentions = list(_read_link_input(input_path, ner))
@@ -165,15 +205,28 @@ def link_command(
     results = linker.link(mentions, top_k=top_k, progress=True)
     with atomic_open(output) as handle:
         for mention, cands in zip(mentions, results):
-            rec = {
-                "id": mention.doc_id,
-                "start": mention.start,
-                "end": mention.end,
-                "mention": mention.surface,
-                "candidates": [{"ids": list(c.kb_ids), "name": c.name, "score": c.probability} for c in cands],
-            }
-            handle.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            handle.write(json.dumps(link_record(mention, cands), ensure_ascii=False) + "\n")
     typer.echo(f"linked {len(mentions)} mentions -> {output}")
+
+
+def _link_with_ray(model_dir: str, kb_path: Path, input_spec: str, output: Path, *, ner: Optional[str], **options: Any) -> None:
+    """``link --engine ray``: Ray is imported here only, so the default engine never needs it."""
+    if ner is not None:
+        _fail("--engine ray reads JSONL / Parquet records with spans; run --ner pipelines with the single engine")
+    if not kb_path.exists():
+        _fail(f"KB path {kb_path} does not exist")
+    try:
+        from .scale import ScaleError, link_corpus
+    except ImportError as err:
+        _fail(f"--engine ray needs the [scale] extra: pip install 'spacy-angel[scale]' ({err})")
+    try:
+        report = link_corpus(model_dir, str(kb_path), input_spec, output, **options)
+    except (ScaleError, ValueError, OSError) as err:  # a worker's ValueError arrives as a RayTaskError(ValueError)
+        _fail(str(err).strip().splitlines()[-1] if "RayTaskError" in type(err).__name__ else str(err))
+    typer.echo(
+        f"linked {report['mentions']} mentions in {len(report['linked'])} shards "
+        f"({report['skipped']} of {report['shards']} already done) -> {output}"
+    )
 
 
 _training_mounted = False
