@@ -111,11 +111,36 @@ def test_dry_run_lists_every_command(project_copy, config, capsys, workflow):
 
 
 def _inner_commands(tokens: List[str]) -> List[List[str]]:
-    """The command itself plus any wrapped after ``--`` by timed.py / for_each.py."""
+    """The command itself plus any wrapped after ``--`` by timed.py / for_each.py or run by
+    ``accelerate launch`` (parsed by accelerate itself, so its options are checked too)."""
     out = [tokens]
     if "--" in tokens and any(t.endswith(("timed.py", "for_each.py")) for t in tokens[:3]):
         out += _inner_commands(tokens[tokens.index("--") + 1 :])
+    elif tokens[:2] == ["accelerate", "launch"]:
+        from accelerate.commands.launch import launch_command_parser
+
+        args = launch_command_parser().parse_args(tokens[2:])
+        assert (PROJECT / args.config_file).is_file(), f"accelerate config {args.config_file} is missing"
+        if args.module:
+            assert args.training_script == "spacy_angel.cli", args.training_script
+            out += _inner_commands(["spacy-angel", *args.training_script_args])
+        else:
+            out += _inner_commands(["python", args.training_script, *args.training_script_args])
     return out
+
+
+def test_all_workflow_trains_through_accelerate(project_copy, capsys):
+    """Pre-training through DeepSpeed ZeRO-2, fine-tuning through DDP, on ``vars.gpu.num_gpus`` processes."""
+    from weasel.cli.run import project_run
+
+    project_run(project_copy, "all", dry=True, overrides={"vars.gpu.num_gpus": 4})
+    out = capsys.readouterr().out
+    zero2 = "accelerate launch --config_file configs/accelerate/deepspeed_zero2.yaml --num_processes 4"
+    ddp = "accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes 4 -m spacy_angel.cli"
+    assert f"{zero2} --gradient_accumulation_steps 16 scripts/pretrain_positive.py" in out
+    assert f"{zero2} --gradient_accumulation_steps 1 -m spacy_angel.cli train dpo" in out
+    assert f"-- {ddp} train positive" in out and f"-- {ddp} train dpo" in out
+    assert out.count("accelerate launch") == 4
 
 
 def _script_help(path: Path) -> str:
