@@ -13,7 +13,8 @@ from typing import Dict, Iterable, List, Sequence, Tuple
 
 import torch
 
-from spacy_angel.linker import AngelLinker, tokenize_name
+from spacy_angel.linker import AngelLinker
+from spacy_angel.prompt import tokenize_name
 from spacy_angel.types import Candidate, Mention
 
 

@@ -228,7 +228,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     import torch
 
-    from spacy_angel.linker import AngelLinker, build_trie
+    from spacy_angel.linker import AngelLinker
+    from spacy_angel.name_trie import build_trie
 
     report: Dict[str, Any] = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}}
     kb, kb_path, model_dir, linker = setup(args)

@@ -65,7 +65,7 @@ def length_distribution(args: argparse.Namespace) -> np.ndarray:
     if args.lengths == "chars":
         lengths = np.array([max(1, math.ceil(len(n) / 3.5)) for n in kb.names], dtype=np.int32)
     else:
-        from spacy_angel.linker import load_model_and_tokenizer
+        from spacy_angel.hf import load_model_and_tokenizer
 
         _, tok = load_model_and_tokenizer(cached_model(kb, kb_path, args.cache_dir), device="cpu")
         lengths = np.array([len(x) for x in tok([" " + n for n in kb.names], add_special_tokens=False)["input_ids"]], dtype=np.int32)

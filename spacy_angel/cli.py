@@ -183,7 +183,8 @@ def link_command(
     With --engine ray, INPUT_PATH is a JSONL / Parquet file, a directory or a glob of them, and
     OUTPUT a directory: one shard per input slice, written atomically; a re-run skips the shards
     already written, so a killed job resumes."""
-    from .linker import AngelLinker, LinkerError
+    from .errors import LinkerError
+    from .linker import AngelLinker
 
     if engine == "ray":
         _link_with_ray(model_dir, kb_path, str(input_path), output, ner=ner, address=address, workers=workers,

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence, Union
 
-from .fileio import atomic_directory
+from .hf import save_pretrained_atomic  # noqa: F401  (re-exported: its old home)
 from .kb import KnowledgeBase
-from .linker import DEFAULT_END_MARKER, DEFAULT_START_MARKER, PROMPT_SUFFIX
+from .prompt import DEFAULT_END_MARKER, DEFAULT_START_MARKER, PROMPT_SUFFIX
 
 SIZES = {
     # d_model, layers (enc = dec), heads, ffn, vocab
@@ -101,11 +101,3 @@ def init_model(
     )
     model = BartForConditionalGeneration(config)
     return save_pretrained_atomic(model, tokenizer, output_dir)
-
-
-def save_pretrained_atomic(model, tokenizer, output_dir: Union[str, Path]) -> Path:
-    """Save a model + tokenizer directory via a temp dir and a rename (no half-written checkpoints)."""
-    with atomic_directory(output_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-    return Path(output_dir)

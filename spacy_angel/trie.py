@@ -21,14 +21,11 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .errors import Errors, TrieError
 from .fileio import atomic_directory
 
 TRIE_FORMAT_VERSION = 1
 ROOT = 0
-
-
-class TrieError(ValueError):
-    """A trie file is missing, corrupt, or does not belong to the model/KB it is used with."""
 
 
 class TokenTrie:
@@ -91,14 +88,14 @@ class TokenTrie:
         lengths = np.asarray(lengths, dtype=np.int64)
         n = len(lengths)
         if n == 0:
-            raise TrieError("cannot build a trie from an empty list of names")
+            raise TrieError(Errors.E025)
         flat_tokens = np.asarray(flat_tokens)
         if flat_tokens.size and flat_tokens.dtype.kind not in "iu":
-            raise TrieError(f"token ids must be integers, got dtype {flat_tokens.dtype}")
+            raise TrieError(Errors.E026.format(dtype=flat_tokens.dtype))
         if flat_tokens.size and (flat_tokens.min() < 0 or flat_tokens.max() >= vocab_size):
-            raise TrieError(f"token ids must lie in [0, {vocab_size}); got {flat_tokens.min()}..{flat_tokens.max()}")
+            raise TrieError(Errors.E027.format(vocab_size=vocab_size, low=flat_tokens.min(), high=flat_tokens.max()))
         if int(lengths.sum()) != flat_tokens.size:
-            raise TrieError(f"lengths add up to {int(lengths.sum())} tokens, but {flat_tokens.size} were given")
+            raise TrieError(Errors.E028.format(total=int(lengths.sum()), given=flat_tokens.size))
         # int32 tokens (half the memory of int64) whenever the vocabulary allows; no copy if already so.
         flat_tokens = flat_tokens.astype(np.int32 if vocab_size < 2**31 else np.int64, copy=False)
         starts = np.zeros(n, dtype=np.int64)
@@ -111,7 +108,7 @@ class TokenTrie:
         del ends_with_eos, nonempty
         names = np.arange(n, dtype=np.int64) if name_ids is None else np.asarray(name_ids, dtype=np.int64)
         if len(names) != n:
-            raise TrieError("name_ids and sequences differ in length")
+            raise TrieError(Errors.E029)
 
         vocab = np.int64(vocab_size)
         token_dtype = np.int32 if vocab_size < 2**31 else np.int64
@@ -317,20 +314,20 @@ class TokenTrie:
         path = Path(path)
         info_path = path / "trie.json"
         if not info_path.exists():
-            raise TrieError(f"no trie at {path}: {info_path.name} is missing")
+            raise TrieError(Errors.E030.format(path=path, file=info_path.name))
         try:
             info = json.loads(info_path.read_text(encoding="utf8"))
         except json.JSONDecodeError as err:
-            raise TrieError(f"{info_path}: not valid JSON ({err})") from err
+            raise TrieError(Errors.E031.format(path=info_path, err=err)) from err
         if info.get("format_version") != TRIE_FORMAT_VERSION:
-            raise TrieError(f"{info_path}: unsupported trie format version {info.get('format_version')!r}")
+            raise TrieError(Errors.E032.format(path=info_path, version=info.get("format_version")))
         arrays = {}
         for field in ("edge_token", "first_edge", "leaf_node", "leaf_name"):
             file = path / f"{field}.npy"
             if not file.exists():
-                raise TrieError(f"trie at {path} is incomplete: {file.name} is missing")
+                raise TrieError(Errors.E033.format(path=path, file=file.name))
             arrays[field] = np.load(file, allow_pickle=False, mmap_mode="r" if mmap else None)
         trie = cls(**arrays, eos_token_id=info["eos_token_id"], vocab_size=info["vocab_size"], meta=info.get("meta"))
         if trie.num_nodes != info.get("num_nodes"):
-            raise TrieError(f"trie at {path} is corrupt: {trie.num_nodes} nodes, trie.json says {info.get('num_nodes')}")
+            raise TrieError(Errors.E034.format(path=path, num_nodes=trie.num_nodes, expected=info.get("num_nodes")))
         return trie

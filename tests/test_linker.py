@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from spacy_angel.kb import KnowledgeBase
-from spacy_angel.linker import AngelLinker, LinkerError, build_trie, load_model_and_tokenizer, load_or_build_trie
+from spacy_angel.errors import LinkerError
+from spacy_angel.hf import load_model_and_tokenizer
+from spacy_angel.linker import AngelLinker
+from spacy_angel.name_trie import build_trie, load_or_build_trie
 from spacy_angel.types import Mention
 
 TEXT = (
@@ -128,8 +131,8 @@ def test_bad_offsets_are_reported(linker):
 def test_identical_inputs_are_decoded_once(tiny_model_dir, tiny_kb, monkeypatch):
     fresh = AngelLinker.from_pretrained(tiny_model_dir, tiny_kb, device="cpu")
     calls = []
-    original = fresh._decode_batch
-    monkeypatch.setattr(fresh, "_decode_batch", lambda batch: calls.append(len(batch)) or original(batch))
+    original = fresh.decoder.beam_search
+    monkeypatch.setattr(fresh.decoder, "beam_search", lambda batch: calls.append(len(batch)) or original(batch))
     first = fresh.link([Mention.bare("migraine")] * 5 + [Mention.bare("iddm")])
     assert sum(calls) == 2
     again = fresh.link([Mention.bare("migraine")])
@@ -174,3 +177,55 @@ def test_trie_extends_with_new_names_without_retraining(tiny_model_dir, tiny_kb)
     new_index = kb.name_index("glorp syndrome")
     extended = trie.extend([tok(" glorp syndrome", add_special_tokens=False)["input_ids"]], [new_index])
     assert extended.lookup(tok(" glorp syndrome", add_special_tokens=False)["input_ids"]) == new_index
+
+
+def test_beam_then_score_encodes_once_and_matches_separate_passes(linker, tiny_kb, monkeypatch):
+    """One encoder pass serves beam search and the scoring of extra names, with the same scores
+    as two separate passes and as ``rerank``; scores of the beam's names are the beam's own."""
+    mentions = mentions_in(TEXT, SURFACES[:4]) + [Mention.bare("iddm")]
+    extra_names = [
+        ["breast carcinoma", "migraine"],
+        ["hypertension"],
+        [],
+        ["lung cancer", "mammary cancer", "niddm"],
+        ["iddm", "juvenile diabetes"],
+    ]
+    extra = [tuple(tiny_kb.name_index(n) for n in names) for names in extra_names]
+    batch = [linker.encode(m) for m in mentions]
+    decoder = linker.decoder
+    calls = []
+    original = decoder.encode
+    monkeypatch.setattr(decoder, "encode", lambda *args: calls.append(1) or original(*args))
+
+    ranked, scored = decoder.beam_then_score(batch, extra)
+    assert len(calls) == 1, "beam search and scoring share one encoder pass"
+    separate_ranked, separate_scored = decoder.beam_search(batch), decoder.score_names(batch, extra)
+    assert len(calls) == 3
+    for a, b in zip(ranked, separate_ranked):
+        assert [i for i, _ in a] == [i for i, _ in b]
+        assert [s for _, s in a] == pytest.approx([s for _, s in b], abs=1e-6)
+    for names, a, b in zip(extra, scored, separate_scored):
+        assert [i for i, _ in a] == [i for i, _ in b] == list(names)
+        assert [s for _, s in a] == pytest.approx([s for _, s in b], abs=1e-6)
+
+    # the rerank path gives each surviving name the same score
+    for cands, row in zip(linker.rerank(mentions, extra_names, top_k=10), scored):
+        by_name = {tiny_kb.names[i]: s for i, s in row}
+        for cand in cands:
+            assert cand.score == pytest.approx(by_name[cand.name], abs=1e-5)
+
+    # a precomputed encoder output is reused as is; teacher-forced scores of the beam's own names
+    # equal the beam's scores, also when the logits budget forces one input per pass
+    padded = decoder.pad_batch(batch)
+    hidden = original(padded.input_ids, padded.attention)
+    beam_names = [tuple(i for i, _ in r) for r in ranked]
+    chunked = AngelLinker(linker.model, linker.tokenizer, tiny_kb, linker.trie, score_budget=1).decoder
+    for dec in (decoder, chunked):
+        calls.clear()
+        rescored = dec.score_names(batch, beam_names, encoded=hidden)
+        assert calls == []
+        for a, b in zip(ranked, rescored):
+            assert [i for i, _ in a] == [i for i, _ in b]
+            assert [s for _, s in a] == pytest.approx([s for _, s in b], abs=1e-5)
+    with pytest.raises(LinkerError, match="E052"):
+        decoder.beam_search(batch[:2], encoded=hidden)

@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from spacy_angel.linker import build_trie, load_model_and_tokenizer
+from spacy_angel.hf import load_model_and_tokenizer
+from spacy_angel.name_trie import build_trie
 from spacy_angel.types import Mention
 from training import dev_eval
 from training.corpora import MentionList

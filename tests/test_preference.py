@@ -16,8 +16,7 @@ from safetensors.torch import load_file
 from trl import CPOTrainer, DPOTrainer
 
 from conftest import TINY_CONCEPTS
-from spacy_angel.linker import load_model_and_tokenizer
-from spacy_angel.modeling import save_pretrained_atomic
+from spacy_angel.hf import load_model_and_tokenizer, save_pretrained_atomic
 from spacy_angel.types import Mention
 from training.dev_eval import temporary_linker
 from training.examples import IGNORE_INDEX, PreferencePair, name_target, seq2seq_example

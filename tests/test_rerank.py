@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spacy_angel.linker import AngelLinker, LinkerError, tokenize_name
+from spacy_angel.errors import LinkerError
+from spacy_angel.linker import AngelLinker
+from spacy_angel.prompt import tokenize_name
 from spacy_angel.types import Mention
 
 TEXT = "Patients with breast cancer and high blood pressure often report a migraine at night."
@@ -44,15 +46,15 @@ def full_model_score(linker: AngelLinker, m: Mention, name: str) -> float:
 
 
 def score_via_internal(linker: AngelLinker, m: Mention, names) -> list:
-    """The same names through ``_score`` directly (one input, one row per name)."""
+    """The same names through the decoder's ``_score`` directly (one input, one row per name)."""
     eos = linker.tokenizer.eos_token_id
     seqs = [tokenize_name(linker.tokenizer, n) + [eos] for n in names]
     generated = torch.full((len(seqs), max(map(len, seqs))), linker.tokenizer.pad_token_id)
     for i, s in enumerate(seqs):
         generated[i, : len(s)] = torch.tensor(s)
-    input_ids, attention, prompt, prompt_mask, shift = linker._pad_batch([linker.encode(m)])
-    hidden = linker._encode(input_ids, attention)
-    return linker._score(hidden, attention, prompt, prompt_mask, shift, generated, len(seqs)).tolist()
+    padded = linker.decoder.pad_batch([linker.encode(m)])
+    hidden = linker.decoder.encode(padded.input_ids, padded.attention)
+    return linker.decoder._score(padded, hidden, generated, len(seqs)).tolist()
 
 
 def test_rerank_scores_equal_score_and_the_plain_model(linker):

@@ -333,7 +333,8 @@ def evaluate_command(
 ) -> None:
     """Link a test corpus and write a per-mention report with Acc@1..k."""
     _setup_logging(verbose=False)
-    from spacy_angel.linker import AngelLinker, LinkerError
+    from spacy_angel.errors import LinkerError
+    from spacy_angel.linker import AngelLinker
 
     from .evaluate import evaluation_report, plot_bins, write_report
 

@@ -54,6 +54,7 @@ from typing import (
     Union,
 )
 
+from spacy_angel.prompt import split_context
 from spacy_angel.types import Mention
 
 __all__ = [
@@ -541,11 +542,8 @@ def mention_context(m: Mention, window_words: int) -> Tuple[str, str, str]:
     """(left context, mention, right context), each context at most ``window_words`` words.
 
     Words are whitespace-separated and re-joined with single spaces; a bare mention has none.
+    The linker's own rule (:func:`spacy_angel.prompt.split_context`), before normalisation.
     """
     if window_words < 0:
         raise ValueError("window_words must be >= 0")
-    if window_words == 0:
-        return "", m.surface, ""
-    left = m.text[: m.start].split()[-window_words:]
-    right = m.text[m.end :].split()[:window_words]
-    return " ".join(left), m.surface, " ".join(right)
+    return split_context(m.text, m.start, m.end, window_words)

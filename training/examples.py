@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from spacy_angel.fileio import atomic_open, iter_jsonl
-from spacy_angel.linker import AngelLinker, tokenize_name
+from spacy_angel.linker import AngelLinker
+from spacy_angel.prompt import prompt_for, tokenize_name
 from spacy_angel.types import Mention
 
 IGNORE_INDEX = -100
@@ -27,19 +28,10 @@ def name_target(linker: AngelLinker, name: str) -> List[int]:
 def encode_text_inputs(linker: AngelLinker, source: str, prompt: str) -> Tuple[List[int], List[int]]:
     """(encoder ids, decoder prompt ids) for pre-formatted text, e.g. KB pre-training templates.
 
-    Mirrors :meth:`AngelLinker.encode`: ``<s> source </s>`` truncated to the model's input limit,
-    and ``[decoder start] + " prompt"``.
+    The linker's own format (:meth:`spacy_angel.prompt.PromptFormat.encode_text`): ``<s> source
+    </s>`` truncated to the model's input limit, and ``[decoder start] + " prompt"``.
     """
-    tok = linker.tokenizer
-    markers = {linker.start_marker, linker.end_marker}
-    words = [w if w in markers else linker.normalize_text(w) for w in source.split()]  # markers keep their case
-    body = tokenize_name(tok, " ".join(words))[: max(linker.max_input_length - 2, 1)]
-    bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
-    start = linker.model.config.decoder_start_token_id
-    if start is None:
-        start = tok.eos_token_id
-    prompt_ids = tokenize_name(tok, linker.normalize_text(prompt))[: linker.max_prompt_length]
-    return bos + body + [tok.eos_token_id], [start] + prompt_ids
+    return linker.prompt_format.encode_text(source, prompt)
 
 
 def seq2seq_example(
@@ -89,7 +81,7 @@ class PreferencePair:
     def inputs(self) -> Union[Mention, Tuple[str, str]]:
         """What :func:`seq2seq_example` takes: the mention, or the pre-formatted (source, prompt)."""
         if self.source is not None:
-            return (self.source, self.prompt if self.prompt is not None else f"{self.mention.surface} is")
+            return (self.source, self.prompt if self.prompt is not None else prompt_for(self.mention.surface))
         return self.mention
 
     def to_json(self) -> str:

@@ -145,7 +145,7 @@ def name_rankings(linker: AngelLinker, mentions: Sequence[Mention], top_k: int, 
     kb = linker.kb
     for lo in batches:
         chunk = unique[lo : lo + linker.batch_size]
-        for key, ranked in zip(chunk, linker._decode_batch(chunk)):
+        for key, ranked in zip(chunk, linker.decoder.beam_search(chunk)):
             results[key] = [Candidate(tuple(kb.ids_for_index(i)), kb.names[i], float(s)) for i, s in ranked[:top_k]]
     return [results[key] for key in encoded]
 
@@ -298,7 +298,8 @@ def iterative_rounds(
     and the loop stops after ``patience`` chunks without improvement; without, the last model is
     kept. ``output_dir`` gets that model and ``iterative_log.json``.
     """
-    from spacy_angel.linker import build_trie, load_model_and_tokenizer
+    from spacy_angel.hf import load_model_and_tokenizer
+    from spacy_angel.name_trie import build_trie
 
     from .dev_eval import dev_accuracy
     from .preference import train_preference  # T2's module, imported only when this runs

@@ -41,8 +41,10 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import torch
 
 from spacy_angel.fileio import atomic_write_json, iter_jsonl
+from spacy_angel.hf import load_model_and_tokenizer
 from spacy_angel.kb import KnowledgeBase
-from spacy_angel.linker import AngelLinker, build_trie, load_model_and_tokenizer
+from spacy_angel.linker import AngelLinker
+from spacy_angel.name_trie import build_trie
 from spacy_angel.modeling import save_pretrained_atomic
 from spacy_angel.types import Mention
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from spacy_angel.fileio import atomic_open
 from spacy_angel.kb import KnowledgeBase
+from spacy_angel.prompt import DEFAULT_END_MARKER, DEFAULT_START_MARKER, prompt_for
 
 from .tfidf import NameIndex
 
@@ -58,8 +59,8 @@ def iter_pretraining_examples(
     chunk_size: int = 1024,
     seed: int = 0,
     shuffle: bool = True,
-    start_marker: str = "START",
-    end_marker: str = "END",
+    start_marker: str = DEFAULT_START_MARKER,
+    end_marker: str = DEFAULT_END_MARKER,
     max_names_per_concept: Optional[int] = None,
     max_examples: Optional[int] = None,
     progress: Any = None,
@@ -107,7 +108,7 @@ def iter_pretraining_examples(
                     else:
                         source = BARE_TEMPLATE.format(s1=names[a], **fmt)
                     pending.append(
-                        {"source": source, "prompt": f"{names[a]} is", "target": names[t], "kb_id": kb_id}
+                        {"source": source, "prompt": prompt_for(names[a]), "target": names[t], "kb_id": kb_id}
                     )
                     anchors.append(names[a])
 
@@ -124,7 +125,7 @@ def iter_pretraining_examples(
                 pending.append(
                     {
                         "source": DEFINITION_TEMPLATE.format(s=names[a], d=definition, **fmt),
-                        "prompt": f"{names[a]} is",
+                        "prompt": prompt_for(names[a]),
                         "target": target,
                         "kb_id": kb_id,
                     }

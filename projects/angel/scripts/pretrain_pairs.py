@@ -21,11 +21,12 @@ from typing import List, Optional, Sequence
 
 def build_pairs(records, negatives: int = 1) -> List:
     """One pair per (record, rejected name) for the first ``negatives`` rejected names."""
+    from spacy_angel.prompt import mention_of_prompt
     from training.examples import PreferencePair
 
     pairs = []
     for rec in records:
-        mention = rec["prompt"][: -len(" is")] if rec["prompt"].endswith(" is") else rec["prompt"]
+        mention = mention_of_prompt(rec["prompt"])
         for rejected in rec.get("rejected", [])[:negatives]:
             if rejected == rec["target"]:
                 continue

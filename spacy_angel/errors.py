@@ -1,0 +1,111 @@
+"""Numbered error messages and the exception classes of the runtime.
+
+Why numbered: a code such as ``[E021]`` survives translation, rewording and log truncation, so
+a user's report or a search finds the cause even when the text around it changed. The style
+follows spaCy's ``spacy/errors.py``: messages are class attributes with ``str.format`` fields,
+and reading one through the class prefixes its code::
+
+    raise LinkerError(Errors.E040.format(start=3, end=50, length=5, doc_id="doc7"))
+
+Codes are grouped by room, in blocks that leave room to grow:
+
+* ``E001``-``E019``: loading and saving models (:mod:`spacy_angel.hf`)
+* ``E020``-``E039``: tries and their fit to a KB / tokenizer (:mod:`spacy_angel.name_trie`,
+  :mod:`spacy_angel.trie`)
+* ``E040``-``E049``: the input format (:mod:`spacy_angel.prompt`)
+* ``E050``-``E059``: constrained decoding and scoring (:mod:`spacy_angel.decoding`)
+* ``E060``-``E099``: the linker (:mod:`spacy_angel.linker`)
+* ``E100`` and up: free; a new room takes the next free hundred.
+
+A message keeps its code for good: reword it freely, but never reuse a retired number.
+"""
+from __future__ import annotations
+
+
+class ErrorsWithCodes(type):
+    """Prefix every message read through the class with its code: ``Errors.E001 -> "[E001] ..."``."""
+
+    def __getattribute__(self, code: str) -> str:
+        msg = super().__getattribute__(code)
+        if code.startswith("__"):  # python internals, not messages
+            return msg
+        return f"[{code}] {msg}"
+
+
+class Errors(metaclass=ErrorsWithCodes):
+    # ---- model + tokenizer loading (hf.py)
+    E001 = "model path {path} is not a directory"
+    E002 = "model directory {path} has no config.json"
+    E003 = "model directory {path} has no tokenizer (tokenizer.json or vocab.json + merges.txt)"
+    E004 = "model directory {path} does not exist (no config.json to load)"
+    E005 = "could not load a tokenizer from {model}: {err}"
+    E006 = "could not load a seq2seq model from {model}: {err}"
+    E007 = "unknown dtype {dtype!r}: use float32, float16 or bfloat16"
+
+    # ---- tries (name_trie.py, trie.py)
+    E020 = "the KB has no names: cannot build a trie"
+    E021 = (
+        "the trie was built with a different tokenizer than the model's: it was built for {trie_tokenizer} "
+        "(tokenizer fingerprint {trie_fingerprint}), the model's tokenizer is {tokenizer} (fingerprint "
+        "{fingerprint}). Its token ids would spell other names. Rebuild it for this model "
+        "(`spacy-angel kb build ...` with this model), or delete {where} so that it is rebuilt from the KB on load"
+    )
+    E022 = (
+        "the trie was built from a different KB (KB fingerprint {trie_fingerprint}) than the one given "
+        "({fingerprint}): its names would map to the wrong concepts. Rebuild it from this KB "
+        "(`spacy-angel kb build ...`), or delete {where} so that it is rebuilt on load"
+    )
+    E023 = (
+        "the trie's vocabulary (size {trie_vocab}, end-of-name id {trie_eos}) does not match the model's "
+        "tokenizer (size {vocab}, end-of-sequence id {eos})"
+    )
+    E024 = "the trie uses token ids up to {trie_vocab}, the model's vocabulary has {vocab}"
+    E025 = "cannot build a trie from an empty list of names"
+    E026 = "token ids must be integers, got dtype {dtype}"
+    E027 = "token ids must lie in [0, {vocab_size}); got {low}..{high}"
+    E028 = "lengths add up to {total} tokens, but {given} were given"
+    E029 = "name_ids and sequences differ in length"
+    E030 = "no trie at {path}: {file} is missing"
+    E031 = "{path}: not valid JSON ({err})"
+    E032 = "{path}: unsupported trie format version {version!r}"
+    E033 = "trie at {path} is incomplete: {file} is missing"
+    E034 = "trie at {path} is corrupt: {num_nodes} nodes, trie.json says {expected}"
+
+    # ---- input format (prompt.py)
+    E040 = "mention offsets {start}-{end} lie outside its text of length {length} (doc {doc_id!r})"
+
+    # ---- decoding (decoding.py)
+    E050 = "the tokenizer has no end-of-sequence token"
+    E051 = "share_beams=True needs a BART-style decoder with sdpa or eager attention"
+    E052 = (
+        "the encoder output has shape {shape}, but the padded batch needs ({rows}, {length}, hidden): "
+        "pass the output of encode() for the same batch"
+    )
+    E053 = "got {lists} name lists for {inputs} inputs"
+    E054 = "num_beams must be at least 1"
+    E055 = "ConstrainedDecoder was made without name_tokens=: it cannot score given names"
+
+    # ---- the linker (linker.py)
+    E060 = "num_beams and batch_size must be at least 1"
+    E061 = (
+        "rerank(candidates='tfidf') needs index=<a fitted TF-IDF name index>, "
+        "e.g. training.tfidf.NameIndex(kb).fit()"
+    )
+    E062 = "unknown candidate source {source!r}: use 'trie', 'tfidf' or lists of KB names"
+    E063 = "got {lists} candidate lists for {mentions} mentions"
+    E064 = "candidates for mention {idx} must be a list of names, not the string {names!r}"
+    E065 = (
+        "candidate {name!r} for mention {idx} ({surface!r}, doc {doc_id!r}) is not a name in the KB: "
+        "only KB names can be scored"
+    )
+
+
+class LinkerError(ValueError):
+    """The model, tokenizer, KB or trie cannot be used together, or an input cannot be linked."""
+
+
+class TrieError(ValueError):
+    """A trie file is missing, corrupt, or does not belong to the model/KB it is used with."""
+
+
+__all__ = ["Errors", "ErrorsWithCodes", "LinkerError", "TrieError"]

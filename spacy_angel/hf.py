@@ -1,0 +1,80 @@
+"""Loading and saving a Hugging Face seq2seq model with its tokenizer: paths, device, dtype.
+
+Why a room of its own: every entry point (the spaCy component, the CLI, training, benches) loads
+models the same way, so the checks that turn a wrong path into a clear message, the device and
+dtype rules, and ``trust_remote_code=False`` (only architectures transformers itself ships may
+load: a model directory must never run code) live in one place.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Tuple, Union
+
+import torch
+
+from . import lean_transformers  # noqa: F401  (before transformers' generation code: ~100 MB less RSS)
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
+
+from .errors import Errors, LinkerError
+from .fileio import atomic_directory
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "spiece.model", "tokenizer_config.json")
+DTYPES = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def load_model_and_tokenizer(
+    model_name_or_path: Union[str, Path], device: str = "auto", dtype: Optional[str] = None
+) -> Tuple[PreTrainedModel, object]:
+    """Load a seq2seq model (in eval mode, on ``device``) and its tokenizer from a directory or a hub id."""
+    path = Path(model_name_or_path)
+    if path.exists():
+        if not path.is_dir():
+            raise LinkerError(Errors.E001.format(path=path))
+        if not (path / "config.json").exists():
+            raise LinkerError(Errors.E002.format(path=path))
+        if not any((path / f).exists() for f in TOKENIZER_FILES):
+            raise LinkerError(Errors.E003.format(path=path))
+    elif path.is_absolute() or str(model_name_or_path).startswith((".", "~")) or str(model_name_or_path).count("/") > 1:
+        # not a hub id ("org/name"): a local directory that is not there
+        raise LinkerError(Errors.E004.format(path=path))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_name_or_path), trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        raise LinkerError(Errors.E005.format(model=model_name_or_path, err=err)) from err
+    torch_dtype = parse_dtype(dtype)
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(
+            str(model_name_or_path), trust_remote_code=False, torch_dtype=torch_dtype, use_safetensors=None
+        )
+    except (OSError, ValueError) as err:
+        raise LinkerError(Errors.E006.format(model=model_name_or_path, err=err)) from err
+    model.eval()
+    model.to(resolve_device(device))
+    return model, tokenizer
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` is CUDA when present, else CPU; anything else is passed to ``torch.device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def parse_dtype(dtype: Optional[str]) -> Optional[torch.dtype]:
+    """``float16`` / ``bfloat16`` (or ``fp16`` / ``bf16``); None, ``""`` and ``float32`` keep the default."""
+    if dtype in (None, "", "float32", "fp32"):
+        return None
+    if dtype not in DTYPES:
+        raise LinkerError(Errors.E007.format(dtype=dtype))
+    return DTYPES[dtype]
+
+
+def save_pretrained_atomic(model, tokenizer, output_dir: Union[str, Path]) -> Path:
+    """Save a model + tokenizer directory via a temp dir and a rename (no half-written checkpoints)."""
+    with atomic_directory(output_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return Path(output_dir)
+
+
+__all__ = ["load_model_and_tokenizer", "parse_dtype", "resolve_device", "save_pretrained_atomic"]
