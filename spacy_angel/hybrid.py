@@ -1,0 +1,80 @@
+"""Hybrid linking: retrieve (char 3-gram TF-IDF), generate (constrained beam), fuse.
+
+Why a room of its own: it is the one mode that needs the candidate index, the decoder and the
+fusion weights together. For each batch of mentions the encoder runs once; the beam search
+and the teacher-forced scoring of the TF-IDF names the beam did not find both reuse its output,
+and the beam's own scores are kept for the names it found (same quantity: the length-normalised
+log-probability). Features and the fused ranking live in :mod:`spacy_angel.fusion`.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
+
+from .decoding import EncodedInput
+from .fusion import NameEvidence, concept_evidence, fuse
+from .types import Candidate, Mention
+
+if TYPE_CHECKING:
+    from .linker import AngelLinker
+
+EvidenceKey = Tuple[EncodedInput, str]
+
+
+def _batch_evidence(
+    linker: "AngelLinker", chunk: Sequence[EvidenceKey], retrieved: Dict[EvidenceKey, List[Tuple[int, float]]]
+) -> List[List[NameEvidence]]:
+    """Evidence for one batch of unique (encoded input, surface) keys: one encoder pass."""
+    decoder = linker.decoder
+    batch = [key for key, _ in chunk]
+    padded = decoder.pad_batch(batch)
+    hidden = decoder.encode(padded.input_ids, padded.attention)
+    beams = decoder.beam_search(batch, encoded=hidden)
+    extras: List[Tuple[int, ...]] = []
+    for item, beam in zip(chunk, beams):
+        in_beam = {idx for idx, _ in beam}
+        extras.append(tuple(idx for idx, _ in retrieved[item] if idx not in in_beam))
+    scored = decoder.score_names(batch, extras, encoded=hidden) if any(extras) else [[] for _ in chunk]
+    # TF-IDF cosine of beam names the retriever did not return
+    missing = [[idx for idx, _ in beam if idx not in dict(retrieved[item])] for item, beam in zip(chunk, beams)]
+    cosines = linker.name_index.cosine([surface for _, surface in chunk], missing)
+    out: List[List[NameEvidence]] = []
+    for item, beam, extra, miss, miss_cos in zip(chunk, beams, scored, missing, cosines):
+        surface_idx = linker.kb.name_index(item[1])
+        cos = dict(retrieved[item])
+        cos.update(zip(miss, (float(c) for c in miss_cos)))
+        evidence = [
+            NameEvidence(idx, float(score), cos[idx], idx == surface_idx, rank) for rank, (idx, score) in enumerate(beam)
+        ]
+        evidence.extend(NameEvidence(idx, float(score), cos[idx], idx == surface_idx, None) for idx, score in extra)
+        out.append(evidence)
+    return out
+
+
+def hybrid_evidence(
+    linker: "AngelLinker", mentions: Sequence[Mention], num_candidates: int, progress: bool = False
+) -> List[List[NameEvidence]]:
+    """Per mention: the TF-IDF top-``num_candidates`` names and the beam's names, with features.
+
+    The TF-IDF query is the mention's surface form, as in the TF-IDF baseline. Identical
+    (input, surface) pairs are computed once and cached across calls like beam results.
+    """
+    keys: List[EvidenceKey] = [(linker.encode(m), m.surface) for m in mentions]
+    cache = linker._hybrid_cache
+    todo = sorted({k for k in keys if k not in cache}, key=lambda k: (len(k[0][0]), len(k[0][1])))
+    retrieved: Dict[EvidenceKey, List[Tuple[int, float]]] = {}
+    if todo:
+        hits = linker.name_index.nearest_names([surface for _, surface in todo], num_candidates)
+        retrieved = {k: [(int(i), float(s)) for i, s in row] for k, row in zip(todo, hits)}
+    fresh: Dict[EvidenceKey, List[NameEvidence]] = {}
+    for chunk in linker._batches(todo, "hybrid linking", progress):
+        for key, evidence in zip(chunk, _batch_evidence(linker, chunk, retrieved)):
+            fresh[key] = evidence
+            linker._remember(key, evidence, cache)
+    return [fresh[k] if k in fresh else cache[k] for k in keys]
+
+
+def link_hybrid(linker: "AngelLinker", mentions: Sequence[Mention], top_k: int, progress: bool = False) -> List[List[Candidate]]:
+    """Top-k concepts per mention by the fused score (a log-probability over the candidates)."""
+    kb = linker.kb
+    evidence = hybrid_evidence(linker, mentions, linker.num_candidates, progress=progress)
+    return [fuse(concept_evidence(ev, kb.ids_for_index), linker.fusion, kb.names, top_k) for ev in evidence]

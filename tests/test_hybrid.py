@@ -1,0 +1,122 @@
+"""Hybrid linking on a tiny untrained model: evidence is what the parts compute, fusion only ranks KB ids,
+and ``train fuse`` / ``train evaluate --mode`` carry the weights from dev to test."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from spacy_angel.candidates import NameIndex
+from spacy_angel.errors import LinkerError
+from spacy_angel.fusion import FUSION_FILE, FusionWeights
+from spacy_angel.linker import AngelLinker
+from spacy_angel.types import Mention
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+MENTIONS = [
+    Mention("d1", "patients with breast cancers were seen", 14, 28, ("D001943",)),
+    Mention("d2", "a heart attack in 2001", 2, 14, ("D009203",)),
+    Mention.bare("high blood pressure", ("D006973",)),
+    Mention.bare("juvenile diabetes", ("D003922",)),
+]
+
+
+@pytest.fixture(scope="module")
+def linker(tiny_model_dir, tiny_kb):
+    return AngelLinker.from_pretrained(tiny_model_dir, tiny_kb, device="cpu", mode="hybrid", num_candidates=4, num_beams=3)
+
+
+def test_hybrid_candidates_are_kb_concepts_with_probabilities(linker, tiny_kb):
+    out = linker.link(MENTIONS, top_k=5)
+    assert len(out) == len(MENTIONS)
+    for cands in out:
+        assert cands, "every mention gets candidates"
+        ids = [i for c in cands for i in c.kb_ids]
+        assert len(ids) == len(set(ids))
+        assert all(i in tiny_kb for i in ids)
+        assert all(c.name in tiny_kb.names_for(c.kb_ids[0]) for c in cands)
+        assert sum(math.exp(c.score) for c in cands) <= 1.0 + 1e-6
+        assert [c.score for c in cands] == sorted((c.score for c in cands), reverse=True)
+
+
+def test_evidence_is_beam_plus_retrieval_with_the_parts_own_scores(linker, tiny_kb):
+    linker.clear_cache()
+    evidence = linker.hybrid_evidence(MENTIONS)
+    index = NameIndex(tiny_kb).fit()
+    encoded = [linker.encode(m) for m in MENTIONS]
+    beams = linker.decoder.beam_search(encoded)
+    for m, enc, beam, ev in zip(MENTIONS, encoded, beams, evidence):
+        retrieved = [i for i, _ in index.nearest_names([m.surface], 4)[0]]
+        assert {e.name_idx for e in ev} == {i for i, _ in beam} | set(retrieved)
+        by_idx = {e.name_idx: e for e in ev}
+        for rank, (idx, score) in enumerate(beam):  # the beam's own scores, ranks kept
+            assert by_idx[idx].beam_rank == rank
+            assert by_idx[idx].model == pytest.approx(score, abs=1e-5)
+        extra = [i for i in retrieved if by_idx[i].beam_rank is None]
+        if extra:  # teacher-forced scores of names the beam missed: same quantity as rerank computes
+            [scored] = linker.decoder.score_names([enc], [tuple(extra)])
+            for idx, score in scored:
+                assert by_idx[idx].model == pytest.approx(score, abs=1e-5)
+        cos = index.cosine([m.surface], [[e.name_idx for e in ev]])[0]
+        for e, c in zip(ev, cos):
+            assert e.tfidf == pytest.approx(float(c), abs=1e-5)
+            assert e.exact == (tiny_kb.name_index(m.surface) == e.name_idx)
+
+
+def test_exact_match_wins_with_default_weights(linker):
+    [cands] = linker.link([Mention.bare("high blood pressure")], top_k=3)
+    assert cands[0].kb_ids == ("D006973",)
+
+
+def test_modes_and_their_errors(linker):
+    beam = linker.link(MENTIONS, top_k=3, mode="beam")
+    assert beam == AngelLinker.link(linker, MENTIONS, top_k=3, mode="beam")
+    assert linker.link(MENTIONS, top_k=3, mode="rerank")
+    with pytest.raises(LinkerError, match="unknown linking mode"):
+        linker.link(MENTIONS, mode="bm25")
+
+
+def test_fusion_weights_change_the_ranking(tiny_model_dir, tiny_kb):
+    heavy_tfidf = AngelLinker.from_pretrained(
+        tiny_model_dir, tiny_kb, device="cpu", mode="hybrid", num_beams=3,
+        fusion=FusionWeights(model=0.0, tfidf=1.0, exact=0.0, beam=0.0),
+    )
+    index = NameIndex(tiny_kb).fit()
+    for m, cands in zip(MENTIONS, heavy_tfidf.link(MENTIONS, top_k=1)):
+        best = index.link([m.surface], k=1)[0][0]
+        assert cands[0].kb_ids == best.kb_ids
+
+
+def _write_dev(path):
+    rows = [("D001943", "breast cancer", "breast cancers"), ("D009203", "heart attack", "heart attacks"),
+            ("D006973", "hypertension", "high blood pressure"), ("D003922", "juvenile diabetes", "juvenile diabetes"),
+            ("D008175", "lung cancer", "cancer of the lung"), ("D008881", "migraine", "migraines")]
+    path.write_text("".join(f"{a}\t{b}\t{c}\n" for a, b, c in rows), encoding="utf-8")
+
+
+def test_train_fuse_then_evaluate_hybrid(tmp_path, tiny_model_dir, tiny_kb_dir):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    dev = tmp_path / "dev.txt"
+    _write_dev(dev)
+    runner = CliRunner()
+    res = runner.invoke(app, ["fuse", str(model), str(tiny_kb_dir), str(dev), "--corpus-format", "askapatient",
+                              "--num-beams", "3", "--top-k", "3", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    weights = FusionWeights.from_disk(model / FUSION_FILE)
+    assert weights.source == "fitted" and weights.dev["n"] == 6
+    assert "hybrid" in res.output
+    out = tmp_path / "report.json"
+    res = runner.invoke(app, ["evaluate", str(model), str(tiny_kb_dir), str(dev), "--corpus-format", "askapatient",
+                              "--num-beams", "3", "--top-k", "3", "--device", "cpu", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    meta = json.loads(out.read_text())["meta"]
+    assert meta["mode"] == "hybrid" and meta["fusion"]["tfidf"] == weights.tfidf
