@@ -1,7 +1,8 @@
 """The ``spacy-angel`` command line: build KBs, create offline models, link text.
 
 ``spacy-angel train ...`` lives in the separate ``training`` package (the ``[train]`` extra) and is
-mounted lazily, so the runtime commands work without TRL or scikit-learn installed.
+found through the ``spacy_angel_cli`` entry point group, so the runtime never imports it and works
+without TRL or scikit-learn installed.
 """
 from __future__ import annotations
 
@@ -230,27 +231,49 @@ def _link_with_ray(model_dir: str, kb_path: Path, input_spec: str, output: Path,
     )
 
 
-_training_mounted = False
+CLI_ENTRY_POINTS = "spacy_angel_cli"
+TRAIN_HINT = "training needs the [train] extra: pip install 'spacy-angel[train]'"
+_plugins_mounted = False
+
+
+def _cli_entry_points() -> list:
+    """Installed entry points of the ``spacy_angel_cli`` group (``name = module:typer_app``)."""
+    from importlib.metadata import entry_points
+
+    found = entry_points()
+    if hasattr(found, "select"):
+        return list(found.select(group=CLI_ENTRY_POINTS))
+    return list(found.get(CLI_ENTRY_POINTS, []))  # Python 3.9
 
 
 def _mount_training() -> None:
-    """Add ``spacy-angel train`` from the training package when its extra is installed (once)."""
-    global _training_mounted
-    if _training_mounted:
+    """Mount the sub-commands other packages register in the ``spacy_angel_cli`` entry point group
+    (``train`` from the ``[train]`` extra), the way spaCy finds ``spacy_cli`` plugins (once).
+
+    The runtime never imports ``training``: without the entry point, or when it cannot load (TRL
+    missing), ``spacy-angel train`` only says how to install the extra.
+    """
+    global _plugins_mounted
+    if _plugins_mounted:
         return
-    _training_mounted = True
-    try:
-        from training.cli import app as training_app  # lazy: only the CLI touches training/
-    except ImportError as err:
-        missing = str(err)
+    _plugins_mounted = True
+    problems = {}
+    for ep in _cli_entry_points():
+        try:
+            sub_app = ep.load()
+        except ImportError as err:
+            problems[ep.name] = str(err)
+            continue
+        app.add_typer(sub_app, name=ep.name)
+        problems.pop(ep.name, None)
+    mounted = {group.name for group in app.registered_groups}
+    if "train" not in mounted:
+        reason = f" ({problems['train']})" if "train" in problems else ""
 
         @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
         def train_unavailable() -> None:
             """Training commands (install with: pip install 'spacy-angel[train]')."""
-            _fail(f"training needs the [train] extra: pip install 'spacy-angel[train]' ({missing})")
-
-        return
-    app.add_typer(training_app, name="train", help="Train, mine negatives, DPO, evaluate (ANGEL).")
+            _fail(TRAIN_HINT + reason)
 
 
 def get_app() -> typer.Typer:

@@ -7,7 +7,7 @@ made here: ``init_model(kb, out_dir, size="tiny")`` writes a directory that
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence, Union
+from typing import Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 from .hf import save_pretrained_atomic  # noqa: F401  (re-exported: its old home)
 from .kb import KnowledgeBase
@@ -67,16 +67,23 @@ def init_model(
     seed: int = 0,
     vocab_size: Optional[int] = None,
     max_positions: int = 512,
+    dims: Optional[Mapping[str, int]] = None,
 ) -> Path:
-    """Create an untrained BART model + tokenizer fitted on ``kb`` in ``output_dir`` (atomic write)."""
+    """Create an untrained BART model + tokenizer fitted on ``kb`` in ``output_dir`` (atomic write).
+
+    ``dims`` (``d_model``, ``layers``, ``heads``, ``ffn``, ``vocab``, as in :data:`SIZES`) gives the
+    dimensions explicitly instead of a named ``size``, for callers with their own architecture.
+    """
     import torch
     from transformers import BartConfig, BartForConditionalGeneration
 
-    if size not in SIZES:
+    if dims is None and size not in SIZES:
         raise ValueError(f"unknown model size {size!r}: choose one of {', '.join(SIZES)}")
+    if dims is not None and set(dims) != set(SIZES["tiny"]):
+        raise ValueError(f"dims needs exactly the keys {', '.join(SIZES['tiny'])}, got {', '.join(dims)}")
     if kb.num_names == 0:
         raise ValueError("the KB has no names: cannot fit a tokenizer")
-    spec = SIZES[size]
+    spec = dict(dims) if dims is not None else SIZES[size]
     tokenizer = train_tokenizer(kb, vocab_size or spec["vocab"], corpus, lowercase=kb.lowercase)
     torch.manual_seed(seed)
     config = BartConfig(

@@ -57,3 +57,20 @@ def test_errors_name_the_problem(tmp_path):
     (tmp_path / "plain.txt").write_text("breast cancer\n")
     result = invoke("link", tmp_path / "nowhere", tmp_path / "kb", tmp_path / "plain.txt", "-o", tmp_path / "o.jsonl")
     assert result.exit_code == 1 and "--ner" in result.output
+
+
+def test_train_is_found_through_the_entry_point_group():
+    """`train` comes from the spacy_angel_cli entry point (setup.cfg), not from an import of training/;
+    without one, the runtime never loads training/ and `spacy-angel train` says how to install it."""
+    import subprocess
+    import sys
+
+    from spacy_angel import cli
+
+    assert [(ep.name, ep.value) for ep in cli._cli_entry_points()] == [("train", "training.cli:app")]
+    no_plugins = "import spacy_angel.cli as c, sys; c._cli_entry_points = lambda: []; "
+    probe = no_plugins + "c.get_app(); print(any(m.split('.')[0] == 'training' for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    out = subprocess.run([sys.executable, "-c", no_plugins + "c.main(['train', 'positive', 'x'])"], capture_output=True, text=True)
+    assert out.returncode == 1 and "pip install 'spacy-angel[train]'" in out.stderr

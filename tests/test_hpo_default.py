@@ -1,14 +1,19 @@
-"""The offline HPO default (training.offline_default): split, patterns, training data, and a
-tiny end-to-end build on a hand-written ontology (slow) that must be cached on the second run."""
+"""The offline HPO default (training.hpo_default): split, patterns, training data, the recipe,
+and the main job end to end on a hand-written ontology with tiny step budgets (seconds)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
+from spacy_angel import modeling
 from spacy_angel.kb import KnowledgeBase
-from training import offline_default as od
+from training.hpo_default import build as hb
+from training.hpo_default import data as hd
+from training.hpo_default import main as hm
+from training.hpo_default.recipe import Recipe
 
 TINY_OBO = """\
 format-version: 1.2
@@ -99,7 +104,7 @@ def hpo_kb(obo) -> KnowledgeBase:
 
 
 def test_split_holds_out_synonyms_that_stay_linkable(hpo_kb):
-    split = od.split_synonyms(hpo_kb, n_dev=2, n_test=3, seed=1)
+    split = hd.split_synonyms(hpo_kb, n_dev=2, n_test=3, seed=1)
     held = split.dev + split.test
     assert len(split.dev) == 2 and len(split.test) == 3
     concepts = [m.gold_ids[0] for m in held]
@@ -114,22 +119,22 @@ def test_split_holds_out_synonyms_that_stay_linkable(hpo_kb):
     assert split.train_kb.definition("HP:0001250") == hpo_kb.definition("HP:0001250")
     assert split.train_kb.preferred_name("HP:0004322") == "Short stature"
     # deterministic for a seed, different for another
-    again = od.split_synonyms(hpo_kb, n_dev=2, n_test=3, seed=1)
+    again = hd.split_synonyms(hpo_kb, n_dev=2, n_test=3, seed=1)
     assert [m.surface for m in again.test] == [m.surface for m in split.test]
     with pytest.raises(ValueError, match="held-out-able"):
-        od.split_synonyms(hpo_kb, n_dev=50, n_test=50)
+        hd.split_synonyms(hpo_kb, n_dev=50, n_test=50)
 
 
 def test_phenotype_subtree_and_ruler_patterns(obo, hpo_kb):
-    keep = od.phenotype_terms(obo)
+    keep = hd.phenotype_terms(obo)
     assert "HP:0001250" in keep and "HP:0000118" in keep
     assert "HP:0000006" not in keep and "HP:0000001" not in keep
-    patterns = od.ruler_patterns(hpo_kb, keep)
+    patterns = hd.ruler_patterns(hpo_kb, keep)
     texts = {p["pattern"] for p in patterns}
     assert {"seizures", "short stature", "hypertelorism", "muscle weakness"} <= texts
     assert "autosomal dominant" not in texts  # inheritance mode, not a phenotype
     assert "fits" in texts and all(len(t) >= 4 for t in texts)
-    assert all(p["label"] == od.ENTITY_LABEL and p["id"] in keep for p in patterns)
+    assert all(p["label"] == hd.ENTITY_LABEL and p["id"] in keep for p in patterns)
 
 
 def test_copy_examples_encode_like_bare_mentions(tmp_path, tiny_kb, tiny_model_dir):
@@ -139,10 +144,11 @@ def test_copy_examples_encode_like_bare_mentions(tmp_path, tiny_kb, tiny_model_d
     from training.examples import seq2seq_example
     from training.positive import read_pretraining_jsonl
 
-    path = od.copy_examples_file(tiny_kb, tmp_path / "copy.jsonl")
+    linker = AngelLinker.from_pretrained(tiny_model_dir, tiny_kb, device="cpu")
+    path = hd.copy_examples_file(tiny_kb, tmp_path / "copy.jsonl", linker.tokenizer)
     records = [rec for _, _, rec in read_pretraining_jsonl(path)]
     assert len(records) == tiny_kb.num_names
-    linker = AngelLinker.from_pretrained(tiny_model_dir, tiny_kb, device="cpu")
+    assert records[0]["source"] == f"START {records[0]['target']} END" and records[0]["prompt"].endswith(" is")
     for rec in records[:6]:
         name = rec["target"]
         assert seq2seq_example(linker, (rec["source"], rec["prompt"]), name) == seq2seq_example(
@@ -151,75 +157,75 @@ def test_copy_examples_encode_like_bare_mentions(tmp_path, tiny_kb, tiny_model_d
 
 
 def test_tfidf_pairs_prefer_own_synonym_over_other_concepts(hpo_kb):
-    from training.tfidf import NameIndex
+    from spacy_angel.candidates import NameIndex
 
     index = NameIndex(hpo_kb).fit()
-    pairs = od.tfidf_pairs(hpo_kb, index, count=100, negatives=2, seed=0)
+    pairs = hd.tfidf_pairs(hpo_kb, index, count=100, negatives=2, seed=0)
     assert pairs
     for p in pairs:
         cid = p.gold_ids[0]
         assert p.mention.surface in hpo_kb.names_for(cid)
         assert p.chosen in hpo_kb.names_for(cid) and p.chosen != p.mention.surface
         assert cid not in hpo_kb.ids_for(p.rejected)
-    assert len(od.tfidf_pairs(hpo_kb, index, count=3, negatives=2, seed=0)) == 3
+    assert len(hd.tfidf_pairs(hpo_kb, index, count=3, negatives=2, seed=0)) == 3
 
 
-def test_steps_fit_the_budget():
-    assert od.steps_for(minutes=1.0, sec_per_step=0.1, wanted=10_000, overhead=1.0) == 600
-    assert od.steps_for(minutes=1.0, sec_per_step=0.1, wanted=50, overhead=1.0) == 50
-    assert od.steps_for(minutes=0.0, sec_per_step=1.0, wanted=50) == 1
-
-
-def test_recipe_fingerprint_tracks_every_setting():
-    base = od.Recipe()
-    assert base.fingerprint("a") == od.Recipe().fingerprint("a")
+def test_recipe_is_steps_and_seed_not_wall_time():
+    base = Recipe()
+    assert base.fingerprint("a") == Recipe().fingerprint("a")
     assert base.fingerprint("a") != base.fingerprint("b")
-    assert base.fingerprint("a") != od.Recipe(dpo_beta=0.2).fingerprint("a")
+    assert base.fingerprint("a") != Recipe(dpo_beta=0.2).fingerprint("a")
+    pos, dpo = base.positive(Path("copy.jsonl")), base.preference()
+    assert (pos.max_steps, pos.warmup_steps, pos.seed, pos.device) == (base.positive_steps, base.warmup_steps, 0, "cpu")
+    assert (dpo.max_steps, dpo.seed, dpo.device, dpo.loss) == (base.dpo_steps, 0, "cpu", "dpo")
+    assert base.dpo_pairs == base.dpo_steps * base.dpo_batch  # one epoch over the pairs
+    assert pos.max_minutes and dpo.max_minutes  # safety caps only, never the budget
+    names = {f.name for f in dataclasses.fields(Recipe)}
+    assert not any("second" in n for n in names)
 
 
-@pytest.mark.slow
-def test_tiny_build_links_and_is_cached(tmp_path, obo, capsys):
-    """The whole build on the tiny ontology (seconds-long budgets), then a cached second run."""
-    recipe = od.Recipe(
-        n_dev=2, n_test=2, d_model=32, layers=1, heads=2, ffn=64, vocab=300,
-        positive_minutes=0.15, positive_epochs=30, positive_batch=8, dpo_minutes=0.05, dpo_pairs=16, dpo_batch=4,
-        eval_batch=8,
-    )
-    build = od.Build(tmp_path / od.MODEL_NAME, recipe, obo)
-    metrics = build.run()
-    assert set(metrics["stage_seconds"]) == {"kb", "init", "positive", "eval_positive", "dpo", "eval_dpo", "pipeline"}
+TINY = Recipe(
+    n_dev=2, n_test=2, d_model=32, layers=1, heads=2, ffn=64, vocab=300, positive_steps=30, positive_batch=8,
+    warmup_steps=3, dpo_steps=2, dpo_batch=4, eval_batch=8,
+)
+
+
+@pytest.mark.usefixtures("one_torch_thread")  # restores torch's thread count after --threads 1
+def test_main_job_builds_reports_links_and_caches(tmp_path, obo, capsys):
+    """``main()`` end to end on the tiny ontology: metrics file, printed report, the sample linked;
+    a second run only loads; a changed recipe rebuilds."""
+    sizes = json.dumps(modeling.SIZES, sort_keys=True)
+    assert hm.main(["--cache-dir", str(tmp_path), "--obo", str(obo), "--threads", "1"], recipe=TINY) == 0
+    out = capsys.readouterr()
+    root = tmp_path / hb.MODEL_NAME
+    metrics = json.loads((root / hb.METRICS_FILE).read_text())
+    assert set(metrics["stage_seconds"]) == set(hb.STAGES)
+    assert metrics["steps"] == {"positive": 30, "dpo": 2} and metrics["cut_by_safety_cap"] == {}
     for key in ("tfidf", "positive", "dpo"):
         assert 0.0 <= metrics[key]["test"]["acc1"] <= 1.0 and metrics[key]["test"]["n"] == 2
     assert metrics["model"] in ("positive", "dpo")
-    assert json.loads((tmp_path / od.MODEL_NAME / od.METRICS_FILE).read_text())["model"] == metrics["model"]
-    nlp = od.load_pipeline(tmp_path / od.MODEL_NAME / "pipeline")
-    ents = od.describe(nlp("Seizures and short stature were seen."))
-    assert [e["text"] for e in ents] == ["Seizures", "short stature"]
+    assert f"after DPO {metrics['dpo']['test']['acc1']:.3f}" in out.out and "30 + 2 steps" in out.out
     kb_ids = set(KnowledgeBase.from_files([obo], format="obo").concept_ids)
-    assert all(e["hpo_id"] in kb_ids and 0.0 < e["score"] <= 1.0 for e in ents)
-    # second run: every stage comes from the cache
-    again = od.Build(tmp_path / od.MODEL_NAME, recipe, obo)
-    assert again.done
+    lines = [line.split() for line in out.out.splitlines() if line.startswith("  '")]
+    assert [line[0] for line in lines] == ["'seizures'", "'short", "'hypertelorism'", "'muscle"]
+    assert all(any(tok in kb_ids for tok in line) for line in lines)  # each sample entity linked
+    assert json.dumps(modeling.SIZES, sort_keys=True) == sizes  # the recipe's dims went in explicitly
+
+    # second run: cached (no stage runs), JSON output
+    argv = ["--cache-dir", str(tmp_path), "--obo", str(obo), "--json", "--text", "Short stature."]
+    assert hm.main(argv, recipe=TINY) == 0
+    again = capsys.readouterr()
+    assert "stage" not in again.err
+    record = json.loads(again.out.strip().splitlines()[-1])
+    assert [e["text"] for e in record["entities"]] == ["Short stature"]
+    assert record["entities"][0]["hpo_id"] in kb_ids and 0.0 < record["entities"][0]["score"] <= 1.0
+
     # a changed recipe rebuilds from scratch
-    changed = od.Build(tmp_path / od.MODEL_NAME, od.Recipe(**{**recipe.__dict__, "seed": 1}), obo)
-    assert not changed.done and not (tmp_path / od.MODEL_NAME / "positive").exists()
+    changed = hb.Build(root, dataclasses.replace(TINY, seed=1), obo)
+    assert not changed.done and not (root / "positive").exists()
 
 
-def test_time_annealed_lr_decays_with_wall_time_not_steps():
-    import torch
+def test_old_entry_point_still_runs_the_main_job():
+    from training import offline_default
 
-    callback = od.TimeAnnealedLR(minutes=1.0, warmup_steps=10, floor=0.05)
-    assert callback.factor(0, 0.0) == pytest.approx(0.1)  # warm-up by steps
-    assert callback.factor(500, 30.0) == pytest.approx(0.5)  # half the budget gone, whatever the step
-    assert callback.factor(5, 30.0) == pytest.approx(0.3)
-    assert callback.factor(500, 120.0) == pytest.approx(0.05)  # floor after the budget
-    param = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([param], lr=0.4)
-
-    class State:
-        global_step = 20
-
-    callback.on_train_begin(None, State, None, optimizer=optimizer)
-    callback.started -= 15.0  # pretend 15 s of the 60 s budget have passed
-    callback.on_step_begin(None, State, None, optimizer=optimizer)
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.4 * 0.75, rel=1e-3)
+    assert offline_default.main is hm.main

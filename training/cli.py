@@ -1,20 +1,39 @@
 """``spacy-angel train``: positive-only training, negative mining, preference training, evaluation.
 
-Mounted by ``spacy_angel/cli.py`` as the ``train`` group; also runs as ``python -m training.cli``.
-Every command reads corpora with :func:`training.corpora.read_corpus` and normalises them with
+Found by ``spacy-angel`` through the ``spacy_angel_cli`` entry point group (``train =
+training.cli:app`` in setup.cfg); also runs as ``python -m training.cli``. The options of each
+command are generated from the settings dataclasses of :mod:`training.settings`
+(:func:`settings_options`), so a default or help text exists once. Every command reads corpora
+with :func:`training.corpora.read_corpus` and normalises them with
 :func:`training.corpora.preprocess` (lowercasing, abbreviation expansion from the document,
-dropping mentions whose ids are not in the KB), printing what was read and dropped. Heavy
-imports (torch, transformers, TRL) happen inside the commands so ``--help`` stays fast.
+dropping mentions whose ids are not in the KB), printing what was read and dropped. Heavy imports
+(torch, transformers, TRL) happen inside the commands so ``--help`` stays fast.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import json
 import logging
 import sys
+import typing
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import typer
+
+from .settings import (
+    CorpusSettings,
+    EvaluateSettings,
+    FuseSettings,
+    IterateSettings,
+    MiningSettings,
+    PositiveSettings,
+    PreferenceSettings,
+    PretrainDataSettings,
+    cli_fields,
+)
 
 app = typer.Typer(
     name="train",
@@ -24,7 +43,46 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_FORMAT_HELP = "Corpus format: auto, pubtator, biosyn, askapatient or docbin."
+
+def settings_options(required: Sequence[str] = (), **groups: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command one typer option per field of each settings dataclass in ``groups``.
+
+    The command declares its arguments as usual plus one parameter per group name; typer sees the
+    generated options instead, and the command receives the built dataclasses. ``required``
+    names fields that must be given on the command line (``--output``).
+    """
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        hints = typing.get_type_hints(func)
+        explicit = [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(p.name, p.annotation))
+            for p in inspect.signature(func).parameters.values()
+            if p.name not in groups
+        ]
+        owners: Dict[str, str] = {}
+        generated = []
+        for group, cls in groups.items():
+            for f, tp in cli_fields(cls):
+                if f.name in owners or any(p.name == f.name for p in explicit):
+                    raise TypeError(f"option {f.name!r} of {cls.__name__} is defined twice on {func.__name__}")
+                owners[f.name] = group
+                default = ... if f.name in required else f.default
+                option = typer.Option(default, *f.metadata.get("flags", ()), help=f.metadata["help"])
+                generated.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=tp))
+
+        @functools.wraps(func)
+        def command(**kwargs: Any) -> Any:
+            values: Dict[str, Dict[str, Any]] = {group: {} for group in groups}
+            for name, group in owners.items():
+                values[group][name] = kwargs.pop(name)
+            return func(**kwargs, **{group: groups[group](**v) for group, v in values.items()})
+
+        params = explicit + generated
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
 
 
 def _fail(message: str) -> None:
@@ -33,8 +91,10 @@ def _fail(message: str) -> None:
 
 
 def _setup_logging(verbose: bool = True) -> None:
+    from .distributed import is_main_process  # under accelerate launch, one process tells the story
+
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
+        level=logging.INFO if verbose and is_main_process() else logging.WARNING,
         format="%(asctime)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -42,30 +102,29 @@ def _setup_logging(verbose: bool = True) -> None:
 
 def _load_kb(path: Path):
     """A KB directory (``spacy-angel kb build``) or a KB source file in any supported format."""
-    from spacy_angel.kb import KBFormatError, KnowledgeBase
+    from spacy_angel.kb import KBFormatError
+    from spacy_angel.kb_sources import load_kb
 
     if not path.exists():
         _fail(f"KB path {path} does not exist")
     try:
-        return KnowledgeBase.from_disk(path) if path.is_dir() else KnowledgeBase.from_files([path])
+        return load_kb(path)
     except (KBFormatError, ValueError, OSError) as err:
         _fail(f"cannot read KB {path}: {err}")
     raise AssertionError  # unreachable
 
 
-def _load_mentions(
-    path: Path, kb: Any, corpus_format: str, *, lowercase: bool = True, abbreviations: bool = True, label: str = "corpus"
-):
+def _load_mentions(path: Path, kb: Any, corpus: CorpusSettings, label: str = "corpus"):
     """Read + preprocess a corpus; prints the counts; returns (mentions, counts dict)."""
     from .corpora import CorpusFormatError, preprocess, read_corpus
 
     if not path.exists():
         _fail(f"{label} {path} does not exist")
     try:
-        raw = read_corpus(path, format=corpus_format)
+        raw = read_corpus(path, format=corpus.corpus_format)
     except (CorpusFormatError, ValueError, FileNotFoundError) as err:
         _fail(str(err))
-    mentions, pre = preprocess(raw, lowercase=lowercase, expand_abbreviations=abbreviations, kb=kb)
+    mentions, pre = preprocess(raw, lowercase=corpus.lowercase, expand_abbreviations=corpus.abbreviations, kb=kb)
     dropped = ", ".join(f"{n} {why}" for why, n in sorted(pre.dropped.items())) or "none"
     typer.echo(
         f"{label} {path}: {raw.report.documents} documents, {len(raw)} mentions read "
@@ -77,37 +136,20 @@ def _load_mentions(
     return mentions, {"read": raw.report.to_dict(), "preprocess": pre.to_dict()}
 
 
-def _echo_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=1, ensure_ascii=False, default=str))
+def _dev(dev: Optional[Path], kb: Any, corpus: CorpusSettings):
+    return _load_mentions(dev, kb, corpus, label="dev")[0] if dev is not None else None
 
 
 # ---------------------------------------------------------------------------- positive
 @app.command("positive")
+@settings_options(required=("output_dir",), settings=PositiveSettings, corpus=CorpusSettings)
 def positive_command(
     model_dir: Path = typer.Argument(..., help="Starting model directory (init-model output or a pre-trained model)."),
     kb_path: Path = typer.Argument(..., help="KB directory (kb build) or KB file."),
     train: Path = typer.Argument(..., help="Training corpus (PubTator file, BioSyn dir, AskAPatient fold, DocBin)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Directory for the trained model, tokenizer and training_log.json."),
     dev: Optional[Path] = typer.Option(None, help="Dev corpus: evaluated with the constrained decoder; the best dev Acc@1 checkpoint is kept."),
-    corpus_format: str = typer.Option("auto", help=_FORMAT_HELP),
-    synonyms_k: int = typer.Option(3, help="Targets per gold concept: its k names most TF-IDF-similar to the mention."),
-    pretrain_data: Optional[Path] = typer.Option(None, help="KB pre-training JSONL file or directory (from 'train pretrain-data') to mix in."),
-    kb_names_as_mentions: bool = typer.Option(False, help="Also train on every KB name as a mention (useful from scratch)."),
-    epochs: float = typer.Option(3.0, help="Training epochs (ignored when --max-steps is set)."),
-    max_steps: int = typer.Option(-1, help="Total optimizer steps (-1: use --epochs)."),
-    learning_rate: float = typer.Option(3e-4, help="Peak learning rate."),
-    batch_size: int = typer.Option(32, help="Examples per step."),
-    max_minutes: Optional[float] = typer.Option(None, help="Wall-time budget; stops, keeps a checkpoint to resume from."),
-    label_smoothing: float = typer.Option(0.1, help="Label smoothing factor."),
-    warmup_ratio: float = typer.Option(0.05, help="Fraction of steps for linear warmup."),
-    lr_scheduler: str = typer.Option("linear", help="linear, cosine, polynomial or constant_with_warmup."),
-    eval_steps: Optional[int] = typer.Option(None, help="Evaluate (and checkpoint) every N steps (default: every epoch)."),
-    seed: int = typer.Option(0, help="Random seed."),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the last checkpoint in OUTPUT/checkpoints."),
-    num_beams: int = typer.Option(5, help="Beam size for dev evaluation."),
-    context_window: int = typer.Option(32, help="Words of context on each side of a mention."),
-    lowercase: bool = typer.Option(True, "--lowercase/--keep-case", help="Lowercase mentions and context."),
-    abbreviations: bool = typer.Option(True, "--abbreviations/--no-abbreviations", help="Expand abbreviations defined in each document."),
+    settings: PositiveSettings = None,
+    corpus: CorpusSettings = None,
 ) -> None:
     """Positive-only training (ANGEL stage 1): mention in context -> its gold names.
 
@@ -118,18 +160,9 @@ def positive_command(
     from .positive import TrainingDataError, train_positive
 
     kb = _load_kb(kb_path)
-    mentions, _ = _load_mentions(train, kb, corpus_format, lowercase=lowercase, abbreviations=abbreviations, label="train")
-    dev_mentions = None
-    if dev is not None:
-        dev_mentions, _ = _load_mentions(dev, kb, corpus_format, lowercase=lowercase, abbreviations=abbreviations, label="dev")
+    mentions, _ = _load_mentions(train, kb, corpus, label="train")
     try:
-        out = train_positive(
-            model_dir, kb, mentions, output, dev_mentions=dev_mentions, synonyms_k=synonyms_k,
-            pretrain_data=pretrain_data, kb_names_as_mentions=kb_names_as_mentions, epochs=epochs,
-            learning_rate=learning_rate, batch_size=batch_size, max_steps=max_steps, max_minutes=max_minutes,
-            label_smoothing=label_smoothing, warmup_ratio=warmup_ratio, eval_steps=eval_steps, seed=seed,
-            resume=resume, num_beams=num_beams, context_window=context_window, lr_scheduler=lr_scheduler,
-        )
+        out = train_positive(model_dir, kb, mentions, settings=settings, dev_mentions=_dev(dev, kb, corpus))
     except (TrainingDataError, ValueError, OSError) as err:
         _fail(str(err))
     log = json.loads((out / "training_log.json").read_text(encoding="utf-8"))
@@ -142,44 +175,33 @@ def positive_command(
 
 # ---------------------------------------------------------------------------- mine
 @app.command("mine")
+@settings_options(settings=MiningSettings, corpus=CorpusSettings)
 def mine_command(
     model_dir: Path = typer.Argument(..., help="Positive-only model directory."),
     kb_path: Path = typer.Argument(..., help="KB directory or KB file."),
     train: Path = typer.Argument(..., help="Training corpus to mine negatives on."),
     output: Path = typer.Option(..., "--output", "-o", help="Pairs JSONL (one chosen/rejected pair per line); stats go to OUTPUT.stats.json."),
-    top_k: int = typer.Option(5, help="Ranking depth the pairs come from."),
-    strategy: str = typer.Option("angel", help="angel (misordered pairs), all (every right x wrong), top10, tfidf (no model)."),
-    num_beams: Optional[int] = typer.Option(None, help="Beam size (default: top-k; at least top-k)."),
-    synonyms_k: int = typer.Option(3, help="Gold names used as 'chosen' when no right name is in the top-k."),
-    batch_size: int = typer.Option(64, help="Mentions per decoder batch."),
-    corpus_format: str = typer.Option("auto", help=_FORMAT_HELP),
-    context_window: int = typer.Option(32, help="Words of context on each side of a mention."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
-    lowercase: bool = typer.Option(True, "--lowercase/--keep-case", help="Lowercase mentions and context."),
-    abbreviations: bool = typer.Option(True, "--abbreviations/--no-abbreviations", help="Expand abbreviations defined in each document."),
+    settings: MiningSettings = None,
+    corpus: CorpusSettings = None,
 ) -> None:
     """Decode the training mentions and write (chosen, rejected) name pairs by the ANGEL rule."""
     _setup_logging()
+    from spacy_angel.fileio import atomic_write_json
+
     from .examples import write_pairs
     from .negatives import STRATEGIES, mine_pairs
 
-    if strategy not in STRATEGIES:
-        _fail(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    if settings.strategy not in STRATEGIES:
+        _fail(f"unknown strategy {settings.strategy!r}: choose one of {', '.join(STRATEGIES)}")
     kb = _load_kb(kb_path)
-    mentions, counts = _load_mentions(train, kb, corpus_format, lowercase=lowercase, abbreviations=abbreviations, label="train")
+    mentions, counts = _load_mentions(train, kb, corpus, label="train")
     try:
-        pairs, stats = mine_pairs(
-            model_dir, kb, mentions, top_k=top_k, strategy=strategy, num_beams=num_beams, batch_size=batch_size,
-            synonyms_k=synonyms_k, context_window=context_window, device=device, progress=True,
-        )
+        pairs, stats = mine_pairs(model_dir, kb, mentions, dataclasses.replace(settings, progress=True))
     except (ValueError, OSError) as err:
         _fail(str(err))
     write_pairs(pairs, output)
     stats["corpus"] = counts
-    stats_path = output.with_name(output.name + ".stats.json")
-    tmp = stats_path.with_name(f".{stats_path.name}.tmp")
-    tmp.write_text(json.dumps(stats, indent=1), encoding="utf-8")
-    tmp.replace(stats_path)
+    atomic_write_json(output.with_name(output.name + ".stats.json"), stats, indent=1)
     typer.echo(
         f"{stats['pairs']} pairs from {stats['mentions_with_pairs']} of {len(mentions)} mentions -> {output} "
         f"(acc@1 on these mentions: {stats.get('acc@1', 'n/a')}; by kind: {stats['pairs_by_kind']})"
@@ -188,29 +210,14 @@ def mine_command(
 
 # ---------------------------------------------------------------------------- dpo
 @app.command("dpo")
+@settings_options(required=("output_dir",), settings=PreferenceSettings, corpus=CorpusSettings)
 def dpo_command(
     model_dir: Path = typer.Argument(..., help="Positive-only model directory (also the DPO reference unless --ref-model)."),
     kb_path: Path = typer.Argument(..., help="KB directory or KB file."),
     pairs_path: Path = typer.Argument(..., help="Pairs JSONL from 'train mine'."),
-    output: Path = typer.Option(..., "--output", "-o", help="Directory for the trained model, tokenizer and training_log.json."),
     dev: Optional[Path] = typer.Option(None, help="Dev corpus for checkpoint selection by Acc@1."),
-    loss: str = typer.Option("dpo", help="dpo, pairwise (no reference), cpo or simpo."),
-    beta: float = typer.Option(0.1, help="Preference temperature beta."),
-    nll_alpha: Optional[float] = typer.Option(
-        None, help="Weight of an NLL term on the chosen names (DPO: TRL's rpo_alpha, off by default; CPO: 1.0; SimPO: 0.0)."
-    ),
-    ref_model: Optional[Path] = typer.Option(None, help="Reference model for DPO (default: MODEL_DIR)."),
-    epochs: float = typer.Option(1.0, help="Epochs over the pairs."),
-    max_steps: int = typer.Option(-1, help="Total steps (-1: use --epochs)."),
-    learning_rate: float = typer.Option(5e-5, help="Peak learning rate."),
-    batch_size: int = typer.Option(8, help="Pairs per step."),
-    max_minutes: Optional[float] = typer.Option(None, help="Wall-time budget."),
-    seed: int = typer.Option(0, help="Random seed."),
-    num_beams: int = typer.Option(5, help="Beam size for dev evaluation."),
-    eval_steps: Optional[int] = typer.Option(None, help="Dev evaluation every N steps (default: once per epoch)."),
-    corpus_format: str = typer.Option("auto", help=_FORMAT_HELP),
-    lowercase: bool = typer.Option(True, "--lowercase/--keep-case", help="Lowercase dev mentions."),
-    abbreviations: bool = typer.Option(True, "--abbreviations/--no-abbreviations", help="Expand abbreviations in dev mentions."),
+    settings: PreferenceSettings = None,
+    corpus: CorpusSettings = None,
 ) -> None:
     """Negative-aware preference training (ANGEL stage 2) on mined pairs."""
     _setup_logging()
@@ -225,56 +232,37 @@ def dpo_command(
         _fail(str(err))
     if not pairs:
         _fail(f"{pairs_path} holds no pairs")
-    dev_mentions = None
-    if dev is not None:
-        dev_mentions, _ = _load_mentions(dev, kb, corpus_format, lowercase=lowercase, abbreviations=abbreviations, label="dev")
+    dev_mentions = _dev(dev, kb, corpus)
     from .preference import train_preference  # lazy: TRL is only needed here
 
     try:
-        out = train_preference(
-            model_dir, kb, pairs, output, loss=loss, beta=beta, ref_model_dir=ref_model, dev_mentions=dev_mentions,
-            epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_steps=max_steps,
-            max_minutes=max_minutes, seed=seed, num_beams=num_beams, eval_steps=eval_steps, nll_alpha=nll_alpha,
-        )
+        out = train_preference(model_dir, kb, pairs, settings=settings, dev_mentions=dev_mentions)
     except (ValueError, OSError) as err:
         _fail(str(err))
-    typer.echo(f"{loss} model written to {out} ({len(pairs)} pairs)")
+    typer.echo(f"{settings.loss} model written to {out} ({len(pairs)} pairs)")
 
 
 # ---------------------------------------------------------------------------- iterate
 @app.command("iterate")
+@settings_options(required=("output_dir",), settings=IterateSettings, corpus=CorpusSettings)
 def iterate_command(
     model_dir: Path = typer.Argument(..., help="Positive-only model directory."),
     kb_path: Path = typer.Argument(..., help="KB directory or KB file."),
     train: Path = typer.Argument(..., help="Training corpus."),
-    output: Path = typer.Option(..., "--output", "-o", help="Directory for the best model and iterative_log.json."),
     dev: Optional[Path] = typer.Option(None, help="Dev corpus: keeps the best model, early-stops after --patience chunks."),
-    rounds: int = typer.Option(1, help="Passes over the training chunks."),
-    chunks: int = typer.Option(10, help="Chunks per pass: mine on a chunk, train, re-mine with the new model."),
-    top_k: int = typer.Option(5, help="Ranking depth for mining."),
-    strategy: str = typer.Option("angel", help="angel, all, top10 or tfidf."),
-    patience: int = typer.Option(3, help="Chunks without dev improvement before stopping."),
-    loss: str = typer.Option("dpo", help="dpo, pairwise, cpo or simpo."),
-    beta: float = typer.Option(0.1, help="Preference temperature beta."),
-    learning_rate: float = typer.Option(5e-5, help="Peak learning rate."),
-    batch_size: int = typer.Option(8, help="Pairs per step."),
-    epochs: float = typer.Option(1.0, help="Epochs over each chunk's pairs."),
-    seed: int = typer.Option(0, help="Random seed (chunk split, training)."),
-    num_beams: int = typer.Option(5, help="Beam size."),
-    corpus_format: str = typer.Option("auto", help=_FORMAT_HELP),
+    settings: IterateSettings = None,
+    corpus: CorpusSettings = None,
 ) -> None:
     """ANGEL's online loop: mine pairs on a chunk with the current model, DPO-train, repeat."""
     _setup_logging()
     from .negatives import iterative_rounds
 
     kb = _load_kb(kb_path)
-    mentions, _ = _load_mentions(train, kb, corpus_format, label="train")
-    dev_mentions = _load_mentions(dev, kb, corpus_format, label="dev")[0] if dev is not None else None
+    mentions, _ = _load_mentions(train, kb, corpus, label="train")
+    dev_mentions = _dev(dev, kb, corpus)
     try:
         out = iterative_rounds(
-            model_dir, kb, mentions, output, rounds=rounds, chunks=chunks, top_k=top_k, strategy=strategy,
-            dev_mentions=dev_mentions, patience=patience, loss=loss, beta=beta, learning_rate=learning_rate,
-            batch_size=batch_size, epochs=epochs, seed=seed, num_beams=num_beams, progress=True,
+            model_dir, kb, mentions, settings=dataclasses.replace(settings, progress=True), dev_mentions=dev_mentions
         )
     except (ValueError, OSError) as err:
         _fail(str(err))
@@ -284,13 +272,11 @@ def iterate_command(
 
 # ---------------------------------------------------------------------------- pretrain-data
 @app.command("pretrain-data")
+@settings_options(settings=PretrainDataSettings)
 def pretrain_data_command(
     kb_path: Path = typer.Argument(..., help="KB directory or KB file."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory; pretraining.jsonl is written there."),
-    max_examples: Optional[int] = typer.Option(None, help="Stop after this many examples."),
-    num_negatives: int = typer.Option(5, help="TF-IDF negatives stored per example."),
-    max_names_per_concept: Optional[int] = typer.Option(None, help="Cap the synonym anchors per concept."),
-    seed: int = typer.Option(0, help="Random seed (concept order, context synonyms)."),
+    settings: PretrainDataSettings = None,
 ) -> None:
     """KB pre-training examples (synonym / definition templates -> closest other synonym) as JSONL."""
     _setup_logging()
@@ -298,10 +284,7 @@ def pretrain_data_command(
 
     kb = _load_kb(kb_path)
     path = output / "pretraining.jsonl"
-    n = write_pretraining_data(
-        kb, path, max_examples=max_examples, seed=seed, num_negatives=num_negatives,
-        max_names_per_concept=max_names_per_concept,
-    )
+    n = write_pretraining_data(kb, path, **dataclasses.asdict(settings))
     typer.echo(f"{n} pre-training examples written to {path}")
 
 
@@ -315,21 +298,14 @@ def _acc_line(summary: Dict[str, Any], top_k: int) -> str:
 
 
 @app.command("evaluate")
+@settings_options(settings=EvaluateSettings, corpus=CorpusSettings)
 def evaluate_command(
     model_dir: str = typer.Argument(..., help="Model directory (or hub id), or 'tfidf' for the char 3-gram nearest-name baseline."),
     kb_path: Path = typer.Argument(..., help="KB directory or KB file."),
     test: Path = typer.Argument(..., help="Test corpus."),
     output: Path = typer.Option(..., "--output", "-o", help="JSON report: summary + every mention's candidates and correctness."),
-    top_k: int = typer.Option(5, help="Candidates per mention (Acc@1..k)."),
-    num_beams: Optional[int] = typer.Option(None, help="Beam size (default: top-k; at least top-k)."),
-    batch_size: int = typer.Option(64, help="Mentions per decoder batch."),
-    corpus_format: str = typer.Option("auto", help=_FORMAT_HELP),
-    context_window: int = typer.Option(32, help="Words of context on each side of a mention."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
-    similarity: bool = typer.Option(True, "--similarity/--no-similarity", help="Add mention/gold TF-IDF similarity bins (paper Fig. 4)."),
-    bins_plot: Optional[Path] = typer.Option(None, help="PNG of Acc@1 per similarity bin."),
-    lowercase: bool = typer.Option(True, "--lowercase/--keep-case", help="Lowercase mentions and context."),
-    abbreviations: bool = typer.Option(True, "--abbreviations/--no-abbreviations", help="Expand abbreviations defined in each document."),
+    settings: EvaluateSettings = None,
+    corpus: CorpusSettings = None,
 ) -> None:
     """Link a test corpus and write a per-mention report with Acc@1..k."""
     _setup_logging(verbose=False)
@@ -337,39 +313,89 @@ def evaluate_command(
     from spacy_angel.linker import AngelLinker
 
     from .evaluate import evaluation_report, plot_bins, write_report
+    from spacy_angel.candidates import NameIndex
 
+    s = settings
     kb = _load_kb(kb_path)
-    mentions, counts = _load_mentions(test, kb, corpus_format, lowercase=lowercase, abbreviations=abbreviations, label="test")
-    beams = max(num_beams or top_k, top_k)
-    from .tfidf import NameIndex
-
-    index = NameIndex(kb).fit() if (similarity or bins_plot is not None or model_dir == "tfidf") else None
+    mentions, counts = _load_mentions(test, kb, corpus, label="test")
+    beams = max(s.num_beams or s.top_k, s.top_k)
+    index = NameIndex(kb).fit() if (s.similarity or s.bins_plot is not None or model_dir == "tfidf") else None
     if model_dir == "tfidf":  # the baseline: nearest KB names by char 3-gram TF-IDF cosine
-        predictions = index.link([m.surface for m in mentions], k=top_k)
+        predictions = index.link([m.surface for m in mentions], k=s.top_k)
     else:
         try:
             linker = AngelLinker.from_pretrained(
-                model_dir, kb, device=device, num_beams=beams, batch_size=batch_size, context_window=context_window
+                model_dir, kb, device=s.device, num_beams=beams, batch_size=s.batch_size, context_window=s.context_window,
+                mode=s.mode, num_candidates=s.num_candidates, name_index=index,
             )
         except (LinkerError, OSError) as err:
             _fail(str(err))
-        predictions = linker.link(mentions, top_k=top_k, progress=True)
-    report = evaluation_report(mentions, predictions, kb=kb, ks=tuple(range(1, top_k + 1)), name_index=index)
+        predictions = linker.link(mentions, top_k=s.top_k, progress=True)
+    report = evaluation_report(mentions, predictions, kb=kb, ks=tuple(range(1, s.top_k + 1)), name_index=index)
     report["meta"] = {
         "model": str(model_dir),
         "kb": str(kb_path),
         "test": str(test),
-        "top_k": top_k,
+        "top_k": s.top_k,
         "num_beams": beams,
-        "context_window": context_window,
+        "context_window": s.context_window,
+        "mode": "tfidf" if model_dir == "tfidf" else s.mode,
+        "num_candidates": s.num_candidates,
+        "fusion": None if model_dir == "tfidf" or s.mode != "hybrid" else linker.fusion.to_dict(),
         "corpus": counts,
     }
     write_report(report, output)
-    typer.echo(_acc_line(report["summary"], top_k))
-    if bins_plot is not None:
-        plot_bins({Path(str(model_dir)).name or "model": report}, bins_plot)
-        typer.echo(f"similarity-bin plot -> {bins_plot}")
+    typer.echo(_acc_line(report["summary"], s.top_k))
+    if s.bins_plot is not None:
+        plot_bins({Path(str(model_dir)).name or "model": report}, Path(s.bins_plot))
+        typer.echo(f"similarity-bin plot -> {s.bins_plot}")
     typer.echo(f"report -> {output}")
+
+
+# ---------------------------------------------------------------------------- fuse
+@app.command("fuse")
+@settings_options(settings=FuseSettings, corpus=CorpusSettings)
+def fuse_command(
+    model_dir: Path = typer.Argument(..., help="Model directory: fusion.json is written into it."),
+    kb_path: Path = typer.Argument(..., help="KB directory or KB file (the dev KB)."),
+    dev: Path = typer.Argument(..., help="Labelled dev corpus the weights are fitted on."),
+    settings: FuseSettings = None,
+    corpus: CorpusSettings = None,
+) -> None:
+    """Fit the hybrid mode's fusion weights on dev and write MODEL/fusion.json (atomically)."""
+    _setup_logging(verbose=False)
+    from spacy_angel.candidates import NameIndex
+    from spacy_angel.errors import LinkerError
+    from spacy_angel.linker import AngelLinker
+
+    from .evaluate import write_report
+    from .fuse import fit_linker_fusion
+
+    s = settings
+    kb = _load_kb(kb_path)
+    mentions, _ = _load_mentions(dev, kb, corpus, label="dev")
+    try:
+        linker = AngelLinker.from_pretrained(
+            model_dir, kb, device=s.device, num_beams=max(s.num_beams or s.top_k, s.top_k), batch_size=s.batch_size,
+            context_window=s.context_window, mode="hybrid", num_candidates=s.num_candidates, name_index=NameIndex(kb).fit(),
+        )
+    except (LinkerError, OSError) as err:
+        _fail(str(err))
+    try:
+        weights, report = fit_linker_fusion(linker, mentions, seed=s.seed)
+    except ValueError as err:
+        _fail(f"cannot fit fusion weights on {dev}: {err}")
+    path = weights.to_disk(model_dir)
+    dev_fig = weights.dev
+    typer.echo(
+        f"dev n={int(dev_fig['n'])}: acc@1 tfidf {dev_fig['tfidf_acc@1']:.4f}, beam {dev_fig['beam_acc@1']:.4f}, "
+        f"hybrid {dev_fig['hybrid_acc@1']:.4f} (5-fold CV {dev_fig['hybrid_cv_acc@1']:.4f}); "
+        f"candidate recall {dev_fig['candidate_recall']:.4f}"
+    )
+    typer.echo("weights: " + ", ".join(f"{k} {getattr(weights, k):+.3f}" for k in ("model", "tfidf", "exact", "beam")))
+    typer.echo(f"fusion weights -> {path}")
+    if s.report:
+        write_report(report, Path(s.report))
 
 
 # ---------------------------------------------------------------------------- compare

@@ -144,32 +144,3 @@ class DevAccuracyCallback(TrainerCallback):
             time.perf_counter() - started,
         )
 
-
-class MaxMinutesCallback(TrainerCallback):
-    """Stops training once ``max_minutes`` of wall time have passed since training began.
-
-    On stopping it also asks for a checkpoint (so the run can be resumed with a larger budget)
-    and for an evaluation when one is configured (so the last weights compete for "best").
-    """
-
-    def __init__(self, max_minutes: float) -> None:
-        if max_minutes < 0:
-            raise ValueError(f"max_minutes must be >= 0, got {max_minutes}")
-        self.max_minutes = float(max_minutes)
-        self.started: Optional[float] = None
-        self.stopped = False
-
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        self.started = time.monotonic()
-
-    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        if self.started is None:
-            self.started = time.monotonic()
-        if time.monotonic() - self.started >= self.max_minutes * 60.0:
-            if not self.stopped:
-                logger.info("time budget of %.2f min reached at step %d: stopping", self.max_minutes, state.global_step)
-            self.stopped = True
-            control.should_training_stop = True
-            control.should_save = True
-            if args.eval_strategy != "no":
-                control.should_evaluate = True

@@ -32,13 +32,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
+from spacy_angel.candidates import NameIndex
 from spacy_angel.fileio import atomic_directory, atomic_write_json
 from spacy_angel.kb import KnowledgeBase
 from spacy_angel.linker import AngelLinker
 from spacy_angel.types import Candidate, Mention
 
 from .examples import PreferencePair
-from .tfidf import NameIndex
+from .settings import IterateSettings, MiningSettings, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -171,24 +172,21 @@ def mine_pairs(
     model_dir: PathLike,
     kb: KnowledgeBase,
     mentions: Sequence[Mention],
+    settings: Optional[MiningSettings] = None,
     *,
-    top_k: int = 5,
-    strategy: str = "angel",
-    num_beams: Optional[int] = None,
-    batch_size: int = 64,
-    synonyms_k: int = 3,
-    context_window: int = 32,
-    device: str = "auto",
     index: Optional[NameIndex] = None,
     linker: Optional[AngelLinker] = None,
-    progress: bool = False,
+    **overrides: Any,
 ) -> Tuple[List[PreferencePair], Dict[str, Any]]:
     """Decode ``mentions`` with the model and turn its rankings into preference pairs.
 
+    ``settings`` (:class:`MiningSettings`; keyword ``overrides`` of its fields still work).
     ``top10`` decodes a top-10 (``num_beams`` >= 10); other strategies use ``top_k`` with
     ``num_beams = max(num_beams or top_k, top_k)``. ``tfidf`` does not load the model.
     Returns the pairs and counts (mentions, top-1 accuracy on them, pairs by kind, ...).
     """
+    s = resolve(MiningSettings, settings, overrides)
+    strategy, top_k = s.strategy, s.top_k
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
     if top_k < 1:
@@ -196,7 +194,7 @@ def mine_pairs(
     started = time.time()
     if strategy == "top10":
         top_k = max(top_k, 10)
-    beams = max(num_beams or top_k, top_k)
+    beams = max(s.num_beams or top_k, top_k)
     usable = [m for m in mentions if any(g in kb for g in m.gold_ids)]
     index = index if index is not None else NameIndex(kb).fit()
     canon = canonicalizer(kb)
@@ -205,11 +203,11 @@ def mine_pairs(
     else:
         if linker is None:
             linker = AngelLinker.from_pretrained(
-                model_dir, kb, device=device, num_beams=beams, batch_size=batch_size, context_window=context_window
+                model_dir, kb, device=s.device, num_beams=beams, batch_size=s.batch_size, context_window=s.context_window
             )
         elif linker.num_beams < top_k:
             raise ValueError(f"the linker decodes {linker.num_beams} beams, fewer than top_k={top_k}")
-        rankings = name_rankings(linker, usable, top_k, progress=progress)
+        rankings = name_rankings(linker, usable, top_k, progress=s.progress)
 
     pairs: List[PreferencePair] = []
     kinds: Dict[str, int] = {}
@@ -232,7 +230,7 @@ def mine_pairs(
             stats["top1_correct"] += int(bool(right) and right[0])
             stats["right_in_top_k"] += int(any(right))
             stats["no_right_in_top_k"] += int(not any(right))
-        fallback = closest_gold_names(index, m.surface, gold_in_kb, synonyms_k)
+        fallback = closest_gold_names(index, m.surface, gold_in_kb, s.synonyms_k)
         selected = select_pairs(ranking, m.gold_ids, strategy, fallback, canon=canon)
         stats["mentions_with_pairs"] += int(bool(selected))
         for chosen, rejected, rc, rr in selected:
@@ -270,30 +268,17 @@ def iterative_rounds(
     model_dir: PathLike,
     kb: KnowledgeBase,
     mentions: Sequence[Mention],
-    output_dir: PathLike,
+    output_dir: Optional[PathLike] = None,
+    settings: Optional[IterateSettings] = None,
     *,
-    rounds: int = 1,
-    chunks: int = 10,
-    top_k: int = 5,
-    strategy: str = "angel",
     dev_mentions: Optional[Sequence[Mention]] = None,
-    patience: int = 3,
-    loss: str = "dpo",
-    beta: float = 0.1,
-    learning_rate: float = 5e-5,
-    batch_size: int = 8,
-    epochs: float = 1.0,
-    max_steps: int = -1,
-    seed: int = 0,
-    num_beams: int = 5,
-    synonyms_k: int = 3,
-    mine_batch_size: int = 64,
-    progress: bool = False,
+    **overrides: Any,
 ) -> Path:
     """ANGEL's online loop: split the training mentions into ``chunks``; for each chunk, mine pairs
     with the *current* model, train it on them with :func:`training.preference.train_preference`
     (reference model = the current model), and go on from the result; repeat for ``rounds``.
 
+    ``settings`` (:class:`IterateSettings`; keyword ``overrides`` of its fields still work).
     With ``dev_mentions`` the model with the best dev Acc@1 (the starting model included) is kept
     and the loop stops after ``patience`` chunks without improvement; without, the last model is
     kept. ``output_dir`` gets that model and ``iterative_log.json``.
@@ -304,17 +289,21 @@ def iterative_rounds(
     from .dev_eval import dev_accuracy
     from .preference import train_preference  # T2's module, imported only when this runs
 
-    if rounds < 1 or chunks < 1:
+    s = resolve(IterateSettings, settings, overrides)
+    if s.rounds < 1 or s.chunks < 1:
         raise ValueError("rounds and chunks must be at least 1")
-    output_dir = Path(output_dir)
+    if output_dir is None and s.output_dir is None:
+        raise ValueError("no output directory: pass output_dir or settings.output_dir")
+    output_dir = Path(output_dir if output_dir is not None else s.output_dir)
+    mining = s.mining()
     work = output_dir.parent / f".{output_dir.name}.rounds"
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     index = NameIndex(kb).fit()
     order = list(range(len(mentions)))
-    random.Random(seed).shuffle(order)
-    parts = [[mentions[i] for i in order[c::chunks]] for c in range(min(chunks, max(1, len(mentions))))]
+    random.Random(s.seed).shuffle(order)
+    parts = [[mentions[i] for i in order[c::s.chunks]] for c in range(min(s.chunks, max(1, len(mentions))))]
     dev = [m for m in (dev_mentions or []) if any(g in kb for g in m.gold_ids)]
     trie = None
 
@@ -325,7 +314,7 @@ def iterative_rounds(
         model, tok = load_model_and_tokenizer(path)
         if trie is None:
             trie = build_trie(kb, tok)
-        return dev_accuracy(model, tok, kb, trie, dev, num_beams=num_beams, batch_size=mine_batch_size)["acc1"]
+        return dev_accuracy(model, tok, kb, trie, dev, num_beams=s.num_beams, batch_size=s.mine_batch_size)["acc1"]
 
     current = Path(model_dir)
     best_dir, best_acc = current, dev_acc(current)
@@ -334,23 +323,16 @@ def iterative_rounds(
     step = 0
     started = time.time()
     stop = False
-    for r in range(rounds):
+    for r in range(s.rounds):
         for c, part in enumerate(parts):
-            pairs, stats = mine_pairs(
-                current, kb, part, top_k=top_k, strategy=strategy, num_beams=num_beams,
-                batch_size=mine_batch_size, synonyms_k=synonyms_k, index=index, progress=progress,
-            )
+            pairs, stats = mine_pairs(current, kb, part, mining, index=index)
             entry: Dict[str, Any] = {"round": r, "chunk": c, "mining": stats}
             if not pairs:
                 entry["skipped"] = "no pairs"
                 log["steps"].append(entry)
                 continue
             stage = work / f"round{r}-chunk{c}"
-            train_preference(
-                current, kb, pairs, stage, loss=loss, beta=beta, ref_model_dir=None, dev_mentions=None,
-                epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_steps=max_steps,
-                seed=seed + step, num_beams=num_beams,
-            )
+            train_preference(current, kb, pairs, stage, s.preference(seed=s.seed + step, ref_model_dir=None, output_dir=None))
             step += 1
             acc = dev_acc(stage)
             entry["dev_acc1"] = acc
@@ -366,7 +348,7 @@ def iterative_rounds(
                 shutil.rmtree(previous, ignore_errors=True)
             log["steps"].append(entry)
             logger.info("round %d chunk %d: %d pairs, dev acc@1 %s", r, c, len(pairs), acc)
-            if dev and stale >= patience:
+            if dev and stale >= s.patience:
                 stop = True
                 break
         if stop:

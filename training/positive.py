@@ -2,7 +2,7 @@
 
 Targets (ANGEL, Kim et al. 2025): for each training mention and each of its gold concepts, the
 ``synonyms_k`` (default 3) names of that concept most similar to the mention under character
-3-gram TF-IDF (:meth:`training.tfidf.NameIndex.top_names_for_concept`); one
+3-gram TF-IDF (:meth:`spacy_angel.candidates.NameIndex.top_names_for_concept`); one
 ``(mention, name)`` example per target. Several gold ids:
 
 * composite mentions (``D001943|D010051``, "breast and ovarian cancers") yield one example set
@@ -18,21 +18,17 @@ Optional extra examples: KB pre-training JSONL (``training.pretraining``: ``sour
 is the TF-IDF-closest *other* name of its concept, or itself for a one-name concept) -- useful
 when training from scratch, where the model has never seen most KB names.
 
-The loop is ``transformers.Seq2SeqTrainer``: label smoothing, warmup + linear/cosine decay,
-checkpoints under ``output_dir/checkpoints`` (resumed after an interruption), dev Acc@1 with the
-constrained decoder to keep the best checkpoint (:mod:`training.dev_eval`), and a wall-time
-budget. The final model + tokenizer and ``training_log.json`` replace ``output_dir`` in one rename.
+The loop is ``transformers.Seq2SeqTrainer`` configured from :class:`training.settings.PositiveSettings`:
+label smoothing, warmup + linear/cosine decay, dev Acc@1 with the constrained decoder to keep the
+best checkpoint (:mod:`training.dev_eval`). How the run is kept -- checkpoints under
+``output_dir/checkpoints`` resumed after an interruption, the step budget, the wall-clock safety
+cap, ``training_log.json`` and the one-rename final directory -- is :mod:`training.run`'s job.
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 import logging
-import math
 import os
-import resource
-import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,24 +36,24 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from spacy_angel.fileio import atomic_write_json, iter_jsonl
+from spacy_angel.candidates import NameIndex
+from spacy_angel.fileio import iter_jsonl
 from spacy_angel.hf import load_model_and_tokenizer
 from spacy_angel.kb import KnowledgeBase
 from spacy_angel.linker import AngelLinker
 from spacy_angel.name_trie import build_trie
-from spacy_angel.modeling import save_pretrained_atomic
 from spacy_angel.types import Mention
 
+from . import distributed, run
 from .examples import IGNORE_INDEX, seq2seq_example
-from .tfidf import NameIndex
+from .settings import PositiveSettings, resolve
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 Example = Dict[str, List[int]]
-CHECKPOINT_DIR = "checkpoints"
-RUN_CONFIG = "run_config.json"
-LOG_FILE = "training_log.json"
+EXAMPLE_KEYS = ("input_ids", "decoder_input_ids", "labels")
+SCHEDULERS = ("linear", "cosine", "constant_with_warmup", "polynomial")
 
 
 class TrainingDataError(ValueError):
@@ -207,149 +203,20 @@ class Seq2SeqCollator:
         return batch
 
 
-# ---------------------------------------------------------------------------- bookkeeping
-def peak_rss_mb(include_children: bool = False) -> float:
-    """Peak resident memory of this process (or of it and its finished children) in MiB.
-
-    ``ru_maxrss`` is KiB on Linux, bytes on macOS.
-    """
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if include_children:
-        peak = max(peak, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
-def _examples_digest(examples: Sequence[Example]) -> str:
-    digest = hashlib.sha256()
-    for ex in examples:
-        for key in ("input_ids", "decoder_input_ids", "labels"):
-            digest.update(",".join(map(str, ex[key])).encode())
-            digest.update(b";")
-        digest.update(b"\n")
-    return digest.hexdigest()
-
-
-def _last_checkpoint(directory: Path) -> Optional[Path]:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    if not directory.is_dir():
-        return None
-    last = get_last_checkpoint(str(directory))
-    return Path(last) if last else None
-
-
-def training_log(trainer: Any, extra: Dict[str, Any]) -> Dict[str, Any]:
-    """Loss curve, dev curve and run facts from the Trainer state, plus ``extra``."""
-    history = trainer.state.log_history
-    loss = [{"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate")} for h in history if "loss" in h]
-    dev = [
-        {k: h[k] for k in ("step", "eval_loss", "eval_dev_acc1", "eval_dev_acc5") if k in h}
-        for h in history
-        if "eval_dev_acc1" in h or "eval_loss" in h
-    ]
-    best = trainer.state.best_model_checkpoint
-    return {
-        "loss": loss,
-        "dev": dev,
-        "global_step": trainer.state.global_step,
-        "best_metric": trainer.state.best_metric,
-        "best_checkpoint": Path(best).name if best else None,
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-        **extra,
-    }
-
-
-def finalize_output(
-    model: Any, tokenizer: Any, output_dir: Path, log: Dict[str, Any], keep_checkpoints: bool
-) -> Path:
-    """Write model + tokenizer + log to a staging dir, carry the checkpoints over if kept, then rename."""
-    staging = output_dir.parent / f".{output_dir.name}.final-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    save_pretrained_atomic(model, tokenizer, staging)
-    atomic_write_json(staging / LOG_FILE, log, indent=1)
-    ckpt = output_dir / CHECKPOINT_DIR
-    if ckpt.exists():
-        if keep_checkpoints:
-            os.replace(ckpt, staging / CHECKPOINT_DIR)
-        else:
-            shutil.rmtree(ckpt)
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    os.replace(staging, output_dir)
-    return output_dir
-
-
 # ---------------------------------------------------------------------------- training
-def train_positive(
-    model_dir: PathLike,
-    kb: KnowledgeBase,
-    train_mentions: Sequence[Mention],
-    output_dir: PathLike,
-    *,
-    dev_mentions: Optional[Sequence[Mention]] = None,
-    synonyms_k: int = 3,
-    pretrain_data: Optional[Union[PathLike, Sequence[PathLike]]] = None,
-    kb_names_as_mentions: bool = False,
-    epochs: float = 3.0,
-    learning_rate: float = 3e-4,
-    batch_size: int = 32,
-    max_steps: int = -1,
-    max_minutes: Optional[float] = None,
-    label_smoothing: float = 0.1,
-    warmup_ratio: float = 0.05,
-    eval_steps: Optional[int] = None,
-    seed: int = 0,
-    resume: bool = True,
-    num_beams: int = 5,
-    context_window: int = 32,
-    lr_scheduler: str = "linear",
-    weight_decay: float = 0.01,
-    save_steps: Optional[int] = None,
-    save_total_limit: int = 2,
-    logging_steps: Optional[int] = None,
-    keep_checkpoints: bool = False,
-    callbacks: Sequence[Any] = (),
-    progress: bool = True,
-) -> Path:
-    """Fine-tune ``model_dir`` on positive targets; returns ``output_dir`` (model, tokenizer, log).
-
-    ``resume``: continue from the last checkpoint in ``output_dir/checkpoints`` when the data and
-    optimisation settings match the interrupted run (budgets -- ``epochs``, ``max_steps``,
-    ``max_minutes`` -- may change); ``resume=False`` discards old checkpoints. Checkpoints are
-    removed after a completed run unless ``keep_checkpoints`` or the time budget stopped it.
-    """
-    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
-
-    from .dev_eval import DevAccuracyCallback, MaxMinutesCallback, temporary_linker
-
-    started = time.time()
-    output_dir = Path(output_dir)
-    if output_dir.resolve() == Path(model_dir).resolve():
-        raise TrainingDataError(f"output directory {output_dir} is the input model directory: choose another")
-    if lr_scheduler not in ("linear", "cosine", "constant_with_warmup", "polynomial"):
-        raise TrainingDataError(f"unknown lr_scheduler {lr_scheduler!r}: linear, cosine, polynomial or constant_with_warmup")
-    if synonyms_k < 1:
-        raise TrainingDataError("synonyms_k must be at least 1")
-    set_seed(seed)
-    model, tokenizer = load_model_and_tokenizer(model_dir, device="cpu")
-    model.train()
-    trie = build_trie(kb, tokenizer)
-    index = NameIndex(kb).fit()
-
-    with temporary_linker(model, tokenizer, kb, trie, context_window=context_window, num_beams=num_beams) as linker:
-        train, stats = mention_examples(linker, index, train_mentions, synonyms_k, progress=progress)
-        if pretrain_data is not None:
-            extra = pretraining_examples(linker, pretrain_data)
-            stats["pretraining_examples"] = len(extra)
-            train.extend(extra)
-        if kb_names_as_mentions:
-            extra = kb_name_examples(linker, index)
-            stats["kb_name_examples"] = len(extra)
-            train.extend(extra)
-        dev = list(dev_mentions or [])
-        dev = [m for m in dev if any(g in kb for g in m.gold_ids)]
-        evalset = dev_examples(linker, index, dev) if dev else []
+def _training_data(
+    linker: AngelLinker, index: NameIndex, mentions: Sequence[Mention], dev: Sequence[Mention], s: PositiveSettings
+) -> Tuple[List[Example], List[Example], Dict[str, int]]:
+    """(train examples, dev examples, counts) for one run."""
+    train, stats = mention_examples(linker, index, mentions, s.synonyms_k, progress=s.progress)
+    if s.pretrain_data is not None:
+        extra = pretraining_examples(linker, s.pretrain_data)
+        stats["pretraining_examples"] = len(extra)
+        train.extend(extra)
+    if s.kb_names_as_mentions:
+        extra = kb_name_examples(linker, index)
+        stats["kb_name_examples"] = len(extra)
+        train.extend(extra)
     if not train:
         raise TrainingDataError(
             f"no training examples: {stats['mentions']} mentions, none with a gold id in the KB "
@@ -357,99 +224,126 @@ def train_positive(
         )
     stats["train_examples"] = len(train)
     stats["dev_mentions"] = len(dev)
-    logger.info("positive training data: %s", stats)
+    return train, dev_examples(linker, index, dev) if dev else [], stats
 
-    run_config = {
-        "data": _examples_digest(train),
-        "dev": _examples_digest(evalset),
-        "learning_rate": learning_rate,
-        "batch_size": batch_size,
-        "seed": seed,
-        "label_smoothing": label_smoothing,
-        "warmup_ratio": warmup_ratio,
-        "lr_scheduler": lr_scheduler,
-        "weight_decay": weight_decay,
-    }
-    ckpt_dir = output_dir / CHECKPOINT_DIR
-    resume_from: Optional[Path] = None
-    if ckpt_dir.exists():
-        if resume and _last_checkpoint(ckpt_dir) is not None:
-            try:
-                previous = json.loads((ckpt_dir / RUN_CONFIG).read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                previous = None
-            if previous != run_config:
-                changed = sorted(k for k in run_config if previous is None or previous.get(k) != run_config[k])
-                raise TrainingDataError(
-                    f"{ckpt_dir} holds checkpoints of a different run (changed: {', '.join(changed)}); "
-                    "resume with the same data and settings, or pass resume=False (--no-resume) to start over"
-                )
-            resume_from = _last_checkpoint(ckpt_dir)
-            logger.info("resuming from %s", resume_from)
-        else:
-            shutil.rmtree(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(ckpt_dir / RUN_CONFIG, run_config, indent=1)
 
-    steps_per_epoch = max(1, math.ceil(len(train) / batch_size))
-    total_steps = max_steps if max_steps > 0 else max(1, math.ceil(steps_per_epoch * epochs))
-    if logging_steps is None:
-        logging_steps = max(1, min(100, total_steps // 50))
-    use_dev = bool(evalset)
-    strategy = "steps" if eval_steps else "epoch"
+def _arguments(s: PositiveSettings, ckpt_dir: Path, steps: int, use_dev: bool) -> Any:
+    """``Seq2SeqTrainingArguments`` for the settings: dev runs evaluate and checkpoint together."""
+    from transformers import Seq2SeqTrainingArguments
+
+    cuda = s.device != "cpu" and torch.cuda.is_available()
+    strategy = "steps" if s.eval_steps else "epoch"
     if use_dev:
-        eval_strategy, save_strategy = strategy, strategy
-        save_every = eval_steps
+        eval_strategy, save_strategy, save_every = strategy, strategy, s.eval_steps
     else:
-        eval_strategy = "no"
-        save_every = save_steps or eval_steps
+        eval_strategy, save_every = "no", s.save_steps or s.eval_steps
         save_strategy = "steps" if save_every else "epoch"
-    args = Seq2SeqTrainingArguments(
+    return Seq2SeqTrainingArguments(
         output_dir=str(ckpt_dir),
-        num_train_epochs=epochs,
-        max_steps=max_steps,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=batch_size,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
-        warmup_ratio=warmup_ratio,
-        lr_scheduler_type=lr_scheduler,
-        label_smoothing_factor=label_smoothing,
+        num_train_epochs=s.epochs,
+        max_steps=s.max_steps,
+        per_device_train_batch_size=s.batch_size,
+        per_device_eval_batch_size=s.batch_size,
+        gradient_accumulation_steps=distributed.accumulation_steps(),  # the DeepSpeed config's, under accelerate launch
+        learning_rate=s.learning_rate,
+        weight_decay=s.weight_decay,
+        warmup_ratio=s.warmup_ratio,
+        warmup_steps=s.warmup_steps,
+        lr_scheduler_type=s.lr_scheduler,
+        label_smoothing_factor=s.label_smoothing,
         eval_strategy=eval_strategy,
-        eval_steps=eval_steps if eval_strategy == "steps" else None,
+        eval_steps=s.eval_steps if eval_strategy == "steps" else None,
         save_strategy=save_strategy,
         save_steps=save_every if save_strategy == "steps" else 500,
-        save_total_limit=save_total_limit,
+        save_total_limit=s.save_total_limit,
         load_best_model_at_end=use_dev,
         metric_for_best_model="dev_acc1" if use_dev else None,
         greater_is_better=True if use_dev else None,
-        logging_steps=logging_steps,
+        logging_steps=s.logging_steps or max(1, min(100, steps // 50)),
         logging_strategy="steps",
         report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        seed=seed,
-        data_seed=seed,
+        use_cpu=not cuda,
+        seed=s.seed,
+        data_seed=s.seed,
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
+        dataloader_pin_memory=cuda,
         save_safetensors=True,
-        disable_tqdm=not progress,
+        disable_tqdm=not s.progress,
         push_to_hub=False,
         predict_with_generate=False,
     )
-    all_callbacks: List[Any] = list(callbacks)
+
+
+def _check(s: PositiveSettings) -> None:
+    if s.lr_scheduler not in SCHEDULERS:
+        raise TrainingDataError(f"unknown lr_scheduler {s.lr_scheduler!r}: linear, cosine, polynomial or constant_with_warmup")
+    if s.synonyms_k < 1:
+        raise TrainingDataError("synonyms_k must be at least 1")
+    if s.device not in ("auto", "cpu", "cuda"):
+        raise TrainingDataError(f"unknown device {s.device!r}: auto, cpu or cuda")
+    if s.device == "cuda" and not torch.cuda.is_available():
+        raise TrainingDataError("device 'cuda' requested but CUDA is not available")
+
+
+def train_positive(
+    model_dir: PathLike,
+    kb: KnowledgeBase,
+    train_mentions: Sequence[Mention],
+    output_dir: Optional[PathLike] = None,
+    settings: Optional[PositiveSettings] = None,
+    *,
+    dev_mentions: Optional[Sequence[Mention]] = None,
+    callbacks: Sequence[Any] = (),
+    **overrides: Any,
+) -> Path:
+    """Fine-tune ``model_dir`` on positive targets; returns ``output_dir`` (model, tokenizer, log).
+
+    ``settings`` (:class:`PositiveSettings`) holds every knob; keyword ``overrides`` of its field
+    names still work (``max_steps=200``) and win over it. ``output_dir`` defaults to
+    ``settings.output_dir``. With ``resume``, the last checkpoint in ``output_dir/checkpoints``
+    is continued when data and weight-shaping settings match (budgets may change), so a killed
+    run re-run with the same command ends with the weights of an uninterrupted one.
+    Checkpoints are removed after a completed run unless ``keep_checkpoints`` or the safety cap
+    cut it.
+    """
+    from transformers import Seq2SeqTrainer, set_seed
+
+    from .dev_eval import DevAccuracyCallback, temporary_linker
+
+    s = resolve(PositiveSettings, settings, overrides)
+    started = time.time()
+    if output_dir is None and s.output_dir is None:
+        raise TrainingDataError("no output directory: pass output_dir or settings.output_dir")
+    output_dir = run.check_output_dir(output_dir if output_dir is not None else s.output_dir, [model_dir], TrainingDataError)
+    _check(s)
+    set_seed(s.seed)
+    model, tokenizer = load_model_and_tokenizer(model_dir, device="cpu")
+    model.train()
+    trie = build_trie(kb, tokenizer)
+    index = NameIndex(kb).fit()
+    dev = [m for m in (dev_mentions or []) if any(g in kb for g in m.gold_ids)]
+    with temporary_linker(model, tokenizer, kb, trie, context_window=s.context_window, num_beams=s.num_beams) as linker:
+        train, evalset, stats = _training_data(linker, index, train_mentions, dev, s)
+    logger.info("positive training data: %s", stats)
+
+    shaping = ("learning_rate", "batch_size", "seed", "label_smoothing", "warmup_ratio", "warmup_steps", "lr_scheduler", "weight_decay")
+    run_config = {"data": run.rows_digest(train, EXAMPLE_KEYS), "dev": run.rows_digest(evalset, EXAMPLE_KEYS)}
+    run_config.update({k: getattr(s, k) for k in shaping})
+    ckpt_dir = output_dir / run.CHECKPOINT_DIR
+    resume_from = run.prepare_checkpoints(ckpt_dir, run_config, s.resume, TrainingDataError)
+    steps = run.total_steps(len(train), s.batch_size, s.epochs, s.max_steps)
+    use_dev = bool(evalset)
+    all_callbacks = run.with_safety_cap(callbacks, s.max_minutes)
     if use_dev:
         all_callbacks.append(
             DevAccuracyCallback(
-                tokenizer, kb, trie, dev, num_beams=num_beams, batch_size=max(batch_size, 16), context_window=context_window
+                tokenizer, kb, trie, dev, num_beams=s.num_beams, batch_size=max(s.batch_size, 16), context_window=s.context_window
             )
         )
-    budget = MaxMinutesCallback(max_minutes) if max_minutes is not None else None
-    if budget is not None:
-        all_callbacks.append(budget)
     trainer = Seq2SeqTrainer(
         model=model,
-        args=args,
+        args=_arguments(s, ckpt_dir, steps, use_dev),
         train_dataset=train,
         eval_dataset=evalset if use_dev else None,
         data_collator=Seq2SeqCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id),
@@ -457,30 +351,20 @@ def train_positive(
         callbacks=all_callbacks,
     )
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    stopped = bool(budget is not None and budget.stopped)
-    log = training_log(
+    settings_log = {k: v for k, v in dataclasses.asdict(s).items() if k not in ("output_dir", "progress")}
+    log = run.training_log(
         trainer,
         {
             "data": stats,
             "train_metrics": result.metrics,
             "wall_time_s": round(time.time() - started, 2),
-            "stopped_by_time_budget": stopped,
             "resumed_from": resume_from.name if resume_from else None,
             "model_dir": str(model_dir),
-            "settings": {
-                "synonyms_k": synonyms_k,
-                "epochs": epochs,
-                "max_steps": max_steps,
-                "max_minutes": max_minutes,
-                "eval_steps": eval_steps,
-                "num_beams": num_beams,
-                "context_window": context_window,
-                **{k: v for k, v in run_config.items() if k not in ("data", "dev")},
-            },
+            "settings": settings_log,
         },
     )
     trainer.model.tie_weights()  # the best-checkpoint reload only restores the shared embedding
     trainer.model.eval()
-    finalize_output(trainer.model, tokenizer, output_dir, log, keep_checkpoints=keep_checkpoints or stopped)
+    run.finalize_output(trainer.model, tokenizer, output_dir, log, keep_checkpoints=s.keep_checkpoints or log["stopped_by_time_budget"], kb=kb)
     logger.info("positive training done: %s (step %d, %.1fs)", output_dir, log["global_step"], log["wall_time_s"])
     return output_dir

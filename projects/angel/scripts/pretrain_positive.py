@@ -5,8 +5,9 @@ Sec. 3.3) learns only from ``train pretrain-data`` examples (and, optionally, ev
 mention). This calls the same :func:`training.positive.train_positive` with no mentions.
 
 Usage: python scripts/pretrain_positive.py MODEL KB_DIR PRETRAIN_DIR --output OUT
-       [--epochs 1] [--max-steps -1] [--learning-rate 3e-4] [--batch-size 32] [--warmup-ratio 0.02]
-       [--label-smoothing 0.1] [--max-minutes M] [--kb-names-as-mentions] [--lr-scheduler linear]
+       [--epochs] [--max-steps] [--learning-rate] [--batch-size] [--warmup-ratio] [--label-smoothing]
+       [--max-minutes] [--kb-names-as-mentions] [--lr-scheduler] [--seed]
+(defaults: training.settings.PretrainSettings)
 """
 from __future__ import annotations
 
@@ -16,6 +17,13 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from training.settings import PretrainSettings, add_arguments, from_namespace
+
+_OPTIONS = (
+    "epochs", "max_steps", "learning_rate", "batch_size", "warmup_ratio", "label_smoothing", "lr_scheduler",
+    "max_minutes", "kb_names_as_mentions", "seed",
+)
+
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -23,16 +31,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("kb", type=Path, help="KB directory (spacy-angel kb build)")
     parser.add_argument("pretrain_data", type=Path, help="directory or JSONL from `spacy-angel train pretrain-data`")
     parser.add_argument("--output", type=Path, required=True)
-    parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--max-steps", type=int, default=-1)
-    parser.add_argument("--learning-rate", type=float, default=3e-4)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--warmup-ratio", type=float, default=0.02)
-    parser.add_argument("--label-smoothing", type=float, default=0.1)
-    parser.add_argument("--lr-scheduler", default="linear")
-    parser.add_argument("--max-minutes", type=float, default=None)
-    parser.add_argument("--kb-names-as-mentions", action="store_true")
-    parser.add_argument("--seed", type=int, default=0)
+    add_arguments(parser, PretrainSettings, only=_OPTIONS)  # defaults and help: training/settings.py
     args = parser.parse_args(argv)
     if not args.kb.is_dir():
         print(f"error: KB directory {args.kb} does not exist", file=sys.stderr)
@@ -47,13 +46,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        out = train_positive(
-            args.model, KnowledgeBase.from_disk(args.kb), [], args.output,
-            pretrain_data=args.pretrain_data, kb_names_as_mentions=args.kb_names_as_mentions,
-            epochs=args.epochs, max_steps=args.max_steps, learning_rate=args.learning_rate,
-            batch_size=args.batch_size, warmup_ratio=args.warmup_ratio, label_smoothing=args.label_smoothing,
-            lr_scheduler=args.lr_scheduler, max_minutes=args.max_minutes, seed=args.seed,
-        )
+        settings = from_namespace(PretrainSettings, args, pretrain_data=str(args.pretrain_data))
+        out = train_positive(args.model, KnowledgeBase.from_disk(args.kb), [], args.output, settings)
     except (TrainingDataError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -1,0 +1,117 @@
+"""Reproducible budgets (training.run, training.settings): a run's length is its step count and
+seed, so the same command gives the same weights, and a run cut short and re-run with resume ends
+where an uninterrupted one does; the wall-clock cap is only a safety net that says when it cuts."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from spacy_angel.types import Mention
+from training.positive import train_positive
+from training.settings import PositiveSettings, PreferenceSettings, resolve
+
+from conftest import TINY_CONCEPTS
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SETTINGS = PositiveSettings(max_steps=24, batch_size=8, learning_rate=3e-3, save_steps=8, progress=False)
+
+
+def _mentions():
+    out = []
+    for i, (cid, names) in enumerate(TINY_CONCEPTS.items()):
+        for name in names[:2]:
+            text = f"patient {i} was treated for {name} in the clinic ."
+            s = text.index(name)
+            out.append(Mention(f"doc{i}", text, s, s + len(name), (cid,)))
+    return out
+
+
+def _weights(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def _identical(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class KillAt(TrainerCallback):
+    """Simulates the process being killed after ``step`` steps (nothing after it runs)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt("killed")
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tiny_kb, tiny_model_dir, tmp_path):
+    a = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "a", SETTINGS)
+    b = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "b", SETTINGS)
+    assert _identical(_weights(a), _weights(b))
+    c = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "c", SETTINGS, seed=1)
+    assert not _identical(_weights(a), _weights(c))
+    log = json.loads((a / "training_log.json").read_text())
+    assert log["global_step"] == log["max_steps"] == 24 and not log["stopped_by_time_budget"]
+    assert log["settings"]["max_steps"] == 24 and log["settings"]["seed"] == 0
+
+
+def test_killed_run_resumed_by_the_same_command_ends_with_the_same_weights(tiny_kb, tiny_model_dir, tmp_path):
+    ref = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "ref", SETTINGS)
+    with pytest.raises(KeyboardInterrupt):
+        train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "run", SETTINGS, callbacks=[KillAt(13)])
+    out = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "run", SETTINGS)
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["resumed_from"] == "checkpoint-8" and log["global_step"] == 24
+    assert _identical(_weights(out), _weights(ref))
+
+
+def test_safety_cap_reports_the_cut_and_the_rerun_finishes_the_same_run(tiny_kb, tiny_model_dir, tmp_path, capsys):
+    ref = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "ref", SETTINGS)
+    capsys.readouterr()
+    cut = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "run", SETTINGS, max_minutes=0.0)
+    printed = capsys.readouterr().out
+    assert "safety cap of 0 min cut the run at step 1 of 24" in printed
+    log = json.loads((cut / "training_log.json").read_text())
+    assert log["stopped_by_time_budget"] and log["global_step"] == 1
+    assert "cut the run at step 1 of 24" in log["safety_cap"]
+    assert (cut / "checkpoints" / "checkpoint-1").is_dir()  # kept, to resume from
+    out = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "run", SETTINGS)  # no cap this time
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["resumed_from"] == "checkpoint-1" and not log["stopped_by_time_budget"] and log["safety_cap"] is None
+    assert _identical(_weights(out), _weights(ref))
+
+
+def test_settings_objects_and_keyword_overrides_are_one_path():
+    s = resolve(PositiveSettings, None, {"max_steps": 5})
+    assert s == PositiveSettings(max_steps=5)
+    assert resolve(PositiveSettings, s, {"seed": 3}) == PositiveSettings(max_steps=5, seed=3)
+    assert resolve(PositiveSettings, s, {}) is s
+    with pytest.raises(TypeError, match="unknown PositiveSettings setting.*max_step\\b"):
+        resolve(PositiveSettings, None, {"max_step": 5})
+    with pytest.raises(TypeError, match="expected PreferenceSettings"):
+        resolve(PreferenceSettings, s, {})
+    # stage defaults differ where the stages do, and live only in the dataclasses
+    assert (PositiveSettings().learning_rate, PreferenceSettings().learning_rate) == (3e-4, 5e-5)
+    assert PositiveSettings().max_minutes is None and PreferenceSettings().max_minutes is None
+
+
+def test_cli_options_come_from_the_settings(tiny_kb_dir):
+    """Defaults and help texts of `train positive` / `train dpo` are the dataclasses' own."""
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    runner = CliRunner()
+    for command, cls in (("positive", PositiveSettings), ("dpo", PreferenceSettings)):
+        result = runner.invoke(app, [command, "--help"], terminal_width=400, env={"COLUMNS": "400"})
+        assert result.exit_code == 0, result.output
+        for name in ("max_steps", "max_minutes", "learning_rate", "seed", "resume"):
+            assert "--" + name.replace("_", "-") in result.output
+        assert cls.__dataclass_fields__["max_minutes"].metadata["help"].split(":")[0] in result.output
+        assert f"[default: {cls().learning_rate}]" in result.output
