@@ -15,7 +15,8 @@ from typing import Any, Iterator, List, Optional, Sequence
 import typer
 
 from .fileio import atomic_open, iter_jsonl
-from .kb import FORMATS, KBFormatError, KnowledgeBase
+from .kb import KBFormatError, KnowledgeBase
+from .kb_sources import FORMATS, build_kb, load_kb
 from .types import Candidate, Mention
 
 app = typer.Typer(
@@ -36,11 +37,9 @@ def _fail(message: str) -> None:
 
 def _load_kb(path: Path) -> KnowledgeBase:
     """A KB directory (from ``kb build``) or a KB file in any supported format."""
-    if not path.exists():
-        _fail(f"KB path {path} does not exist")
     try:
-        return KnowledgeBase.from_disk(path) if path.is_dir() else KnowledgeBase.from_files([path])
-    except (KBFormatError, ValueError) as err:
+        return load_kb(path)
+    except (KBFormatError, ValueError, OSError) as err:
         _fail(str(err))
     raise AssertionError  # unreachable
 
@@ -56,23 +55,30 @@ def kb_build(
     semantic_types: Optional[str] = typer.Option(None, help="UMLS: comma-separated semantic type ids (TUI), needs MRSTY."),
     mrdef: Optional[Path] = typer.Option(None, help="UMLS: MRDEF.RRF for definitions."),
     mrsty: Optional[Path] = typer.Option(None, help="UMLS: MRSTY.RRF for semantic types."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT even if it holds files that are not a KB."),
+    index: bool = typer.Option(True, "--index/--no-index", help="Also write the TF-IDF name index (for candidates)."),
 ) -> None:
-    """Build a KB directory (names, ids, definitions, types) from one or more sources."""
+    """Build a KB directory (names, ids, definitions, types, TF-IDF name index) from one or more sources.
+
+    OUTPUT is written atomically; an existing OUTPUT that is not a KB directory is refused unless
+    --overwrite, so a mistyped path never deletes a user's files."""
     split = lambda value: [v.strip() for v in value.split(",") if v.strip()] if value else None  # noqa: E731
     try:
-        kb = KnowledgeBase.from_files(
-            sources,
+        kb = build_kb(
+            sources,  # the files; the UMLS vocabularies are the ``sources=`` option below
+            output,
             format=format,
             lowercase=not keep_case,
+            overwrite=overwrite,
+            index=index,
             languages=split(languages) or ("ENG",),
             sources=split(vocabularies),
             semantic_types=split(semantic_types),
             mrdef=mrdef,
             mrsty=mrsty,
         )
-    except (KBFormatError, ValueError, FileNotFoundError) as err:
+    except (KBFormatError, ValueError, OSError) as err:
         _fail(str(err))
-    kb.to_disk(output)
     typer.echo(f"KB with {len(kb.concept_ids)} concepts and {kb.num_names} names written to {output}")
 
 
@@ -104,6 +110,14 @@ def init_model_command(
             _fail(f"corpus file {corpus} does not exist")
         texts = corpus.read_text(encoding="utf-8").splitlines()
     init_model(kb, output_dir, size=size, corpus=texts, seed=seed, vocab_size=vocab_size)
+    from .model_card import kb_summary, write_model_card
+
+    write_model_card(output_dir, {
+        "name": f"untrained spacy-angel model ({size})",
+        "stage": "init-model (untrained: train it with `spacy-angel train positive`)",
+        "kb": kb_summary(kb),
+        "recipe": {"size": size, "seed": seed, "vocab_size": vocab_size, "tokenizer corpus lines": len(texts)},
+    })
     typer.echo(f"untrained {size} model written to {output_dir}")
 
 
@@ -173,11 +187,14 @@ def link_command(
     batch_size: int = typer.Option(32, help="Mentions per decoder batch."),
     context_window: int = typer.Option(32, help="Words of context on each side."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:0, ..."),
+    mode: str = typer.Option("hybrid", help="hybrid (TF-IDF top names + beam, fused with the model's fusion.json or default weights), beam, or rerank."),
+    num_candidates: int = typer.Option(20, help="TF-IDF names per mention in hybrid and rerank modes."),
     engine: str = typer.Option("single", help="single (this process) or ray (corpus scale: OUTPUT is a directory of shards; needs the [scale] extra)."),
     address: Optional[str] = typer.Option(None, help="--engine ray: join this Ray cluster (e.g. auto, ray://head:10001); default: start a local Ray."),
     workers: int = typer.Option(1, help="--engine ray: linker actors (each loads the model once and uses one CPU core)."),
     num_gpus_per_worker: float = typer.Option(0.0, help="--engine ray: GPUs per actor (0: CPU; 0.5: two actors share a GPU)."),
     shard_size: int = typer.Option(1000, help="--engine ray: JSONL records per output shard (Parquet: one shard per row group)."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write one HTML page (displaCy): each mention with its concept's name and id, linked to the concept's page."),
 ) -> None:
     """Link mentions and write their candidates (ids, name, probability) as JSONL.
 
@@ -188,9 +205,12 @@ def link_command(
     from .linker import AngelLinker
 
     if engine == "ray":
+        if html is not None:
+            _fail("--html needs the single engine (a corpus-scale run is no page to read)")
         _link_with_ray(model_dir, kb_path, str(input_path), output, ner=ner, address=address, workers=workers,
                        num_gpus_per_worker=num_gpus_per_worker, shard_size=shard_size, num_beams=num_beams,
-                       top_k=top_k, batch_size=batch_size, context_window=context_window, device=device)
+                       top_k=top_k, batch_size=batch_size, context_window=context_window, device=device,
+                       mode=mode, num_candidates=num_candidates)
         return
     if engine != "single":
         _fail(f"unknown engine {engine!r}: single or ray")
@@ -199,8 +219,14 @@ def link_command(
     mentions = list(_read_link_input(input_path, ner))
     kb = _load_kb(kb_path)
     try:
+        index = None
+        if mode != "beam":  # the KB directory's saved TF-IDF index (fitted and saved there if missing)
+            from .candidates import load_or_build_index
+
+            index = load_or_build_index(kb, kb_path if kb_path.is_dir() else None)
         linker = AngelLinker.from_pretrained(
-            model_dir, kb, device=device, num_beams=num_beams, batch_size=batch_size, context_window=context_window
+            model_dir, kb, device=device, num_beams=num_beams, batch_size=batch_size,
+            context_window=context_window, mode=mode, num_candidates=num_candidates, name_index=index,
         )
     except (LinkerError, OSError) as err:
         _fail(str(err))
@@ -209,6 +235,24 @@ def link_command(
         for mention, cands in zip(mentions, results):
             handle.write(json.dumps(link_record(mention, cands), ensure_ascii=False) + "\n")
     typer.echo(f"linked {len(mentions)} mentions -> {output}")
+    if html is not None:
+        _write_link_html(html, mentions, results, kb)
+        typer.echo(f"HTML view -> {html}")
+
+
+def _write_link_html(path: Path, mentions: Sequence[Mention], results: Sequence[Sequence[Candidate]], kb: KnowledgeBase) -> None:
+    """One displaCy page, a section per document: mention, concept name (label) and linked id."""
+    from .display import NIL, render_mentions, write_html
+
+    groups: dict = {}  # (doc id, text) -> entities, in input order
+    for mention, cands in zip(mentions, results):
+        if cands:
+            kb_id = cands[0].kb_ids[0]
+            label = kb.preferred_name(kb_id) or cands[0].name
+        else:
+            kb_id, label = NIL, NIL
+        groups.setdefault((mention.doc_id, mention.text), []).append((mention.start, mention.end, label, kb_id))
+    write_html(path, render_mentions([(doc_id, text, ents) for (doc_id, text), ents in groups.items()]))
 
 
 def _link_with_ray(model_dir: str, kb_path: Path, input_spec: str, output: Path, *, ner: Optional[str], **options: Any) -> None:

@@ -10,21 +10,102 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import typing
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Union
 
 from spacy.language import Language
+from spacy.scorer import Scorer
 from spacy.tokens import Doc, Span
-from spacy.util import ensure_path, from_disk, minibatch, to_disk
+from spacy.training import Example
+from spacy.util import ensure_path, from_disk, minibatch, registry, to_disk
 
+from .errors import Errors, LinkerError
 from .fileio import atomic_write_json
+from .fork_safety import install_fork_hooks
+from .hf import load_model_and_tokenizer, save_pretrained_atomic
 from .kb import KnowledgeBase
-from .linker import AngelLinker, LinkerError, load_model_and_tokenizer, load_or_build_trie
-from .modeling import save_pretrained_atomic
+from .kb_sources import load_kb
+from .fusion import FusionWeights
+from .linker import MODES, AngelLinker
+from .name_trie import load_or_build_trie
 from .trie import TokenTrie
 from .types import Candidate, Mention
 
 EXTENSIONS = ("cui", "cui_score", "kb_name", "candidates", "kb_ents")
+NIL = "NIL"  # the kb_id_ of a span left unlinked: the string spaCy's EntityLinker uses (EntityLinker.NIL)
+DTYPES = (None, "float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def validate_config(cfg: Dict[str, Any]) -> None:
+    """Range checks the type annotations cannot express; a numbered error names the setting.
+
+    spaCy's registry already checks the factory's types (``num_beams = "five"`` fails there); this
+    catches well-typed but unusable values, also for direct ``AngelLinkerComponent(...)`` calls.
+    """
+
+    def fail(field: str, expected: str) -> None:
+        raise ValueError(Errors.E100.format(field=field, expected=expected, value=cfg[field]))
+
+    for field in ("num_beams", "top_k", "batch_size"):
+        if not isinstance(cfg[field], int) or isinstance(cfg[field], bool) or cfg[field] < 1:
+            fail(field, "an integer >= 1")
+    if not isinstance(cfg["context_window"], int) or isinstance(cfg["context_window"], bool) or cfg["context_window"] < 0:
+        fail("context_window", "an integer >= 0")
+    threshold = cfg["threshold"]
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        fail("threshold", "a probability in [0, 1]")
+    if cfg["mode"] not in MODES:
+        fail("mode", " or ".join(repr(m) for m in MODES))
+    if not isinstance(cfg["num_candidates"], int) or isinstance(cfg["num_candidates"], bool) or cfg["num_candidates"] < 1:
+        fail("num_candidates", "an integer >= 1")
+    if cfg["fusion"] is not None:
+        try:
+            FusionWeights.from_dict(cfg["fusion"], origin="angel_linker: config setting 'fusion'")
+        except (ValueError, TypeError, AttributeError) as err:
+            raise ValueError(Errors.E100.format(field="fusion", expected=f"feature weights ({err})", value=cfg["fusion"])) from None
+    if cfg["dtype"] == "":
+        cfg["dtype"] = None
+    if cfg["dtype"] not in DTYPES:
+        fail("dtype", "null or one of " + ", ".join(d for d in DTYPES if d))
+    if not isinstance(cfg["device"], str) or not DEVICE_PATTERN.fullmatch(cfg["device"]):
+        fail("device", "'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'")
+    if cfg["top_k"] > cfg["num_beams"]:
+        raise ValueError(Errors.E101.format(top_k=cfg["top_k"], num_beams=cfg["num_beams"]))
+
+
+class _SpansAsEnts(NamedTuple):
+    ents: Sequence[Span]
+
+
+class _SpanGroupExample(NamedTuple):
+    """An Example seen through one span group: ``Scorer.score_links`` reads only ``.ents``."""
+
+    reference: _SpansAsEnts
+    predicted: _SpansAsEnts
+
+    @classmethod
+    def of(cls, example: Example, key: str) -> "_SpanGroupExample":
+        group = lambda doc: _SpansAsEnts(list(doc.spans[key]) if key in doc.spans else [])  # noqa: E731
+        return cls(group(example.reference), group(example.predicted))
+
+
+def angel_linker_score(examples: Iterable[Example], *, spans_key: Optional[str] = None, **kwargs: Any) -> Dict[str, Any]:
+    """spaCy's own link scores (``nel_micro_p/r/f``), as for its EntityLinker: only predicted spans
+    whose offsets match a gold entity count, and ``NIL`` on both sides is a true negative.
+
+    With ``spans_key`` the same count runs on ``doc.spans[spans_key]`` of both sides."""
+    if spans_key is not None:
+        examples = [_SpanGroupExample.of(eg, spans_key) for eg in examples]
+    return Scorer.score_links(examples, negative_labels=[NIL], **kwargs)
+
+
+@registry.scorers("spacy_angel.linker_scorer.v1")
+def make_angel_linker_scorer() -> Callable[..., Dict[str, Any]]:
+    """The default ``scorer`` of ``angel_linker`` (registered so a config can swap it, as in spaCy)."""
+    return angel_linker_score
 
 
 def install_extensions() -> None:
@@ -36,8 +117,9 @@ def install_extensions() -> None:
 
 @Language.factory(
     "angel_linker",
-    assigns=["span._.cui", "span._.cui_score", "span._.kb_name", "span._.candidates", "span._.kb_ents"],
+    assigns=["token.ent_kb_id", "span._.cui", "span._.cui_score", "span._.kb_name", "span._.candidates", "span._.kb_ents"],
     requires=["doc.ents"],
+    default_score_weights={"nel_micro_f": 1.0, "nel_micro_r": None, "nel_micro_p": None},
     default_config={
         "model": None,
         "kb": None,
@@ -51,6 +133,10 @@ def install_extensions() -> None:
         "threshold": 0.0,
         "lowercase": True,
         "expand_abbreviations": True,
+        "mode": "hybrid",
+        "num_candidates": 20,
+        "fusion": None,
+        "scorer": {"@scorers": "spacy_angel.linker_scorer.v1"},
     },
 )
 def make_angel_linker(
@@ -68,6 +154,10 @@ def make_angel_linker(
     threshold: float,
     lowercase: bool,
     expand_abbreviations: bool,
+    mode: str,
+    num_candidates: int,
+    fusion: Optional[Dict[str, float]],
+    scorer: Optional[Callable[..., Dict[str, Any]]],
 ) -> "AngelLinkerComponent":
     """Create the component. ``model``: a local directory or hub id; ``kb``: a KB directory or KB file."""
     return AngelLinkerComponent(
@@ -85,11 +175,18 @@ def make_angel_linker(
         threshold=threshold,
         lowercase=lowercase,
         expand_abbreviations=expand_abbreviations,
+        mode=mode,
+        num_candidates=num_candidates,
+        fusion=fusion,
+        scorer=scorer,
     )
 
 
 class AngelLinkerComponent:
-    """Sets ``span._.cui``, ``cui_score``, ``kb_name``, ``candidates`` and ``kb_ents`` on entity spans.
+    """Sets ``kb_id_`` and ``span._.cui``, ``cui_score``, ``kb_name``, ``candidates``, ``kb_ents`` on entity spans.
+
+    ``kb_id_`` is what spaCy itself reads (``Scorer.score_links``, displaCy, ``spacy evaluate``):
+    the best concept id, or ``"NIL"`` for a span left unlinked, as spaCy's EntityLinker writes it.
 
     Scores are probabilities: ``exp`` of the length-normalised log-likelihood of the KB name
     (the geometric-mean token probability, in (0, 1]). A span whose best score is below
@@ -116,14 +213,13 @@ class AngelLinkerComponent:
         threshold: float = 0.0,
         lowercase: bool = True,
         expand_abbreviations: bool = True,
+        mode: str = "hybrid",
+        num_candidates: int = 20,
+        fusion: Optional[Dict[str, float]] = None,
+        scorer: Optional[Callable[..., Dict[str, Any]]] = angel_linker_score,
     ) -> None:
         install_extensions()
-        if top_k < 1 or num_beams < 1:
-            raise ValueError("angel_linker: top_k and num_beams must be at least 1")
-        if top_k > num_beams:
-            raise ValueError(f"angel_linker: top_k ({top_k}) cannot exceed num_beams ({num_beams})")
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"angel_linker: threshold must be a probability in [0, 1], got {threshold}")
+        install_fork_hooks()  # nlp.pipe(n_process=N) forks: see spacy_angel.fork_safety
         self.vocab = vocab
         self.name = name
         self.cfg = {
@@ -139,7 +235,12 @@ class AngelLinkerComponent:
             "threshold": threshold,
             "lowercase": lowercase,
             "expand_abbreviations": expand_abbreviations,
+            "mode": mode,
+            "num_candidates": num_candidates,
+            "fusion": dict(fusion) if fusion is not None else None,
         }
+        validate_config(self.cfg)
+        self.scorer = scorer
         self._kb_object = kb if isinstance(kb, KnowledgeBase) else None
         self._linker: Optional[AngelLinker] = None
 
@@ -148,29 +249,65 @@ class AngelLinkerComponent:
     def linker(self) -> AngelLinker:
         """The linker, loaded on first use from the configured model and KB."""
         if self._linker is None:
-            if self.cfg["model"] is None:
-                raise ValueError(
-                    "angel_linker has no model: set config 'model' to a model directory or hub id "
-                    "(e.g. nlp.add_pipe('angel_linker', config={'model': 'path/to/model', 'kb': 'path/to/kb'}))"
-                )
-            kb = self._kb_object if self._kb_object is not None else self._load_kb(self.cfg["kb"])
-            model, tokenizer = load_model_and_tokenizer(self.cfg["model"], self.cfg["device"], self.cfg["dtype"])
-            trie = load_or_build_trie(kb, tokenizer, None)
-            self._linker = self._make_linker(model, tokenizer, kb, trie)
+            self._linker = self._load(self.cfg["model"], self._kb_object if self._kb_object is not None else self.cfg["kb"])
         return self._linker
 
-    @staticmethod
-    def _load_kb(kb: Optional[str]) -> KnowledgeBase:
-        if kb is None:
-            raise ValueError("angel_linker has no KB: set config 'kb' to a KB directory or a KB file")
-        path = Path(kb)
-        if path.is_dir():
-            return KnowledgeBase.from_disk(path)
-        if path.exists():
-            return KnowledgeBase.from_files([path])
-        raise ValueError(f"angel_linker: KB path {path} does not exist")
+    def _load(self, model_path: Optional[Union[str, Path]], kb: Optional[Union[str, Path, KnowledgeBase]]) -> AngelLinker:
+        if model_path is None:
+            raise ValueError(Errors.E102.format(name=self.name))
+        kb_dir = Path(kb) if not isinstance(kb, KnowledgeBase) and kb is not None and Path(kb).is_dir() else None
+        kb = kb if isinstance(kb, KnowledgeBase) else self._load_kb(kb, self.name)
+        model, tokenizer = load_model_and_tokenizer(str(model_path), self.cfg["device"], self.cfg["dtype"])
+        trie = load_or_build_trie(kb, tokenizer, None)
+        fusion = FusionWeights.for_model(model_path) if Path(str(model_path)).is_dir() else FusionWeights()
+        return self._make_linker(model, tokenizer, kb, trie, fusion=fusion, index=self._index_for(kb, kb_dir))
 
-    def _make_linker(self, model, tokenizer, kb: KnowledgeBase, trie: TokenTrie) -> AngelLinker:
+    def _index_for(self, kb: KnowledgeBase, kb_dir: Optional[Path]):
+        """The KB's TF-IDF name index (from the KB directory when saved there), only when the mode needs it."""
+        if self.cfg["mode"] == "beam":
+            return None
+        from .candidates import load_or_build_index
+
+        return load_or_build_index(kb, kb_dir)
+
+    @staticmethod
+    def _load_kb(kb: Optional[Union[str, Path]], name: str = "angel_linker") -> KnowledgeBase:
+        if kb is None:
+            raise ValueError(Errors.E103.format(name=name))
+        if not Path(kb).exists():
+            raise ValueError(Errors.E104.format(path=kb))
+        return load_kb(kb)
+
+    def initialize(
+        self,
+        get_examples: Optional[Callable[[], Iterable[Example]]] = None,
+        *,
+        nlp: Optional[Language] = None,
+        model: Optional[Union[str, Path]] = None,
+        kb: Optional[Union[str, Path, KnowledgeBase]] = None,
+    ) -> None:
+        """Load the model and KB now, without writing their paths into the pipeline's config.
+
+        Why: factory settings end up in ``config.cfg``, so ``config={"model": "/abs/path"}`` ships
+        that path inside a ``spacy package``. ``initialize(model=..., kb=...)`` (or an
+        ``[initialize.components.angel_linker]`` block, which ``nlp.initialize()`` passes here)
+        loads the same files while the config keeps ``model = null``; ``nlp.to_disk`` then saves
+        the files themselves. Nothing is trained: ``get_examples`` is accepted and not used.
+        """
+        if model is None and kb is None and self._linker is not None:
+            return  # already loaded (from_disk, or an earlier call): nlp.initialize() keeps it
+        self._linker = self._load(
+            model if model is not None else self.cfg["model"],
+            kb if kb is not None else (self._kb_object if self._kb_object is not None else self.cfg["kb"]),
+        )
+        self._kb_object = self._linker.kb
+
+    def _make_linker(
+        self, model, tokenizer, kb: KnowledgeBase, trie: TokenTrie, fusion: Optional[FusionWeights] = None, index: Any = None
+    ) -> AngelLinker:
+        """The linker; fusion weights from the config when set there, else the model's (or the defaults)."""
+        if self.cfg["fusion"] is not None:
+            fusion = FusionWeights.from_dict(self.cfg["fusion"], origin="angel_linker: config setting 'fusion'")
         return AngelLinker(
             model,
             tokenizer,
@@ -180,6 +317,10 @@ class AngelLinkerComponent:
             context_window=self.cfg["context_window"],
             batch_size=self.cfg["batch_size"],
             lowercase=self.cfg["lowercase"],
+            mode=self.cfg["mode"],
+            num_candidates=self.cfg["num_candidates"],
+            fusion=fusion,
+            name_index=index,
         )
 
     # -------------------------------------------------------------- processing
@@ -228,10 +369,12 @@ class AngelLinkerComponent:
         return Mention(str(doc_index), doc.text, start, end)
 
     def set_annotations(self, docs: Sequence[Doc], candidates: List[List[List[Candidate]]]) -> None:
+        """Write ``kb_id_`` (the concept id or ``NIL``) and the ``span._`` extensions."""
         threshold = self.cfg["threshold"]
         kb = self.linker.kb
+        key = self.cfg["spans_key"]
         for doc, doc_candidates in zip(docs, candidates):
-            for span, cands in zip(self.spans(doc), doc_candidates):
+            for i, (span, cands) in enumerate(zip(self.spans(doc), doc_candidates)):
                 ranked = [(c.kb_ids[0], kb.preferred_name(c.kb_ids[0]) or c.name, math.exp(c.score)) for c in cands]
                 span._.candidates = ranked
                 span._.kb_ents = [(kb_id, score) for kb_id, _, score in ranked]
@@ -239,17 +382,37 @@ class AngelLinkerComponent:
                     span._.cui, span._.kb_name, span._.cui_score = ranked[0]
                 else:
                     span._.cui, span._.kb_name, span._.cui_score = None, None, (ranked[0][2] if ranked else None)
+                kb_id = span._.cui if span._.cui is not None else NIL
+                # A Span is a view: setting span.kb_id_ on an item of doc.ents or of a span group
+                # changes a temporary copy only. doc.ents are built from the tokens, so (like
+                # spaCy's EntityLinker) the id goes on every token; a span group item is replaced.
+                if key is None:
+                    for token in span:
+                        token.ent_kb_id_ = kb_id
+                else:
+                    doc.spans[key][i] = Span(doc, span.start, span.end, label=span.label, kb_id=kb_id, span_id=span.id)
+
+    def score(self, examples: Iterable[Example], **kwargs: Any) -> Dict[str, Any]:
+        """``nel_micro_p/r/f`` with spaCy's ``Scorer.score_links`` (what ``spacy evaluate`` prints)."""
+        if self.scorer is None:
+            return {}
+        if self.cfg["spans_key"] is not None:
+            kwargs.setdefault("spans_key", self.cfg["spans_key"])
+        return self.scorer(examples, **kwargs)
 
     # -------------------------------------------------------------- serialization
     def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
-        """Write cfg, model + tokenizer (safetensors), KB and trie into ``path``."""
+        """Write cfg, model + tokenizer (safetensors), KB, trie, fusion weights (and the TF-IDF index) into ``path``."""
         linker = self.linker
         serialize = {
             "cfg": lambda p: _write_json(p, {k: v for k, v in self.cfg.items() if k not in ("model", "kb")}),
             "model": lambda p: save_pretrained_atomic(linker.model, linker.tokenizer, p),
             "kb": lambda p: linker.kb.to_disk(p),
             "trie": lambda p: linker.trie.to_disk(p),
+            "fusion": lambda p: _write_json(p, linker.fusion.to_dict()),
         }
+        if self.cfg["mode"] != "beam":
+            serialize["index"] = lambda p: linker.name_index.to_disk(p)
         to_disk(ensure_path(path), serialize, exclude)
 
     def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> "AngelLinkerComponent":
@@ -262,18 +425,33 @@ class AngelLinkerComponent:
         deserialize = {
             "cfg": load_cfg,
             "model": lambda p: loaded.update(zip(("model", "tokenizer"), load_model_and_tokenizer(p, self.cfg["device"], self.cfg["dtype"]))),
-            "kb": lambda p: loaded.update(kb=KnowledgeBase.from_disk(p)),
+            "kb": lambda p: loaded.update(kb=load_kb(p)),
             "trie": lambda p: loaded.update(trie_path=p),
+            "fusion": lambda p: loaded.update(fusion=FusionWeights.from_disk(p)) if Path(p).is_file() else None,
+            "index": lambda p: loaded.update(index_path=p),
         }
         from_disk(path, deserialize, exclude)
         if {"model", "kb"} - loaded.keys():
-            raise LinkerError(f"angel_linker data at {path} is incomplete (need model/ and kb/)")
+            raise LinkerError(Errors.E105.format(path=path))
         trie = load_or_build_trie(loaded["kb"], loaded["tokenizer"], loaded.get("trie_path"))
         self.cfg["model"] = str(path / "model")
         self.cfg["kb"] = str(path / "kb")
         self._kb_object = loaded["kb"]
-        self._linker = self._make_linker(loaded["model"], loaded["tokenizer"], loaded["kb"], trie)
+        index = None
+        if self.cfg["mode"] != "beam":
+            from .candidates import load_or_build_index
+
+            index_path = loaded.get("index_path")
+            index = load_or_build_index(loaded["kb"], index_path if index_path is not None and Path(index_path).is_dir() else None)
+        self._linker = self._make_linker(
+            loaded["model"], loaded["tokenizer"], loaded["kb"], trie, fusion=loaded.get("fusion"), index=index
+        )
         return self
+
+
+# spaCy validates an [initialize.components.angel_linker] block against initialize()'s signature
+# with pydantic, which cannot resolve this module's postponed (string) annotations: give it types.
+AngelLinkerComponent.initialize.__annotations__ = typing.get_type_hints(AngelLinkerComponent.initialize)
 
 
 def _write_json(path: Union[str, Path], data: dict) -> None:

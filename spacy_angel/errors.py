@@ -89,7 +89,7 @@ class Errors(metaclass=ErrorsWithCodes):
     E060 = "num_beams and batch_size must be at least 1"
     E061 = (
         "rerank(candidates='tfidf') needs index=<a fitted TF-IDF name index>, "
-        "e.g. training.tfidf.NameIndex(kb).fit()"
+        "e.g. spacy_angel.candidates.load_or_build_index(kb, kb_dir)"
     )
     E062 = "unknown candidate source {source!r}: use 'trie', 'tfidf' or lists of KB names"
     E063 = "got {lists} candidate lists for {mentions} mentions"
@@ -98,6 +98,23 @@ class Errors(metaclass=ErrorsWithCodes):
         "candidate {name!r} for mention {idx} ({surface!r}, doc {doc_id!r}) is not a name in the KB: "
         "only KB names can be scored"
     )
+    E066 = "num_candidates must be at least 1, got {value}"
+    E067 = "unknown linking mode {mode!r}: use one of {modes}"
+
+    # ---- the spaCy component (component.py), its display and packaging helpers
+    E100 = "angel_linker: config setting '{field}' must be {expected}, got {value!r}"
+    E101 = "angel_linker: config setting 'top_k' ({top_k}) cannot exceed 'num_beams' ({num_beams})"
+    E102 = (
+        "angel_linker has no model: set config 'model' to a model directory or hub id "
+        "(e.g. nlp.add_pipe('angel_linker', config={{'model': 'path/to/model', 'kb': 'path/to/kb'}})), "
+        "or call nlp.get_pipe('{name}').initialize(model=..., kb=...)"
+    )
+    E103 = (
+        "angel_linker has no KB: set config 'kb' to a KB directory or a KB file, "
+        "or call nlp.get_pipe('{name}').initialize(model=..., kb=...)"
+    )
+    E104 = "angel_linker: KB path {path} does not exist"
+    E105 = "angel_linker data at {path} is incomplete (need model/ and kb/)"
 
 
 class LinkerError(ValueError):

@@ -132,6 +132,8 @@ def test_training_makes_the_model_link_its_mentions(tiny_kb, tiny_model_dir, tmp
     assert log["global_step"] == 200 and log["peak_rss_mb"] > 0 and log["wall_time_s"] > 0
     assert log["data"]["train_examples"] > len(mentions)
     assert not (out / "checkpoints").exists()  # removed after a completed run
+    card = (out / "README.md").read_text(encoding="utf-8")  # model card: KB fingerprint, dev figures
+    assert log["kb"]["fingerprint"] == tiny_kb.fingerprint() in card and "## Results (dev)" in card
     reloaded, _ = load_model_and_tokenizer(out, device="cpu")  # no missing / renamed keys
     assert "model.decoder.embed_positions.weight" in reloaded.state_dict()
 

@@ -46,13 +46,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # Schwartz-Hearst definitions in each document: the linker then reads "DMD" as its long form,
         # as the training mentions were preprocessed (BioSyn / ANGEL protocol).
         nlp.add_pipe("angel_abbreviations")
-    nlp.add_pipe(
+    linker = nlp.add_pipe(
         "angel_linker",
         config={
-            "model": str(args.linker), "kb": str(args.kb), "num_beams": args.num_beams, "top_k": args.top_k,
-            "threshold": args.threshold, "batch_size": args.batch_size, "device": args.device,
+            "num_beams": args.num_beams, "top_k": args.top_k, "threshold": args.threshold,
+            "batch_size": args.batch_size, "device": args.device,
         },
     )
+    # model and KB through initialize(), not the config: config.cfg keeps `model = null` and no
+    # path of this machine ends up in `spacy package`'s output; to_disk saves the files themselves.
+    linker.initialize(model=str(args.linker), kb=args.kb)
     with atomic_directory(args.output) as tmp:
         nlp.to_disk(tmp)
     print(f"pipeline {nlp.pipe_names} written to {args.output}")

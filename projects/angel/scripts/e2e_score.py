@@ -9,6 +9,10 @@ Three strict, micro-averaged precision / recall / F1 scores (span offsets must m
 * ``linking_on_found``: accuracy of the linker on the spans the NER found correctly (separates
   linker errors from NER errors).
 
+Beside them, ``nel`` holds spaCy's own ``nel_micro_p/r/f`` (``Scorer.score_links`` through the
+linker's ``score``, what ``spacy evaluate`` prints); see :func:`spacy_link_scores` for where the
+two definitions agree.
+
 Ids on both sides go through ``KnowledgeBase.canonical_id`` when a KB is given, so a MEDIC
 concept's OMIM and MeSH ids compare equal.
 
@@ -78,6 +82,45 @@ def score_docs(gold_docs: Sequence[Any], pred_docs: Sequence[Any], kb: Any = Non
     return score(gold, pred, canonical=kb.canonical_id if kb is not None else None)
 
 
+def spacy_link_scores(
+    gold_docs: Sequence[Any], pred_docs: Sequence[Any], kb: Any = None, score: Optional[Callable[..., Dict[str, Any]]] = None
+) -> Dict[str, float]:
+    """spaCy's ``nel_micro_p/r/f`` for predicted ``kb_id_`` against gold entities.
+
+    ``score`` is the linker's ``score`` method (default: ``angel_linker``'s scorer), so these are
+    the numbers ``spacy evaluate`` prints. spaCy's count, like ``linking_on_found``, looks only at
+    predicted spans at gold offsets and compares id strings; gold fields are normalised here as in
+    :func:`score` (one id -> the KB's canonical id; no id, ``-1`` -> ``NIL``). Where gold fields
+    hold one id each, ``nel_micro_r`` equals ``linking_on_found.accuracy``. They differ on purpose
+    elsewhere: a composite gold field (``D1|D2``) never equals one predicted id in spaCy's count,
+    and spaCy leaves NIL predictions out of precision (``e2e`` counts them as wrong).
+    """
+    from spacy.tokens import Span
+    from spacy.training import Example
+
+    from spacy_angel.component import NIL, angel_linker_score
+
+    canon = kb.canonical_id if kb is not None else (lambda x: x)
+    examples = []
+    for gold, pred in zip(gold_docs, pred_docs):
+        ref = gold.copy()
+        ents = []
+        for ent in gold.ents:
+            ids = gold_ids(ent.kb_id_)
+            if not ids:
+                kb_id = NIL
+            elif len(ids) == 1:
+                (only,) = ids
+                kb_id = canon(only) or only
+            else:
+                kb_id = ent.kb_id_
+            ents.append(Span(ref, ent.start, ent.end, label=ent.label_, kb_id=kb_id))
+        ref.ents = ents
+        examples.append(Example(pred, ref))
+    scores = (score or angel_linker_score)(examples)
+    return {key: round(scores[key], 4) for key in ("nel_micro_p", "nel_micro_r", "nel_micro_f")}
+
+
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -111,6 +154,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if kb is None and "angel_linker" in nlp.pipe_names:
         kb = nlp.get_pipe("angel_linker").linker.kb
     metrics = score_docs(gold_docs, pred_docs, kb)
+    linker_score = nlp.get_pipe("angel_linker").score if "angel_linker" in nlp.pipe_names else None
+    metrics["nel"] = spacy_link_scores(gold_docs, pred_docs, kb, score=linker_score)
     metrics["documents"] = len(gold_docs)
     _write_json(args.output, metrics)
     print(json.dumps(metrics))
