@@ -141,7 +141,7 @@ def rss_worker(args: argparse.Namespace) -> Dict[str, Any]:
     elif side == "ours":
         linker.link(mentions, top_k=args.top_k)
     elif side == "rerank":
-        from training.tfidf import NameIndex
+        from spacy_angel.candidates import NameIndex
 
         index = NameIndex(kb).fit()
         out["rss_after_load_mb"] = current_rss_mb()
@@ -256,7 +256,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         baseline = GenreBaseline(linker, dict_trie, name_of)
     index = None
     if args.rerank_candidates > 0:
-        from training.tfidf import NameIndex
+        from spacy_angel.candidates import NameIndex
 
         index = NameIndex(kb).fit()
 

@@ -117,7 +117,7 @@ def test_trie_candidates_reproduce_link(linker):
 def test_tfidf_candidates_need_an_index_and_use_it(linker, tiny_kb):
     with pytest.raises(LinkerError, match="index="):
         linker.rerank(MENTIONS, "tfidf")
-    from training.tfidf import NameIndex
+    from spacy_angel.candidates import NameIndex
 
     index = NameIndex(tiny_kb).fit()
     results = linker.rerank(MENTIONS, "tfidf", top_k=3, num_candidates=4, index=index)

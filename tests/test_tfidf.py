@@ -1,4 +1,5 @@
-"""TF-IDF name index: ANGEL positives/negatives, chunked nearest names, baseline, persistence."""
+"""TF-IDF name index (spacy_angel.candidates, re-exported by training.tfidf): ANGEL positives/negatives,
+chunked nearest names, baseline, similarity bins, persistence."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import pytest
 
 from spacy_angel.kb import KnowledgeBase
 from spacy_angel.types import Candidate
-from training.tfidf import DEFAULT_EDGES, NameIndex, bin_labels, value_to_bin
+from training.tfidf import DEFAULT_EDGES, NameIndex, bin_labels, similarity_bin, value_to_bin
 
 CONCEPTS = {
     "D1": ["type 2 diabetes mellitus", "diabetes mellitus type 2", "t2dm", "adult onset diabetes", "niddm"],
@@ -137,9 +138,9 @@ def test_similarity_and_bins(index: NameIndex) -> None:
     assert s[2] == pytest.approx(0.0)
     with pytest.raises(ValueError):
         index.similarity(["a"], [])
-    assert index.similarity_bin("heart attack", CONCEPTS["D7"]) == len(DEFAULT_EDGES) - 2
-    assert index.similarity_bin("mi", CONCEPTS["D1"]) == 0
-    assert index.similarity_bin("mi", []) is None
+    assert similarity_bin(index, "heart attack", CONCEPTS["D7"]) == len(DEFAULT_EDGES) - 2
+    assert similarity_bin(index, "mi", CONCEPTS["D1"]) == 0
+    assert similarity_bin(index, "mi", []) is None
     assert value_to_bin(0.0) == 0 and value_to_bin(0.2) == 1 and value_to_bin(0.39) == 1 and value_to_bin(1.0) == 4
     assert bin_labels() == ["0.0-0.2", "0.2-0.4", "0.4-0.6", "0.6-0.8", "0.8-1.0"]
 
@@ -151,11 +152,11 @@ def test_short_abbreviations_have_features(index: NameIndex) -> None:
 
 
 def test_save_load_roundtrip(index: NameIndex, tmp_path) -> None:
-    index.save(tmp_path)
+    index.save(tmp_path)  # alias of to_disk
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["tfidf_config.json", "tfidf_idf.npy", "tfidf_vocab.json"]
-    vocab = json.loads((tmp_path / "tfidf_vocab.json").read_text())
-    assert len(vocab) == len(np.load(tmp_path / "tfidf_idf.npy", allow_pickle=False))
+    assert files == ["tfidf.json", "tfidf.npz"]
+    vocab = json.loads((tmp_path / "tfidf.json").read_text())["vocabulary"]
+    assert len(vocab) == len(np.load(tmp_path / "tfidf.npz", allow_pickle=False)["idf"])
     loaded = NameIndex.load(tmp_path, index.kb)
     assert abs(loaded.matrix - index.matrix).max() < 1e-7
     q = ["type 2 diabetes", "breast cancers"]

@@ -20,7 +20,7 @@ from spacy_angel.types import Candidate, Mention
 if TYPE_CHECKING:  # pragma: no cover
     from spacy_angel.kb import KnowledgeBase
 
-    from .tfidf import NameIndex
+    from spacy_angel.candidates import NameIndex
 
 DEFAULT_KS: Tuple[int, ...] = (1, 2, 3, 4, 5)
 PathLike = Union[str, Path]

@@ -30,11 +30,11 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 
 import numpy as np
 
+from spacy_angel.candidates import NameIndex
 from spacy_angel.fileio import atomic_open
 from spacy_angel.kb import KnowledgeBase
 from spacy_angel.prompt import DEFAULT_END_MARKER, DEFAULT_START_MARKER, prompt_for
 
-from .tfidf import NameIndex
 
 SYNONYM_TEMPLATE = "{start} {s1} {end} has synonyms such as {s2}"
 DEFINITION_TEMPLATE = "{start} {s} {end} is defined as {d}"
