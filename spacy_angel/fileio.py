@@ -51,15 +51,28 @@ def atomic_open(path: PathLike, mode: str = "w") -> Iterator[Any]:
 
 @contextlib.contextmanager
 def atomic_directory(path: PathLike) -> Iterator[Path]:
-    """Yield a temp directory that replaces ``path`` (whole) when the block ends without error."""
+    """Yield a temp directory that replaces ``path`` (whole) when the block ends without error.
+
+    The old directory is renamed aside (not deleted) until the new one is in place, so no
+    moment exists where a crash loses both.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    old = tmp.with_name(tmp.name + ".old")
     try:
         yield tmp
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(f"{path} exists and is not a directory")
         if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old.exists():
+                os.replace(old, path)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -23,6 +23,7 @@ from .decoding import ConstrainedDecoder, EncodedInput, Ranked, TrieConstraint
 from .errors import Errors, LinkerError
 from .hf import load_model_and_tokenizer, resolve_device
 from .kb import KnowledgeBase
+from .kb_sources import load_kb
 from .name_trie import build_trie, check_trie, load_or_build_trie, tokenizer_fingerprint
 from .prompt import DEFAULT_END_MARKER, DEFAULT_START_MARKER, PROMPT_SUFFIX, PromptFormat, tokenize_name
 from .trie import TokenTrie
@@ -157,10 +158,10 @@ class AngelLinker:
         dtype: Optional[str] = None,
         **kwargs: Any,
     ) -> "AngelLinker":
-        """Load model + tokenizer, the KB (object or directory) and a matching trie (built if needed)."""
+        """Load model + tokenizer, the KB (object, directory or KB file) and a matching trie (built if needed)."""
         model, tokenizer = load_model_and_tokenizer(model_name_or_path, device=device, dtype=dtype)
         if not isinstance(kb, KnowledgeBase):
-            kb = KnowledgeBase.from_disk(kb)
+            kb = load_kb(kb)
         trie = load_or_build_trie(kb, tokenizer, trie_path)
         return cls(model, tokenizer, kb, trie, **kwargs)
 

@@ -168,12 +168,11 @@ class ShardLinker:
     def __init__(self, model_dir: str, kb_path: str, output_dir: str, settings: Dict[str, Any]) -> None:
         import torch
 
-        from .kb import KnowledgeBase
+        from .kb_sources import load_kb
         from .linker import AngelLinker
 
         torch.set_num_threads(1)  # the actor owns one core (num_cpus=1); see WORKER_ENV
-        kb_dir = Path(kb_path)
-        kb = KnowledgeBase.from_disk(kb_dir) if kb_dir.is_dir() else KnowledgeBase.from_files([kb_dir])
+        kb = load_kb(kb_path)  # a KB directory or a KB file, as everywhere
         self.linker = AngelLinker.from_pretrained(
             model_dir, kb, device=settings["device"], dtype=settings.get("dtype"), num_beams=settings["num_beams"],
             batch_size=settings["batch_size"], context_window=settings["context_window"],
