@@ -352,9 +352,8 @@ def test_real_biosyn_test() -> None:
     assert all(m.surface == m.surface.lower() for m in ml)
 
 
-def test_fallback_normalize_id_matches_kb() -> None:
-    from training.corpora import _fallback_normalize_id
+def test_corpus_ids_use_the_kb_rule() -> None:
+    from spacy_angel import kb
+    from training import corpora
 
-    kb = pytest.importorskip("spacy_angel.kb")
-    for raw in ["MESH:D001943", " mesh:C1 ", "OMIM:215600", "OMIM: 12", "HP:0001250", " D008661", "MESH:"]:
-        assert _fallback_normalize_id(raw) == kb.normalize_id(raw)
+    assert corpora.normalize_id is kb.normalize_id  # one rule for gold ids and KB ids

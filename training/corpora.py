@@ -5,7 +5,8 @@ context plus normalised gold ids), so every dataset quirk is resolved here, once
 
 Supported formats
 -----------------
-* PubTator (NCBI-disease, BC5CDR): :func:`read_pubtator` -- mentions keep their document context.
+* PubTator (NCBI-disease, BC5CDR): :func:`read_pubtator` -- mentions keep their document context;
+  :func:`read_pubtator_documents` gives the documents with every annotation as written.
 * BioSyn ``*.concept`` directories: :func:`read_biosyn_dir` -- already processed, bare mentions.
 * AskAPatient folds: :func:`read_askapatient` -- bare mentions.
 * spaCy ``DocBin`` with ``ent.kb_id_``: :func:`read_docbin`.
@@ -32,44 +33,26 @@ to generate each concept's name; one (mention, name) pair per id). Scoring follo
 ANGEL/BioSyn convention: a prediction is correct if ANY gold id is predicted -- for composite
 and conjunct mentions alike.
 
-Preprocessing (:func:`preprocess`) lowercases and expands abbreviations found in each mention's
-own document text (Schwartz–Hearst, :mod:`spacy_angel.abbreviations`), mirroring the Ab3P step
+Preprocessing (:func:`training.preprocess.preprocess`, re-exported here) lowercases and expands
+abbreviations found in each mention's own document text (Schwartz–Hearst), mirroring the Ab3P step
 BioSyn applied to its processed files, and can drop mentions none of whose ids is in the KB.
 """
 from __future__ import annotations
 
+import gzip
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import (
-    Any,
-    Callable,
-    Dict,
-    Iterable,
-    List,
-    Optional,
-    Sequence,
-    Set,
-    Tuple,
-    Union,
-)
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 from spacy_angel.prompt import split_context
+from spacy_angel.kb import normalize_id
 from spacy_angel.types import Mention
 
 __all__ = [
-    "CorpusFormatError",
-    "ReadReport",
-    "MentionList",
-    "PreprocessReport",
-    "normalize_id",
-    "read_pubtator",
-    "read_biosyn_dir",
-    "read_askapatient",
-    "read_docbin",
-    "read_corpus",
-    "preprocess",
-    "mention_context",
+    "CorpusFormatError", "ReadReport", "MentionList", "PreprocessReport", "PubTatorAnnotation", "PubTatorDocument",
+    "normalize_id", "read_pubtator", "read_pubtator_documents", "read_biosyn_dir", "read_askapatient",
+    "read_docbin", "read_corpus", "preprocess", "mention_context",
 ]
 
 PathLike = Union[str, Path]
@@ -88,25 +71,7 @@ class CorpusFormatError(ValueError):
 
 
 # --------------------------------------------------------------------------- id normalisation
-_normalize_impl: Optional[Callable[[str], str]] = None
-_PREFIX = re.compile(r"^(?:MESH|OMIM):(?=.)", re.IGNORECASE | re.DOTALL)
-
-
-def _fallback_normalize_id(raw: str) -> str:
-    """Same behaviour as ``spacy_angel.kb.normalize_id`` (used until/unless that module exists)."""
-    return _PREFIX.sub("", raw.strip(), count=1).strip()
-
-
-def normalize_id(raw: str) -> str:
-    """Normalise one KB id; prefers ``spacy_angel.kb.normalize_id`` so both sides agree."""
-    global _normalize_impl
-    if _normalize_impl is None:
-        try:
-            from spacy_angel.kb import normalize_id as impl  # type: ignore[attr-defined]
-        except ImportError:
-            impl = _fallback_normalize_id
-        _normalize_impl = impl
-    return _normalize_impl(raw)
+# ``normalize_id`` is the KB's own rule (imported above), so corpus gold ids and KB ids agree.
 
 
 def _parse_ids(raw: str) -> Tuple[Tuple[str, ...], bool, bool, int]:
@@ -162,12 +127,8 @@ class MentionList(List[Mention]):
     so it stays right when the list is filtered or re-ordered; identical records share status).
     """
 
-    def __init__(
-        self,
-        items: Iterable[Mention] = (),
-        report: Optional[ReadReport] = None,
-        conjunct: Iterable[Mention] = (),
-    ) -> None:
+    def __init__(self, items: Iterable[Mention] = (), report: Optional[ReadReport] = None,
+                 conjunct: Iterable[Mention] = ()) -> None:
         super().__init__(items)
         self.report: ReadReport = report if report is not None else ReadReport()
         self.conjunct: Set[Mention] = set(conjunct)
@@ -177,8 +138,11 @@ class MentionList(List[Mention]):
 
 
 def _read_text(path: Path) -> str:
-    """UTF-8, falling back to latin-1 (AskAPatient and old PubTator dumps are not always UTF-8)."""
+    """UTF-8, falling back to latin-1 (AskAPatient and old PubTator dumps are not always UTF-8);
+    gzip (MedMentions ships ``corpus_pubtator.txt.gz``) is recognised by its magic bytes."""
     data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -197,51 +161,62 @@ def _lines(path: Path) -> List[str]:
 _TITLE = re.compile(r"^([^|\t]+)\|([ta])\|(.*)$")
 
 
-def read_pubtator(path: PathLike, *, composite: str = "keep") -> MentionList:
-    """Read a PubTator file (NCBI-disease, BC5CDR) into mentions with document context.
+@dataclass
+class PubTatorAnnotation:
+    """One annotation line, checked against the text; ``end`` excludes trailing whitespace."""
 
-    ``composite``: ``"keep"`` one mention with all ids; ``"split"`` one bare mention per part
-    when a 7th column spells the parts out (BC5CDR) and counts match, else keep; ``"drop"`` skip.
-    Raises :class:`CorpusFormatError` on malformed lines and offset/text mismatches.
-    """
-    if composite not in ("keep", "split", "drop"):
-        raise ValueError(f"composite must be 'keep', 'split' or 'drop', not {composite!r}")
-    path = Path(path)
-    report = ReadReport(path=str(path), format="pubtator")
-    out: List[Mention] = []
-    conj: Set[Mention] = set()
+    lineno: int
+    start: int
+    end: int
+    surface: str  # column 4 as written
+    type: str  # column 5 (Disease, Chemical, CompositeMention, ...)
+    ids: str  # column 6 as written: ``|`` composite, ``+`` conjunct, ``-1`` not normalisable
+    parts: Optional[str] = None  # column 7 when present (BC5CDR spells out composite parts)
+    trimmed: bool = False  # the text span differed from the surface only by trailing whitespace
 
-    pmid: Optional[str] = None
-    title: Optional[str] = None
+
+@dataclass
+class PubTatorDocument:
+    pmid: str
+    title: str
     abstract: Optional[str] = None
-    text: Optional[str] = None
+    annotations: List[PubTatorAnnotation] = field(default_factory=list)
 
-    def doc_text(lineno: int) -> str:
-        nonlocal text
-        if text is None:
-            if title is None:
-                raise CorpusFormatError(path, lineno, "annotation before the document's title line")
-            text = title + " " + (abstract or "")
-        return text
+    @property
+    def text(self) -> str:
+        """``title + " " + abstract``: the string PubTator offsets index."""
+        return self.title + " " + (self.abstract or "")
 
+
+def read_pubtator_documents(path: PathLike) -> Iterator[PubTatorDocument]:
+    """The one PubTator parser: documents (also those without annotations) with their annotation
+    lines; relation lines are skipped. :func:`read_pubtator` and the DocBin converter of
+    ``projects/angel`` both read through it. Raises :class:`CorpusFormatError` on malformed lines
+    and offset/text mismatches."""
+    path = Path(path)
+    doc: Optional[PubTatorDocument] = None
+    text: Optional[str] = None  # fixed by the document's first annotation
     for lineno, line in enumerate(_lines(path), start=1):
         if not line.strip():
-            pmid = title = abstract = text = None
+            if doc is not None:
+                yield doc
+            doc = text = None
             continue
         m = _TITLE.match(line)
         if m and "\t" not in line.split("|", 1)[0]:
-            doc, kind, content = m.group(1).strip(), m.group(2), m.group(3)
+            pmid, kind, content = m.group(1).strip(), m.group(2), m.group(3)
             if kind == "t":
-                if title is not None and text is not None:
-                    raise CorpusFormatError(path, lineno, f"second title for {doc} without a blank line")
-                pmid, title, abstract, text = doc, content, None, None
-                report.documents += 1
+                if doc is not None and text is not None:
+                    raise CorpusFormatError(path, lineno, f"second title for {pmid} without a blank line")
+                if doc is not None:
+                    yield doc
+                doc, text = PubTatorDocument(pmid, content), None
             else:
-                if pmid != doc or title is None:
-                    raise CorpusFormatError(path, lineno, f"abstract for {doc} without its title line")
-                if abstract is not None or text is not None:
-                    raise CorpusFormatError(path, lineno, f"second abstract line for {doc}")
-                abstract = content
+                if doc is None or doc.pmid != pmid:
+                    raise CorpusFormatError(path, lineno, f"abstract for {pmid} without its title line")
+                if doc.abstract is not None or text is not None:
+                    raise CorpusFormatError(path, lineno, f"second abstract line for {pmid}")
+                doc.abstract = content
             continue
 
         cols = line.split("\t")
@@ -251,49 +226,67 @@ def read_pubtator(path: PathLike, *, composite: str = "keep") -> MentionList:
             raise CorpusFormatError(
                 path, lineno, f"expected 6 or 7 tab-separated columns, got {len(cols)}: {line[:80]!r}"
             )
-        doc, s_start, s_end, surface, _etype, raw_ids = cols[:6]
-        if pmid is None or doc.strip() != pmid:
-            raise CorpusFormatError(path, lineno, f"annotation for {doc!r} outside its document")
+        pmid, s_start, s_end, surface, etype, raw_ids = cols[:6]
+        if doc is None or pmid.strip() != doc.pmid:
+            raise CorpusFormatError(path, lineno, f"annotation for {pmid!r} outside its document")
         try:
             start, end = int(s_start), int(s_end)
         except ValueError:
             raise CorpusFormatError(path, lineno, f"offsets are not integers: {s_start!r}, {s_end!r}") from None
-        full = doc_text(lineno)
-        if not 0 <= start < end <= len(full):
-            raise CorpusFormatError(path, lineno, f"offsets {start}-{end} outside the text (length {len(full)})")
-        found = full[start:end]
-        if found != surface:
-            if found.rstrip() != surface.rstrip():
-                raise CorpusFormatError(
-                    path, lineno, f"text[{start}:{end}] is {found!r}, annotation says {surface!r}"
-                )
-            report.trailing_space_fixed += 1
+        text = text if text is not None else doc.text
+        if not 0 <= start < end <= len(text):
+            raise CorpusFormatError(path, lineno, f"offsets {start}-{end} outside the text (length {len(text)})")
+        found = text[start:end]
+        if found != surface and found.rstrip() != surface.rstrip():
+            raise CorpusFormatError(path, lineno, f"text[{start}:{end}] is {found!r}, annotation says {surface!r}")
         end = start + len(found.rstrip())  # a surface never ends in whitespace
-        report.records += 1
+        parts = cols[6] if len(cols) == 7 else None
+        trimmed = found != surface
+        doc.annotations.append(PubTatorAnnotation(lineno, start, end, surface, etype.strip(), raw_ids, parts, trimmed))
+    if doc is not None:
+        yield doc
 
-        ids, is_composite, is_conjunct, bad = _parse_ids(raw_ids)
-        if not ids:
-            report.skipped_unnormalisable += 1
-            continue
-        if bad:
-            report.partially_unnormalisable += 1
-        if is_conjunct:
-            report.conjunct += 1
-        if is_composite:
-            report.composite += 1
-            if composite == "drop":
-                report.dropped_composite += 1
-                continue
-            parts = [p.strip() for p in cols[6].split("|")] if len(cols) == 7 else []
-            if composite == "split" and not is_conjunct and len(parts) == len(ids) > 1:
-                report.split += 1
-                out.extend(Mention.bare(p, (i,), doc_id=pmid) for p, i in zip(parts, ids))
-                continue
-        mention = Mention(pmid, full, start, end, ids)
-        out.append(mention)
-        if is_conjunct:
-            conj.add(mention)
 
+def read_pubtator(path: PathLike, *, composite: str = "keep") -> MentionList:
+    """Read a PubTator file (NCBI-disease, BC5CDR) into mentions with document context.
+
+    ``composite``: ``"keep"`` one mention with all ids; ``"split"`` one bare mention per part
+    when a 7th column spells the parts out (BC5CDR) and counts match, else keep; ``"drop"`` skip.
+    Raises :class:`CorpusFormatError` on malformed lines and offset/text mismatches.
+    """
+    if composite not in ("keep", "split", "drop"):
+        raise ValueError(f"composite must be 'keep', 'split' or 'drop', not {composite!r}")
+    report = ReadReport(path=str(path), format="pubtator")
+    out: List[Mention] = []
+    conj: Set[Mention] = set()
+    for doc in read_pubtator_documents(path):
+        report.documents += 1
+        full = doc.text
+        for ann in doc.annotations:
+            report.trailing_space_fixed += int(ann.trimmed)
+            report.records += 1
+            ids, is_composite, is_conjunct, bad = _parse_ids(ann.ids)
+            if not ids:
+                report.skipped_unnormalisable += 1
+                continue
+            if bad:
+                report.partially_unnormalisable += 1
+            if is_conjunct:
+                report.conjunct += 1
+            if is_composite:
+                report.composite += 1
+                if composite == "drop":
+                    report.dropped_composite += 1
+                    continue
+                parts = [p.strip() for p in ann.parts.split("|")] if ann.parts is not None else []
+                if composite == "split" and not is_conjunct and len(parts) == len(ids) > 1:
+                    report.split += 1
+                    out.extend(Mention.bare(p, (i,), doc_id=doc.pmid) for p, i in zip(parts, ids))
+                    continue
+            mention = Mention(doc.pmid, full, ann.start, ann.end, ids)
+            out.append(mention)
+            if is_conjunct:
+                conj.add(mention)
     report.mentions = len(out)
     return MentionList(out, report, conj)
 
@@ -446,11 +439,7 @@ def read_corpus(path: PathLike, format: str = "auto", **kwargs: Any) -> MentionL
     """Read any supported corpus; ``format`` is auto, pubtator, biosyn, askapatient or docbin."""
     path = Path(path)
     readers: Dict[str, Callable[..., MentionList]] = {
-        "pubtator": read_pubtator,
-        "biosyn": read_biosyn_dir,
-        "askapatient": read_askapatient,
-        "docbin": read_docbin,
-    }
+        "pubtator": read_pubtator, "biosyn": read_biosyn_dir, "askapatient": read_askapatient, "docbin": read_docbin}
     if format == "auto":
         if path.is_dir():
             format = "biosyn"
@@ -465,79 +454,7 @@ def read_corpus(path: PathLike, format: str = "auto", **kwargs: Any) -> MentionL
     return readers[format](path, **kwargs)
 
 
-# --------------------------------------------------------------------------- preprocessing
-@dataclass
-class PreprocessReport:
-    """Counts from :func:`preprocess`; ``dropped`` maps reason -> number of mentions."""
-
-    input: int = 0
-    kept: int = 0
-    lowercased: bool = True
-    abbreviations_expanded: int = 0  # mentions whose surface changed by expansion
-    ids_removed_not_in_kb: int = 0  # ids dropped from mentions that kept other ids
-    dropped: Dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-
-def preprocess(
-    mentions: Sequence[Mention],
-    *,
-    lowercase: bool = True,
-    expand_abbreviations: bool = True,
-    kb: Any = None,
-) -> Tuple[MentionList, PreprocessReport]:
-    """Normalise mentions the way the ANGEL/BioSyn training data were normalised.
-
-    Abbreviations are expanded in the mention using the definitions found in its own document
-    (``Mention.text``); the context is kept (so offsets move with the expansion) and lowercased
-    with it. With ``kb`` (anything supporting ``kb_id in kb``) mentions none of whose ids is in
-    the KB are dropped and composite/conjunct mentions keep only the ids found there.
-    """
-    from spacy_angel.abbreviations import expand_abbreviations as detect
-    from spacy_angel.abbreviations import expand_mention
-
-    report = PreprocessReport(input=len(mentions), lowercased=lowercase)
-    in_conj: Set[Mention] = getattr(mentions, "conjunct", set())
-    cache: Dict[str, Dict[str, str]] = {}
-    out: List[Mention] = []
-    conj: Set[Mention] = set()
-
-    def drop(reason: str) -> None:
-        report.dropped[reason] = report.dropped.get(reason, 0) + 1
-
-    for m in mentions:
-        ids = tuple(m.gold_ids)
-        if kb is not None:
-            if not ids:
-                drop("no_gold_id")
-                continue
-            kept_ids = tuple(i for i in ids if i in kb)
-            if not kept_ids:
-                drop("not_in_kb")
-                continue
-            report.ids_removed_not_in_kb += len(ids) - len(kept_ids)
-            ids = kept_ids
-        left, surface, right = m.text[: m.start], m.surface, m.text[m.end :]
-        if expand_abbreviations:
-            if m.text not in cache:
-                cache[m.text] = detect(m.text)
-            expanded = expand_mention(surface, cache[m.text])
-            if expanded != surface:
-                report.abbreviations_expanded += 1
-                surface = expanded
-        if lowercase:
-            left, surface, right = left.lower(), surface.lower(), right.lower()
-        new = Mention(m.doc_id, left + surface + right, len(left), len(left) + len(surface), ids)
-        out.append(new)
-        if m in in_conj:
-            conj.add(new)
-    report.kept = len(out)
-    base = getattr(mentions, "report", None)
-    return MentionList(out, base if isinstance(base, ReadReport) else None, conj), report
-
-
+# --------------------------------------------------------------------------- context
 def mention_context(m: Mention, window_words: int) -> Tuple[str, str, str]:
     """(left context, mention, right context), each context at most ``window_words`` words.
 
@@ -547,3 +464,8 @@ def mention_context(m: Mention, window_words: int) -> Tuple[str, str, str]:
     if window_words < 0:
         raise ValueError("window_words must be >= 0")
     return split_context(m.text, m.start, m.end, window_words)
+
+
+# ``preprocess`` normalises mentions rather than reading them; it lives in training.preprocess and
+# stays importable from here (imported last: that module uses MentionList and ReadReport).
+from .preprocess import PreprocessReport, preprocess  # noqa: E402

@@ -5,7 +5,8 @@ with these gold entities. Each entity keeps its gold id field in ``kb_id_`` (``|
 ``+`` conjunct, exactly as in the corpus), so ``training.corpora.read_docbin`` reads the same
 mentions back for linking; ``doc.user_data["doc_id"]`` holds the PMID.
 
-Choices: offsets index ``title + " " + abstract`` (PubTator convention). A span that does not
+Parsing is ``training.corpora.read_pubtator_documents``, the same parser the linker's corpus
+reader uses. Choices: offsets index ``title + " " + abstract`` (PubTator convention). A span that does not
 fall on token boundaries is first shrunk (``contract``) then grown (``expand``) to tokens;
 overlapping spans keep the longest (:func:`spacy.util.filter_spans`). Counts of both are
 printed. ``--pmids`` keeps only the listed documents (MedMentions ships one corpus file plus
@@ -18,99 +19,24 @@ Usage: python scripts/pubtator_to_docbin.py CORPUS.txt[.gz] OUT.spacy [--types D
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import re
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterable, Optional, Sequence, Set, Tuple
+
+from training.corpora import CorpusFormatError, PubTatorDocument, read_pubtator_documents
+
+#: A malformed PubTator line (file and line in the message); the parser is ``training.corpora``'s.
+PubTatorError = CorpusFormatError
 
 
-_TEXT_LINE = re.compile(r"^([^|\t]+)\|([ta])\|(.*)$")
-
-
-class PubTatorError(ValueError):
-    """A malformed PubTator line; the message names file and line."""
-
-    def __init__(self, path: Path, lineno: int, message: str) -> None:
-        super().__init__(f"{path}:{lineno}: {message}")
-
-
-@dataclass
-class Annotation:
-    start: int
-    end: int
-    surface: str
-    type: str
-    ids: str
-    lineno: int
-
-
-@dataclass
-class PubTatorDoc:
-    pmid: str
-    title: str = ""
-    abstract: str = ""
-    annotations: List[Annotation] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        return f"{self.title} {self.abstract}"
-
-
-def _open(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
-
-
-def read_pubtator_documents(path: Path) -> Iterator[PubTatorDoc]:
-    """Documents with their annotation lines (relation lines are skipped)."""
-    doc: Optional[PubTatorDoc] = None
-    with _open(path) as handle:
-        for lineno, raw in enumerate(handle, 1):
-            line = raw.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                if doc is not None:
-                    yield doc
-                doc = None
-                continue
-            title_or_abstract = _TEXT_LINE.match(line)
-            if title_or_abstract:
-                pmid, kind, content = title_or_abstract.groups()
-                if kind == "t":
-                    if doc is not None:
-                        yield doc
-                    doc = PubTatorDoc(pmid.strip(), title=content)
-                else:
-                    if doc is None or doc.pmid != pmid.strip():
-                        raise PubTatorError(path, lineno, f"abstract line for {pmid} without its title line")
-                    doc.abstract = content
-                continue
-            cols = line.split("\t")
-            if len(cols) == 4:
-                continue  # relation line (BC5CDR: PMID CID chemical disease)
-            if len(cols) not in (6, 7):
-                raise PubTatorError(path, lineno, f"expected 6 or 7 tab-separated columns, got {len(cols)}")
-            if doc is None or cols[0].strip() != doc.pmid:
-                raise PubTatorError(path, lineno, f"annotation for {cols[0]!r} outside its document")
-            try:
-                start, end = int(cols[1]), int(cols[2])
-            except ValueError:
-                raise PubTatorError(path, lineno, f"offsets {cols[1]!r}, {cols[2]!r} are not integers") from None
-            text = doc.text
-            if not 0 <= start < end <= len(text):
-                raise PubTatorError(path, lineno, f"offsets {start}-{end} outside the text (length {len(text)})")
-            if text[start:end].rstrip() != cols[3].rstrip():
-                raise PubTatorError(path, lineno, f"text[{start}:{end}] is {text[start:end]!r}, annotation says {cols[3]!r}")
-            end = start + len(text[start:end].rstrip())
-            ids = re.sub(r"\s*([|+])\s*", r"\1", cols[5].strip())
-            doc.annotations.append(Annotation(start, end, cols[3], cols[4].strip(), ids, lineno))
-    if doc is not None:
-        yield doc
+def _id_field(raw: str) -> str:
+    """The corpus id field without stray spaces around ``|`` / ``+`` (``kb_id_`` keeps the rest)."""
+    return re.sub(r"\s*([|+])\s*", r"\1", raw.strip())
 
 
 @dataclass
@@ -128,7 +54,7 @@ class ConversionReport:
 
 
 def to_docs(
-    documents: Sequence[PubTatorDoc], nlp, types: Optional[Set[str]] = None, label: Optional[str] = None
+    documents: Iterable[PubTatorDocument], nlp, types: Optional[Set[str]] = None, label: Optional[str] = None
 ) -> Tuple[list, ConversionReport]:
     """spaCy Docs with gold entities (label, ``kb_id_`` = the id field) and a count report."""
     from spacy.util import filter_spans
@@ -144,12 +70,12 @@ def to_docs(
             if types is not None and ann.type not in types:
                 report.filtered_type += 1
                 continue
-            ent_label = label or ann.type or "ENTITY"
-            span = doc.char_span(ann.start, ann.end, label=ent_label, kb_id=ann.ids)
+            ent_label, ids = label or ann.type or "ENTITY", _id_field(ann.ids)
+            span = doc.char_span(ann.start, ann.end, label=ent_label, kb_id=ids)
             if span is None:
-                span = doc.char_span(ann.start, ann.end, label=ent_label, kb_id=ann.ids, alignment_mode="contract")
+                span = doc.char_span(ann.start, ann.end, label=ent_label, kb_id=ids, alignment_mode="contract")
                 if span is None or not len(span):
-                    span = doc.char_span(ann.start, ann.end, label=ent_label, kb_id=ann.ids, alignment_mode="expand")
+                    span = doc.char_span(ann.start, ann.end, label=ent_label, kb_id=ids, alignment_mode="expand")
                 if span is None or not len(span):
                     report.unalignable += 1
                     continue
