@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-import re
+
 import typing
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Union
@@ -27,55 +27,15 @@ from .fork_safety import install_fork_hooks
 from .hf import load_model_and_tokenizer, save_pretrained_atomic
 from .kb import KnowledgeBase
 from .kb_sources import load_kb
+from .component_config import validate_config
 from .fusion import FusionWeights
-from .linker import MODES, AngelLinker
+from .linker import AngelLinker
 from .name_trie import load_or_build_trie
 from .trie import TokenTrie
 from .types import Candidate, Mention
 
 EXTENSIONS = ("cui", "cui_score", "kb_name", "candidates", "kb_ents")
 NIL = "NIL"  # the kb_id_ of a span left unlinked: the string spaCy's EntityLinker uses (EntityLinker.NIL)
-DTYPES = (None, "float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
-DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-
-
-def validate_config(cfg: Dict[str, Any]) -> None:
-    """Range checks the type annotations cannot express; a numbered error names the setting.
-
-    spaCy's registry already checks the factory's types (``num_beams = "five"`` fails there); this
-    catches well-typed but unusable values, also for direct ``AngelLinkerComponent(...)`` calls.
-    """
-
-    def fail(field: str, expected: str) -> None:
-        raise ValueError(Errors.E100.format(field=field, expected=expected, value=cfg[field]))
-
-    for field in ("num_beams", "top_k", "batch_size"):
-        if not isinstance(cfg[field], int) or isinstance(cfg[field], bool) or cfg[field] < 1:
-            fail(field, "an integer >= 1")
-    if not isinstance(cfg["context_window"], int) or isinstance(cfg["context_window"], bool) or cfg["context_window"] < 0:
-        fail("context_window", "an integer >= 0")
-    threshold = cfg["threshold"]
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
-        fail("threshold", "a probability in [0, 1]")
-    if cfg["mode"] not in MODES:
-        fail("mode", " or ".join(repr(m) for m in MODES))
-    if not isinstance(cfg["num_candidates"], int) or isinstance(cfg["num_candidates"], bool) or cfg["num_candidates"] < 1:
-        fail("num_candidates", "an integer >= 1")
-    if cfg["fusion"] is not None:
-        try:
-            FusionWeights.from_dict(cfg["fusion"], origin="angel_linker: config setting 'fusion'")
-        except (ValueError, TypeError, AttributeError) as err:
-            raise ValueError(Errors.E100.format(field="fusion", expected=f"feature weights ({err})", value=cfg["fusion"])) from None
-    if cfg["dtype"] == "":
-        cfg["dtype"] = None
-    if cfg["dtype"] not in DTYPES:
-        fail("dtype", "null or one of " + ", ".join(d for d in DTYPES if d))
-    if not isinstance(cfg["device"], str) or not DEVICE_PATTERN.fullmatch(cfg["device"]):
-        fail("device", "'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'")
-    if cfg["top_k"] > cfg["num_beams"]:
-        raise ValueError(Errors.E101.format(top_k=cfg["top_k"], num_beams=cfg["num_beams"]))
-
-
 class _SpansAsEnts(NamedTuple):
     ents: Sequence[Span]
 

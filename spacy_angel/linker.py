@@ -10,8 +10,10 @@
 What is left here is what needs all of them: checking that model, tokenizer, KB and trie fit
 together, batching and caching (identical inputs are decoded once, and results are kept across
 calls), and turning ranked KB names into :class:`~spacy_angel.types.Candidate` concepts, ids
-de-duplicated in rank order. :meth:`AngelLinker.link` runs the beam search;
-:meth:`AngelLinker.rerank` scores given candidate names teacher-forced, without beam search.
+de-duplicated in rank order. :meth:`AngelLinker.link` runs one of three modes (``MODES``):
+``beam`` (constrained beam search), ``rerank`` (the TF-IDF top names scored teacher-forced) or
+``hybrid`` (both, fused: :mod:`spacy_angel.hybrid`); :meth:`AngelLinker.rerank` scores given
+candidate names teacher-forced, without beam search.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 
 from .decoding import ConstrainedDecoder, EncodedInput, Ranked, TrieConstraint
 from .errors import Errors, LinkerError
+from .fusion import FusionWeights
 from .hf import load_model_and_tokenizer, resolve_device
 from .kb import KnowledgeBase
 from .kb_sources import load_kb
@@ -31,6 +34,10 @@ from .types import Candidate, Mention
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
+
+    from .candidates import NameIndex
+
+MODES = ("beam", "rerank", "hybrid")
 
 # Re-exported from their new rooms: code that imported them from here keeps working.
 __all__ = [
@@ -111,6 +118,10 @@ class AngelLinker:
         cache_size: int = 100_000,
         share_beams: Optional[bool] = None,
         score_budget: int = 1 << 25,
+        mode: str = "beam",
+        num_candidates: int = 20,
+        name_index: Optional["NameIndex"] = None,
+        fusion: Optional[FusionWeights] = None,
     ) -> None:
         if tokenizer.eos_token_id is None:
             raise LinkerError(Errors.E050)
@@ -147,6 +158,22 @@ class AngelLinker:
         self.batch_size = batch_size
         self.cache_size = cache_size
         self._cache: "OrderedDict[EncodedInput, Ranked]" = OrderedDict()
+        self._hybrid_cache: "OrderedDict[Any, Any]" = OrderedDict()
+        self.mode = check_mode(mode)
+        if num_candidates < 1:
+            raise LinkerError(Errors.E066.format(value=num_candidates))
+        self.num_candidates = num_candidates
+        self._name_index = name_index
+        self.fusion = fusion if fusion is not None else FusionWeights()
+
+    @property
+    def name_index(self) -> "NameIndex":
+        """The char 3-gram TF-IDF index over the KB names (fitted on first use if not given)."""
+        if self._name_index is None:
+            from .candidates import NameIndex
+
+            self._name_index = NameIndex(self.kb).fit()
+        return self._name_index
 
     @classmethod
     def from_pretrained(
@@ -160,9 +187,16 @@ class AngelLinker:
     ) -> "AngelLinker":
         """Load model + tokenizer, the KB (object, directory or KB file) and a matching trie (built if needed)."""
         model, tokenizer = load_model_and_tokenizer(model_name_or_path, device=device, dtype=dtype)
+        kb_dir = Path(kb) if not isinstance(kb, KnowledgeBase) and Path(kb).is_dir() else None
         if not isinstance(kb, KnowledgeBase):
             kb = load_kb(kb)
         trie = load_or_build_trie(kb, tokenizer, trie_path)
+        if kwargs.get("mode", "beam") != "beam" and kwargs.get("name_index") is None:
+            from .candidates import load_or_build_index
+
+            kwargs["name_index"] = load_or_build_index(kb, kb_dir)
+        if kwargs.get("fusion") is None and Path(str(model_name_or_path)).is_dir():
+            kwargs["fusion"] = FusionWeights.for_model(model_name_or_path)
         return cls(model, tokenizer, kb, trie, **kwargs)
 
     # -------------------------------------------------------------- input format (prompt.py)
@@ -188,11 +222,24 @@ class AngelLinker:
         return tokenize_name(self.tokenizer, self.kb.names[name_idx])
 
     # -------------------------------------------------------------- linking
-    def link(self, mentions: Sequence[Mention], top_k: int = 5, progress: bool = False) -> List[List[Candidate]]:
+    def link(
+        self, mentions: Sequence[Mention], top_k: int = 5, progress: bool = False, mode: Optional[str] = None
+    ) -> List[List[Candidate]]:
         """Top-k candidates per mention, best first, concept ids de-duplicated in rank order.
 
-        Identical (mention, context) inputs are decoded once, and results are cached across calls.
+        ``mode`` (default: the linker's ``mode``): ``beam``, ``rerank`` or ``hybrid`` (see
+        ``MODES``). Identical (mention, context) inputs are decoded once, and results are cached
+        across calls.
         """
+        mode = check_mode(mode or self.mode)
+        if mode == "hybrid":
+            from .hybrid import link_hybrid
+
+            return link_hybrid(self, mentions, max(1, top_k), progress=progress)
+        if mode == "rerank":
+            return self.rerank(
+                mentions, "tfidf", top_k, num_candidates=self.num_candidates, index=self.name_index, progress=progress
+            )
         top_k = max(1, min(top_k, self.num_beams))
         encoded = [self.encode(m) for m in mentions]
         ranked = self._ranked(encoded, progress=progress)
@@ -219,16 +266,24 @@ class AngelLinker:
         for lo in starts:
             yield items[lo : lo + self.batch_size]
 
-    def _remember(self, key: EncodedInput, result: Ranked) -> None:
+    def hybrid_evidence(self, mentions: Sequence[Mention], progress: bool = False):
+        """Per mention, the hybrid mode's candidate names with their features (for fitting fusion)."""
+        from .hybrid import hybrid_evidence
+
+        return hybrid_evidence(self, mentions, self.num_candidates, progress=progress)
+
+    def _remember(self, key: Any, result: Any, cache: "Optional[OrderedDict[Any, Any]]" = None) -> None:
+        cache = self._cache if cache is None else cache
         if self.cache_size <= 0:
             return
-        self._cache[key] = result
-        self._cache.move_to_end(key)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        cache[key] = result
+        cache.move_to_end(key)
+        while len(cache) > self.cache_size:
+            cache.popitem(last=False)
 
     def clear_cache(self) -> None:
         self._cache.clear()
+        self._hybrid_cache.clear()
 
     def _candidates(self, ranked: Ranked, top_k: int) -> List[Candidate]:
         """Ranked names -> ranked concepts: each id once, under its best-ranked name."""
@@ -316,3 +371,9 @@ class AngelLinker:
                 indices.append(idx)
             out.append(tuple(dict.fromkeys(indices)))
         return out
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise LinkerError(Errors.E067.format(mode=mode, modes=", ".join(MODES)))
+    return mode

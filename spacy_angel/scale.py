@@ -176,6 +176,7 @@ class ShardLinker:
         self.linker = AngelLinker.from_pretrained(
             model_dir, kb, device=settings["device"], dtype=settings.get("dtype"), num_beams=settings["num_beams"],
             batch_size=settings["batch_size"], context_window=settings["context_window"],
+            mode=settings.get("mode", "hybrid"), num_candidates=settings.get("num_candidates", 20),
         )
         self.top_k = settings["top_k"]
         self.output_dir = Path(output_dir)
@@ -195,7 +196,7 @@ class ShardLinker:
             names.append(shard.name)
             mentions_out.append(len(mentions))
             seconds.append(time.perf_counter() - started)
-        return {"name": names, "mentions": mentions_out, "seconds": seconds}
+        return {"name": names, "mentions": mentions_out, "seconds": seconds, "worker": [os.getpid()] * len(names)}
 
 
 def _plain(value: Any) -> Any:
@@ -261,29 +262,35 @@ def link_corpus(
     device: str = "auto",
     dtype: Optional[str] = None,
     progress: bool = True,
+    mode: str = "hybrid",
+    num_candidates: int = 20,
 ) -> Dict[str, Any]:
     """Link every shard of ``input_spec`` not yet in ``output_dir``; returns what was done.
 
     The result has ``shards`` (planned), ``skipped`` (already written by an earlier run),
-    ``linked`` (shard names written now), ``mentions`` (linked now) and ``seconds``.
+    ``linked`` (shard names written now), ``mentions`` (linked now), ``seconds`` (wall time) and
+    ``busy`` (seconds each actor spent reading, linking and writing shards, by process id: the
+    steady-state rate without Ray's and the actors' start-up).
     """
     if workers < 1:
         raise ScaleError(f"--workers must be at least 1, got {workers}")
     if num_gpus_per_worker < 0:
         raise ScaleError(f"--num-gpus-per-worker must be >= 0, got {num_gpus_per_worker}")
+    if device.startswith("cuda") and not num_gpus_per_worker:
+        raise ScaleError(f"--device {device} needs --num-gpus-per-worker > 0: Ray hides the GPUs from actors that reserve none")
     started = time.perf_counter()
     shards = plan_shards(input_files(input_spec), shard_size)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     settings = dict(num_beams=num_beams, top_k=top_k, batch_size=batch_size, context_window=context_window,
-                    device=device if num_gpus_per_worker > 0 or device != "auto" else "cpu", dtype=dtype)
+                    mode=mode, num_candidates=num_candidates, device=device if num_gpus_per_worker > 0 or device != "auto" else "cpu", dtype=dtype)
     _check_manifest(output_dir, {
         "model": str(model_dir), "kb": str(kb_path), "shard_size": shard_size, "num_beams": num_beams,
-        "top_k": top_k, "context_window": context_window, "inputs": sorted({s.source for s in shards}),
+        "top_k": top_k, "context_window": context_window, "mode": mode, "num_candidates": num_candidates, "inputs": sorted({s.source for s in shards}),
     })
     _remove_stale_temp_files(output_dir)
     todo = [s for s in shards if not (output_dir / s.name).exists()]
-    report: Dict[str, Any] = {"shards": len(shards), "skipped": len(shards) - len(todo), "linked": [], "mentions": 0}
+    report: Dict[str, Any] = {"shards": len(shards), "skipped": len(shards) - len(todo), "linked": [], "mentions": 0, "busy": {}}
     if todo:
         started_ray = _start_ray(address, workers)
         try:
@@ -299,10 +306,10 @@ def _run(todo: List[Shard], model_dir: str, kb_path: str, output_dir: Path, sett
          num_gpus_per_worker: float, progress: bool, report: Dict[str, Any]) -> None:
     from tqdm import tqdm
 
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its per-run notes; errors still surface as exceptions
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # one bar for the whole job, below
     ctx.execution_options.preserve_order = False  # finished shards stream back as soon as they are written
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
     linked = ray.data.from_items([asdict(s) for s in todo], override_num_blocks=len(todo)).map_batches(
         ShardLinker,
         fn_constructor_kwargs=dict(model_dir=str(Path(model_dir).resolve()) if Path(model_dir).exists() else model_dir,
@@ -320,6 +327,8 @@ def _run(todo: List[Shard], model_dir: str, kb_path: str, output_dir: Path, sett
         for row in linked.iter_rows():
             report["linked"].append(row["name"])
             report["mentions"] += int(row["mentions"])
+            worker = int(row["worker"])
+            report["busy"][worker] = report["busy"].get(worker, 0.0) + float(row["seconds"])
             bar.update(1)
             bar.set_postfix(mentions=report["mentions"], per_s=f"{report['mentions'] / max(time.perf_counter() - t0, 1e-9):.1f}")
     finally:

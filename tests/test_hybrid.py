@@ -120,3 +120,49 @@ def test_train_fuse_then_evaluate_hybrid(tmp_path, tiny_model_dir, tiny_kb_dir):
     assert res.exit_code == 0, res.output
     meta = json.loads(out.read_text())["meta"]
     assert meta["mode"] == "hybrid" and meta["fusion"]["tfidf"] == weights.tfidf
+
+
+def _pipeline(model, kb, **config):
+    import spacy
+
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns([{"label": "D", "pattern": p} for p in ("breast cancers", "heart attack", "migraines")])
+    nlp.add_pipe("angel_linker", config={"model": str(model), "kb": str(kb), "device": "cpu", "num_beams": 3, "top_k": 3, **config})
+    return nlp
+
+
+def test_component_mode_and_weights_survive_to_disk(tmp_path, tiny_model_dir, tiny_kb_dir):
+    import spacy
+
+    weights = {"model": 0.5, "tfidf": 3.0, "exact": 1.0, "beam": 0.25}
+    nlp = _pipeline(tiny_model_dir, tiny_kb_dir, mode="hybrid", num_candidates=4, fusion=weights)
+    text = "Women with breast cancers had a heart attack and migraines."
+    before = [(e.text, e.kb_id_, e._.candidates) for e in nlp(text).ents]
+    linker = nlp.get_pipe("angel_linker").linker
+    assert linker.mode == "hybrid" and linker.num_candidates == 4 and linker.fusion.tfidf == 3.0
+    nlp.to_disk(tmp_path / "pipe")
+    assert (tmp_path / "pipe" / "angel_linker" / "fusion").is_file()
+    loaded = spacy.load(tmp_path / "pipe")
+    again = loaded.get_pipe("angel_linker").linker
+    assert again.mode == "hybrid" and again.num_candidates == 4 and again.fusion.vector().tolist() == [0.5, 3.0, 1.0, 0.25]
+    assert [(e.text, e.kb_id_, e._.candidates) for e in loaded(text).ents] == before
+
+
+def test_component_reads_the_models_fusion_json(tmp_path, tiny_model_dir, tiny_kb_dir):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    FusionWeights(model=0.0, tfidf=1.0, exact=0.0, beam=0.0, source="fitted").to_disk(model)
+    nlp = _pipeline(model, tiny_kb_dir)
+    assert nlp.get_pipe("angel_linker").linker.fusion.source == "fitted"
+    beam = _pipeline(model, tiny_kb_dir, mode="beam")
+    assert beam.get_pipe("angel_linker").linker.mode == "beam"
+
+
+@pytest.mark.parametrize("config, field", [({"mode": "bm25"}, "mode"), ({"num_candidates": 0}, "num_candidates"),
+                                           ({"fusion": {"bm25": 1.0}}, "fusion")])
+def test_component_config_errors_name_the_field(tiny_model_dir, tiny_kb_dir, config, field):
+    with pytest.raises(ValueError, match=f"'{field}'"):
+        _pipeline(tiny_model_dir, tiny_kb_dir, **config)

@@ -28,6 +28,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--threshold", type=float, default=0.0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--mode", default="hybrid", help="hybrid (the model's fusion.json), beam or rerank")
+    parser.add_argument("--num-candidates", type=int, default=20, help="TF-IDF names per mention (hybrid, rerank)")
     parser.add_argument("--no-abbreviations", action="store_true", help="no angel_abbreviations before the linker")
     args = parser.parse_args(argv)
     for path in (args.ner, args.kb):
@@ -51,6 +53,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config={
             "num_beams": args.num_beams, "top_k": args.top_k, "threshold": args.threshold,
             "batch_size": args.batch_size, "device": args.device,
+            "mode": args.mode, "num_candidates": args.num_candidates,
         },
     )
     # model and KB through initialize(), not the config: config.cfg keeps `model = null` and no

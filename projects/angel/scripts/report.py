@@ -3,11 +3,17 @@
 Why: the evaluation reports, the end-to-end scores and the per-stage time/memory records are
 written by different commands; the results file is what the README quotes, so it is built
 only from those files (nothing typed by hand). Keys: ``tfidf_acc1/5``, ``positive_acc1/5``,
-``angel_acc1/5`` (Acc@k on the test mentions), ``e2e_precision/recall/f1`` (+ ``ner_*``), the
-95% bootstrap interval of each Acc@1, and ``stages`` (seconds, peak RSS MiB per stage).
+``angel_acc1/5`` (Acc@k on the test mentions, model alone: beam mode), ``hybrid_positive_acc1/5``
+and ``hybrid_acc1/5`` (hybrid mode with the positive / ANGEL model), ``e2e_precision/recall/f1``
+(+ ``ner_*``), the 95% bootstrap interval of each Acc@1, paired-bootstrap intervals of
+differences (``angel_vs_positive_ci``, ``hybrid_vs_tfidf_ci``, ``hybrid_angel_vs_positive_ci``: B - A
+of a ``train compare A B`` output), per-bin Acc@1 of every system (``bins``), and ``stages``
+(seconds, peak RSS MiB per stage).
 
-Usage: python scripts/report.py --tfidf T.json --positive P.json --angel A.json [--e2e E.json]
-       [--stages metrics/stages] [--prefix cpu-] --output RESULTS.json
+Usage: python scripts/report.py --tfidf T.json --positive P.json --angel A.json [--hybrid H.json]
+       [--hybrid-positive HP.json] [--e2e E.json] [--compare POS_VS_ANGEL.json]
+       [--diff NAME=COMPARE.json ...] [--bins-plot PNG] [--stages metrics/stages] [--prefix cpu-]
+       --output RESULTS.json
 """
 from __future__ import annotations
 
@@ -57,11 +63,40 @@ def stage_records(directory: Path, prefix: str = "") -> Dict[str, Dict[str, Any]
     return out
 
 
+def diff_fields(name: str, cmp: Dict[str, Any], path: Path) -> Dict[str, Any]:
+    """``train compare A B`` states A - B; results state B - A (the newer system minus the older)."""
+    for key in ("diff", "diff_ci95", "p_value"):
+        if key not in cmp:
+            raise SystemExit(f"error: {path}: field {key} missing (not a `train compare` output?)")
+    return {f"{name}": -cmp["diff"], f"{name}_ci": sorted(-x for x in cmp["diff_ci95"]), f"{name}_p": cmp["p_value"]}
+
+
+SYSTEMS = ("tfidf", "positive", "angel", "hybrid_positive", "hybrid")
+
+
 def build(args: argparse.Namespace) -> Dict[str, Any]:
     result: Dict[str, Any] = {}
-    for name in ("tfidf", "positive", "angel"):
+    reports: Dict[str, Dict[str, Any]] = {}
+    for name in SYSTEMS:
         path = getattr(args, name)
-        result.update(accuracy_fields(name, _read(path, f"{name} report"), path))
+        if path is None:
+            continue
+        reports[name] = _read(path, f"{name} report")
+        result.update(accuracy_fields(name, reports[name], path))
+    bins = {name: r["summary"]["bins"] for name, r in reports.items() if "bins" in r.get("summary", {})}
+    if bins:
+        result["bins"] = bins
+        result["bin_labels"] = next(iter(reports.values()))["summary"].get("bin_labels")
+    for spec in args.diff or []:
+        name, _, raw = spec.partition("=")
+        if not raw:
+            raise SystemExit(f"error: --diff {spec!r}: expected NAME=COMPARE.json")
+        result.update(diff_fields(name, _read(Path(raw), "paired comparison"), Path(raw)))
+    if args.bins_plot is not None:
+        from training.evaluate import plot_bins
+
+        shown = {name: reports[name] for name in ("tfidf", "angel", "hybrid") if name in reports}
+        plot_bins(shown, args.bins_plot, title="Acc@1 by mention-gold TF-IDF similarity (test)")
     if args.e2e is not None:
         e2e = _read(args.e2e, "end-to-end scores")
         for key in ("precision", "recall", "f1"):
@@ -94,6 +129,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--tfidf", type=Path, required=True)
     parser.add_argument("--positive", type=Path, required=True)
     parser.add_argument("--angel", type=Path, required=True)
+    parser.add_argument("--hybrid", type=Path, help="`train evaluate --mode hybrid` report of the ANGEL model")
+    parser.add_argument("--hybrid-positive", type=Path, help="the same for the positive-only model")
+    parser.add_argument("--diff", action="append", help="NAME=COMPARE.json: a paired difference (B - A) under NAME")
+    parser.add_argument("--bins-plot", type=Path, help="PNG: Acc@1 per similarity bin, TF-IDF vs ANGEL vs hybrid")
     parser.add_argument("--e2e", type=Path)
     parser.add_argument("--compare", type=Path, help="`train compare POSITIVE ANGEL` output (paired test)")
     parser.add_argument("--stages", type=Path, default=Path("metrics/stages"))
