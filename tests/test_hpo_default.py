@@ -201,9 +201,10 @@ def test_main_job_builds_reports_links_and_caches(tmp_path, obo, capsys):
     metrics = json.loads((root / hb.METRICS_FILE).read_text())
     assert set(metrics["stage_seconds"]) == set(hb.STAGES)
     assert metrics["steps"] == {"positive": 30, "dpo": 2} and metrics["cut_by_safety_cap"] == {}
-    for key in ("tfidf", "positive", "dpo"):
+    for key in ("tfidf", "positive", "dpo", "hybrid"):
         assert 0.0 <= metrics[key]["test"]["acc1"] <= 1.0 and metrics[key]["test"]["n"] == 2
-    assert metrics["model"] in ("positive", "dpo")
+    assert metrics["model"] in ("positive", "dpo") and metrics["hybrid"]["model"] == metrics["model"]
+    assert (root / metrics["model"] / "fusion.json").is_file()  # the hybrid weights the pipeline links with
     assert f"after DPO {metrics['dpo']['test']['acc1']:.3f}" in out.out and "30 + 2 steps" in out.out
     kb_ids = set(KnowledgeBase.from_files([obo], format="obo").concept_ids)
     lines = [line.split() for line in out.out.splitlines() if line.startswith("  '")]

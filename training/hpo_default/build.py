@@ -27,7 +27,7 @@ from .recipe import Recipe
 MODEL_NAME = "hpo-default"
 STATE_FILE = "state.json"
 METRICS_FILE = "metrics.json"
-STAGES = ("kb", "init", "positive", "eval_positive", "dpo", "eval_dpo", "pipeline")
+STAGES = ("kb", "init", "positive", "eval_positive", "dpo", "eval_dpo", "fuse", "pipeline")
 
 
 def say(message: str) -> None:
@@ -72,7 +72,10 @@ def build_pipeline(model_dir: Path, kb_dir: Path, patterns: List[Dict[str, str]]
     nlp = spacy.blank("en")
     ruler = nlp.add_pipe("entity_ruler", config={"phrase_matcher_attr": "LOWER", "validate": False})
     ruler.add_patterns(patterns)
-    config = {"model": str(model_dir), "kb": str(kb_dir), "num_beams": num_beams, "top_k": 3, "context_window": 0, "device": "cpu"}
+    config = {
+        "model": str(model_dir), "kb": str(kb_dir), "num_beams": num_beams, "top_k": 3, "context_window": 0,
+        "device": "cpu", "mode": "hybrid",  # fusion weights: the model directory's fusion.json (stage_fuse)
+    }
     nlp.add_pipe("angel_linker", config=config)
     return nlp
 
@@ -190,10 +193,37 @@ class Build:
         keys = ("global_step", "margin_before", "margin_after", "pair_accuracy_before", "pair_accuracy_after", "safety_cap")
         return {"pairs": len(pairs), **{k: log.get(k) for k in keys}}
 
-    def stage_pipeline(self) -> Dict[str, Any]:
+    def chosen_model(self) -> str:
+        """The model the pipeline ships: DPO unless it lowered dev Acc@1 (chosen on dev only)."""
         before = self.state["stages"]["eval_positive"]["dev"]["acc1"]
         after = self.state["stages"]["eval_dpo"]["dev"]["acc1"]
-        chosen = "dpo" if after >= before else "positive"
+        return "dpo" if after >= before else "positive"
+
+    def stage_fuse(self, train_kb: KnowledgeBase, dev: List[Mention], test: List[Mention]) -> Dict[str, Any]:
+        """Hybrid linking for the chosen model: fusion weights fitted on dev (fusion.json), then scored."""
+        from spacy_angel.candidates import NameIndex
+        from spacy_angel.linker import AngelLinker
+
+        from ..fuse import fit_linker_fusion
+
+        r = self.recipe
+        model_dir = self.root / self.chosen_model()
+        linker = AngelLinker.from_pretrained(
+            model_dir, train_kb, device="cpu", num_beams=r.num_beams, batch_size=r.eval_batch, mode="hybrid",
+            name_index=NameIndex(train_kb).fit(),
+        )
+        weights, _ = fit_linker_fusion(linker, dev, seed=r.seed, progress=False)
+        weights.to_disk(model_dir)  # the pipeline's angel_linker reads it from the model directory
+        linker.fusion = weights
+        return {
+            "model": model_dir.name,
+            "weights": weights.to_dict(),
+            "dev": _accuracy(linker.link(list(dev), top_k=5), train_kb, dev),
+            "test": _accuracy(linker.link(list(test), top_k=5), train_kb, test),
+        }
+
+    def stage_pipeline(self) -> Dict[str, Any]:
+        chosen = self.chosen_model()
         patterns = data.ruler_patterns(self.kb("full"), data.phenotype_terms(self.obo))
         nlp = build_pipeline(self.root / chosen, self.root / "kb-full", patterns, self.recipe.num_beams)
         with atomic_directory(self.root / "pipeline") as tmp:  # a half-written pipeline never loads
@@ -215,6 +245,7 @@ class Build:
         self._stage("eval_positive", lambda: self.stage_eval("positive", train_kb, dev, test))
         self._stage("dpo", lambda: self.stage_dpo(train_kb))
         self._stage("eval_dpo", lambda: self.stage_eval("dpo", train_kb, dev, test))
+        self._stage("fuse", lambda: self.stage_fuse(train_kb, dev, test))
         self._stage("pipeline", self.stage_pipeline)
         metrics = self.metrics()
         atomic_write_json(self.root / METRICS_FILE, metrics)
@@ -231,6 +262,7 @@ class Build:
             "tfidf": {"dev": s["eval_positive"]["tfidf_dev"], "test": s["eval_positive"]["tfidf_test"]},
             "positive": {"dev": s["eval_positive"]["dev"], "test": s["eval_positive"]["test"]},
             "dpo": {"dev": s["eval_dpo"]["dev"], "test": s["eval_dpo"]["test"]},
+            "hybrid": {"dev": s["fuse"]["dev"], "test": s["fuse"]["test"], "model": s["fuse"]["model"]},
             "steps": {"positive": s["positive"]["steps_done"], "dpo": s["dpo"]["global_step"]},
             "cut_by_safety_cap": cuts,
             "stage_seconds": {k: v["seconds"] for k, v in s.items()},
