@@ -171,7 +171,7 @@ def test_ray_job_resumes_a_killed_run_and_equals_single_process(
 
     # nothing left to do: no Ray job at all
     report = link_corpus(str(tiny_model_dir), str(tiny_kb_dir), str(corpus), out, workers=2, shard_size=3, progress=False)
-    assert report["linked"] == [] and report["skipped"] == 8
+    assert report["linked"] == [] and report["skipped"] == 8 and report["busy"] == {}
     # another plan in the same directory would mix two jobs' shards
     with pytest.raises(ScaleError, match="changed: shard_size"):
         link_corpus(str(tiny_model_dir), str(tiny_kb_dir), str(corpus), out, workers=2, shard_size=4, progress=False)
@@ -194,6 +194,8 @@ def test_ray_engine_errors_name_the_problem(tiny_model_dir, tiny_kb_dir, tmp_pat
     assert result.exit_code == 1 and "--ner" in result.output
     result = runner.invoke(get_app(), args[:3] + [str(bad)] + args[3:] + ["--workers", "0"])
     assert result.exit_code == 1 and "--workers must be at least 1" in result.output
+    result = runner.invoke(get_app(), args[:3] + [str(bad)] + args[3:] + ["--device", "cuda"])
+    assert result.exit_code == 1 and "needs --num-gpus-per-worker > 0" in result.output
 
 
 @pytest.mark.slow
