@@ -73,9 +73,12 @@ def test_package_holds_the_linker_files_and_no_machine_paths(assembled, tmp_path
     for required in ("angel_linker/cfg", "angel_linker/model/model.safetensors", "angel_linker/model/config.json",
                      "angel_linker/model/tokenizer.json"):
         assert required in packed, required
-    kb_files = {p.name for p in Path(tiny_kb_dir).iterdir() if p.is_file()}
-    assert kb_files and kb_files <= {Path(p).name for p in packed if p.startswith("angel_linker/kb/")}
-    assert any(p.startswith("angel_linker/trie/") for p in packed)
+    in_dir = lambda sub: {Path(p).name for p in packed if p.startswith(f"angel_linker/{sub}/")}  # noqa: E731
+    source = {p.name for p in Path(tiny_kb_dir).iterdir() if p.is_file()}  # KB files (+ its TF-IDF index)
+    assert source and source <= in_dir("kb") | in_dir("index")
+    assert in_dir("trie")
+    if json.loads((data / "angel_linker" / "cfg").read_text())["mode"] != "beam":
+        assert in_dir("index"), "modes with TF-IDF candidates ship the name index"
 
     text = (data / "config.cfg").read_text(encoding="utf-8")
     for local in (str(tiny_model_dir), str(tiny_kb_dir), str(assembled), str(Path.home()), "/tmp/"):
