@@ -1,4 +1,5 @@
-"""docs/results.md quotes docs/results/ncbi-cpu.json (written by `spacy project run cpu-ncbi`): they must agree."""
+"""docs/results.md quotes docs/results/ncbi-cpu.json and aap-cpu.json (written by `spacy project run cpu-ncbi`
+and `cpu-aap`): they must agree."""
 import json
 import re
 from pathlib import Path
@@ -20,7 +21,8 @@ def results():
     return json.loads(path.read_text(encoding="utf-8")), (DOCS / "results.md").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("row,key", [("(a) TF-IDF", "tfidf"), ("(b) positive-only", "positive"), ("(c) + ANGEL", "angel")])
+@pytest.mark.parametrize("row,key", [("(a) TF-IDF", "tfidf"), ("(b) positive-only", "positive"), ("(c) + ANGEL", "angel"),
+                                     ("(d) hybrid (positive", "hybrid_positive"), ("(e) **hybrid (ANGEL", "hybrid")])
 def test_accuracy_rows_quote_the_results_file(results, row, key):
     data, text = results
     line = next(l for l in text.splitlines() if l.startswith(f"| {row}"))
@@ -36,6 +38,27 @@ def test_end_to_end_rows_quote_the_results_file(results):
     assert re.findall(r"\d+\.\d+", ner)[-3:] == [_pct(data[f"ner_{k}"]) for k in ("precision", "recall", "f1")]
 
 
-def test_difference_quotes_the_paired_test(results):
+def _diff_line(text: str, start: str) -> str:
+    return next(l for l in text.splitlines() if l.startswith(start))
+
+
+def test_differences_quote_the_paired_tests(results):
     data, text = results
-    assert f"(c) - (b) = {100 * data['angel_minus_positive_acc1']:+.2f} Acc@1" in text
+    for start, key in (("| (e) hybrid(ANGEL) - (a)", "hybrid_vs_tfidf"), ("| (c) ANGEL - (b)", "angel_vs_positive"),
+                       ("| (e) - (d)", "hybrid_angel_vs_positive")):
+        line = _diff_line(text, start)
+        lo, hi = data[f"{key}_ci"]
+        assert f"{100 * data[key]:+.2f}" in line and f"{100 * lo:+.2f} to {100 * hi:+.2f}" in line, line
+
+
+def test_askapatient_rows_quote_their_results_file():
+    path = DOCS / "results" / "aap-cpu.json"
+    if not path.exists():
+        pytest.skip("no AskAPatient results file yet")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    text = (DOCS / "results.md").read_text(encoding="utf-8").split("## AskAPatient", 1)[1]
+    for row, key in (("TF-IDF char", "tfidf"), ("positive-only, beam", "positive"), ("ANGEL (DPO + NLL), beam", "angel"),
+                     ("hybrid (positive)", "hybrid_positive"), ("**hybrid (ANGEL)**", "hybrid")):
+        line = next(l for l in text.splitlines() if l.startswith(f"| {row}"))
+        numbers = re.findall(r"\d+\.\d+", line.split("|", 2)[2])
+        assert numbers[:2] == [_pct(data[f"{key}_acc1"]), _pct(data[f"{key}_acc5"])], line

@@ -185,7 +185,7 @@ def test_recipe_is_steps_and_seed_not_wall_time():
 
 
 TINY = Recipe(
-    n_dev=2, n_test=2, d_model=32, layers=1, heads=2, ffn=64, vocab=300, positive_steps=30, positive_batch=8,
+    n_dev=5, n_test=2, d_model=32, layers=1, heads=2, ffn=64, vocab=300, positive_steps=30, positive_batch=8,
     warmup_steps=3, dpo_steps=2, dpo_batch=4, eval_batch=8,
 )
 
