@@ -6,7 +6,9 @@ and with interleaved repeats (the machine may be shared, so both sides see the s
 * ``ours``: :meth:`AngelLinker.link` (batched constrained beam search, see docs/performance.md);
 * ``baseline``: GENRE / GenBioEL style, HF ``generate(prefix_allowed_tokens_fn=...)`` over a
   dict-of-dicts trie, one mention at a time (``bench/genre_baseline.py``);
-* ``rerank``: TF-IDF top-N names re-ranked by :meth:`AngelLinker.rerank` (no beam search).
+* ``rerank``: TF-IDF top-N names re-ranked by :meth:`AngelLinker.rerank` (no beam search);
+* ``hybrid``: :meth:`AngelLinker.link` with ``mode="hybrid"`` (beam + TF-IDF top-N, one encoder
+  pass, fused with the model's ``fusion.json`` or the default weights).
 
 Same model, KB, encoder input and decoder prompt on every side; top-1 names are compared
 mention by mention. Peak RSS of each side is measured in its own subprocess. Optional sweeps:
@@ -14,7 +16,8 @@ batch size (``--batch-sizes``) and KB size (``--kb-sizes``).
 
     .venv/bin/python bench/linking_throughput.py [--model DIR] [--limit N] [--repeats 3]
 
-The last line of output is ``speedup_vs_baseline=<median ours mentions/s / baseline's>``.
+The last lines of output are ``speedup_vs_baseline=<median ours mentions/s / baseline's>`` and
+``hybrid_per_s=... hybrid_vs_beam=... hybrid_vs_baseline=...``.
 """
 from __future__ import annotations
 
@@ -259,6 +262,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from spacy_angel.candidates import NameIndex
 
         index = NameIndex(kb).fit()
+        from spacy_angel.fusion import FusionWeights
+
+        linker._name_index = index  # the hybrid side retrieves from the same index
+        linker.fusion = FusionWeights.for_model(model_dir)
+        linker.num_candidates = args.rerank_candidates
 
     # Warm-up (first-call allocations, lazy imports), then interleaved timed repeats.
     linker.link(mentions[:4], top_k=args.top_k)
@@ -266,7 +274,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         baseline.link(mentions[:2], top_k=args.top_k)
     if index is not None:
         linker.rerank(mentions[:4], "tfidf", top_k=args.top_k, num_candidates=args.rerank_candidates, index=index)
-    times: Dict[str, List[float]] = {"ours": [], "baseline": [], "rerank": []}
+    times: Dict[str, List[float]] = {"ours": [], "baseline": [], "rerank": [], "hybrid": []}
     results: Dict[str, Any] = {}
     for rep in range(args.repeats):
         linker.clear_cache()
@@ -284,6 +292,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 mentions, "tfidf", top_k=args.top_k, num_candidates=args.rerank_candidates, index=index
             )
             times["rerank"].append(time.perf_counter() - t0)
+            linker.clear_cache()
+            t0 = time.perf_counter()
+            results["hybrid"] = linker.link(mentions, top_k=args.top_k, mode="hybrid")
+            times["hybrid"].append(time.perf_counter() - t0)
         print(f"# repeat {rep + 1}: " + ", ".join(f"{k} {n / v[-1]:.2f}/s" for k, v in times.items() if v), flush=True)
     linker.clear_cache()
 
@@ -367,6 +379,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"speedup_vs_baseline={report['speedup_vs_baseline']:.2f}")
     else:
         print("speedup_vs_baseline=nan")
+    if "hybrid" in throughput:
+        hyb = throughput["hybrid"]["mentions_per_s"]
+        base = throughput.get("baseline", {}).get("mentions_per_s")
+        print(f"hybrid_per_s={hyb:.2f} hybrid_vs_beam={hyb / throughput['ours']['mentions_per_s']:.2f} "
+              f"hybrid_vs_baseline={hyb / base if base else float('nan'):.2f}")
     return 0
 
 
