@@ -14,7 +14,7 @@ from typing import Any, Iterator, List, Optional, Sequence
 
 import typer
 
-from .fileio import atomic_open, iter_jsonl
+from .fileio import atomic_open, check_output_file, iter_jsonl
 from .kb import KBFormatError, KnowledgeBase
 from .kb_sources import FORMATS, build_kb, load_kb
 from .types import Candidate, Mention
@@ -109,7 +109,10 @@ def init_model_command(
         if not corpus.exists():
             _fail(f"corpus file {corpus} does not exist")
         texts = corpus.read_text(encoding="utf-8").splitlines()
-    init_model(kb, output_dir, size=size, corpus=texts, seed=seed, vocab_size=vocab_size)
+    try:
+        init_model(kb, output_dir, size=size, corpus=texts, seed=seed, vocab_size=vocab_size)
+    except OSError as err:  # OUTPUT_DIR is a file, or a folder of the user's
+        _fail(str(err))
     from .model_card import kb_summary, write_model_card
 
     write_model_card(output_dir, {
@@ -201,9 +204,11 @@ def link_command(
     With --engine ray, INPUT_PATH is a JSONL / Parquet file, a directory or a glob of them, and
     OUTPUT a directory: one shard per input slice, written atomically; a re-run skips the shards
     already written, so a killed job resumes."""
-    from .errors import LinkerError
+    from .errors import Errors, LinkerError
     from .linker import AngelLinker
 
+    if top_k < 1:  # the linker would quietly return one candidate
+        _fail(Errors.E115.format(option="--top-k", value=top_k))
     if engine == "ray":
         if html is not None:
             _fail("--html needs the single engine (a corpus-scale run is no page to read)")
@@ -216,6 +221,12 @@ def link_command(
         _fail(f"unknown engine {engine!r}: single or ray")
     if not input_path.exists():
         _fail(f"input {input_path} does not exist")
+    try:  # before linking, not at the final rename
+        check_output_file(output, "--output")
+        if html is not None:
+            check_output_file(html, "--html")
+    except OSError as err:
+        _fail(str(err))
     mentions = list(_read_link_input(input_path, ner))
     kb = _load_kb(kb_path)
     try:

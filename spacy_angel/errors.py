@@ -15,7 +15,10 @@ Codes are grouped by room, in blocks that leave room to grow:
 * ``E040``-``E049``: the input format (:mod:`spacy_angel.prompt`)
 * ``E050``-``E059``: constrained decoding and scoring (:mod:`spacy_angel.decoding`)
 * ``E060``-``E099``: the linker (:mod:`spacy_angel.linker`)
-* ``E100`` and up: free; a new room takes the next free hundred.
+* ``E100``-``E109``: the spaCy component (:mod:`spacy_angel.component`)
+* ``E110``-``E139``: input files and outputs at the edges: JSONL and report files, fusion.json,
+  output directories, command-line ranges (the rows of ``tests/test_bad_inputs.py``)
+* ``E140`` and up: free; a new room takes the next free block.
 
 A message keeps its code for good: reword it freely, but never reuse a retired number.
 """
@@ -115,6 +118,25 @@ class Errors(metaclass=ErrorsWithCodes):
     )
     E104 = "angel_linker: KB path {path} does not exist"
     E105 = "angel_linker data at {path} is incomplete (need model/ and kb/)"
+
+    # ---- input files and outputs at the edges (fileio.py, fusion.py, the CLIs, training outputs)
+    E110 = (
+        "{path} cannot be used ({err}): fix it, delete it to link with the default fusion weights, "
+        "or fit it again with `spacy-angel train fuse`"
+    )
+    E111 = "invalid UTF-8 byte 0x{byte:02x} at byte offset {offset}; convert the file to UTF-8"
+    E112 = (
+        "cannot fit fusion weights on {n} dev mention(s): at least {minimum} are needed (one per "
+        "cross-validation fold); add dev mentions, or keep the default weights"
+    )
+    E113 = (
+        "output directory {path} is not empty and holds no earlier output of this command (it holds "
+        "{shown}): the result replaces the whole directory, so choose a new or empty one"
+    )
+    E114 = "{path} exists and is not a directory ({option} names a directory)"
+    E115 = "{option} must be at least 1, got {value}"
+    E116 = "{path} is not a report written by `spacy-angel train evaluate` ({err})"
+    E117 = "{path} is a directory ({option} names a file)"
 
 
 class LinkerError(ValueError):

@@ -11,7 +11,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Tuple, Type, Union
+from typing import Any, Callable, Iterator, Sequence, Tuple, Type, Union
+
+from .errors import Errors
 
 PathLike = Union[str, Path]
 
@@ -31,10 +33,32 @@ def atomic_write_json(path: PathLike, data: Any, indent: int = 2) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=indent, ensure_ascii=False))
 
 
+def check_output_file(path: PathLike, option: str = "the output") -> None:
+    """Refuse an output file path that is an existing directory; call it before the work, not at the
+    rename after it (where the work would be lost to an IsADirectoryError)."""
+    if Path(path).is_dir():
+        raise IsADirectoryError(Errors.E117.format(path=path, option=option))
+
+
+def check_output_directory(path: PathLike, markers: Sequence[str], option: str = "--output") -> None:
+    """Refuse an output directory that will be replaced as a whole when it is a file, or a non-empty
+    directory holding none of ``markers`` (what the command itself writes there): a mistyped
+    ``--output`` must never delete a user's files. An absent or empty directory is fine."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(Errors.E114.format(path=out, option=option))
+    if out.is_dir() and not any((out / marker).exists() for marker in markers):
+        entries = sorted(e.name for e in out.iterdir())
+        if entries:
+            shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+            raise FileExistsError(Errors.E113.format(path=out, shown=shown))
+
+
 @contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = "w") -> Iterator[Any]:
     """A file handle whose content replaces ``path`` only when the block ends without error."""
     path = Path(path)
+    check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -85,8 +109,14 @@ def iter_jsonl(path: PathLike, error: Type[Exception] = ValueError, make_error: 
     def fail(lineno: int, message: str) -> Exception:
         return make_error(path, lineno, message) if make_error else error(f"{path}:{lineno}: {message}")
 
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
+    offset = 0
+    with path.open("rb") as handle:  # bytes: a bad byte is reported with its line, not as a bare codec error
+        for lineno, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise fail(lineno, Errors.E111.format(byte=raw[err.start], offset=offset + err.start)) from None
+            offset += len(raw)
             if not line.strip():
                 continue
             try:

@@ -30,6 +30,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .errors import Errors, LinkerError
 from .fileio import atomic_write_json
 from .types import Candidate
 
@@ -38,8 +39,10 @@ FEATURES: Tuple[str, ...] = ("model", "tfidf", "exact", "beam")
 MODEL_SCORE_FLOOR = -20.0  # a name the model could not score (never happens for KB names) ranks last
 
 
-class FusionError(ValueError):
-    """A fusion.json that cannot be used (missing or unknown features, non-finite weights)."""
+class FusionError(LinkerError):
+    """A fusion.json that cannot be used (missing or unknown features, non-finite weights).
+
+    A :class:`LinkerError` (so a ``ValueError``): whoever loads a linker already reports those."""
 
 
 @dataclass
@@ -47,14 +50,15 @@ class FusionWeights:
     """Weights of the log-linear concept score, plus how they were obtained.
 
     The defaults are used when a model directory has no ``fusion.json``. They are the
-    weights fitted on the NCBI-disease dev set for the CPU model (docs/results.md), rounded:
-    a fitted ``fusion.json`` for your own model and KB is better.
+    weights ``spacy-angel train fuse`` fitted on the NCBI-disease dev set for the CPU ANGEL
+    model (``docs/results/ncbi-cpu-fuse-angel.json``), rounded: a ``fusion.json`` fitted for
+    your own model and KB is better.
     """
 
-    model: float = 1.0
-    tfidf: float = 6.0
-    exact: float = 2.0
-    beam: float = 1.0
+    model: float = 0.5
+    tfidf: float = 4.9
+    exact: float = 1.2
+    beam: float = 1.8
     source: str = "default"
     dev: Dict[str, float] = field(default_factory=dict)
 
@@ -98,6 +102,8 @@ class FusionWeights:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise FusionError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+        except UnicodeDecodeError as err:
+            raise FusionError(f"{path}: not valid UTF-8 (byte offset {err.start})") from None
         if not isinstance(data, dict):
             raise FusionError(f"{path}: expected a JSON object of feature weights")
         return cls.from_dict(data, origin=str(path))
@@ -105,9 +111,14 @@ class FusionWeights:
     @classmethod
     def for_model(cls, model_dir: Optional[Union[str, Path]]) -> "FusionWeights":
         """The model directory's ``fusion.json`` if it has one, else the documented defaults."""
-        if model_dir is not None and (Path(model_dir) / FUSION_FILE).is_file():
-            return cls.from_disk(Path(model_dir) / FUSION_FILE)
-        return cls()
+        path = Path(model_dir) / FUSION_FILE if model_dir is not None else None
+        if path is None or not path.is_file():
+            return cls()
+        try:
+            return cls.from_disk(path)
+        except FusionError as err:  # say what to do about it: a model never silently links without it
+            reason = str(err)[len(f"{path}: "):] if str(err).startswith(f"{path}: ") else str(err)
+            raise FusionError(Errors.E110.format(path=path, err=reason)) from None
 
 
 @dataclass

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import zlib
 from pathlib import Path
 from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
@@ -58,14 +59,23 @@ def _utf8_error(path: PathLike) -> KBFormatError:
     return KBFormatError("invalid UTF-8", p)
 
 
+def _read_error(path: PathLike, lineno: int, err: BaseException) -> KBFormatError:
+    """A truncated or corrupt gzip stream (or an I/O error) at ``lineno``, as the project's own error."""
+    what = "the gzip stream is truncated or corrupt" if _is_gzip(path) else "cannot read the file"
+    return KBFormatError(f"{what} ({type(err).__name__}: {err})", path, lineno)
+
+
 def _lines(path: PathLike) -> Iterator[Tuple[int, str]]:
     """Yield ``(1-based line number, line without its line ending)``, streaming."""
+    lineno = 0
     with _open_text(path) as fh:
         try:
             for lineno, line in enumerate(fh, 1):
                 yield lineno, line.rstrip("\r\n")
         except UnicodeDecodeError:
             raise _utf8_error(path) from None
+        except (OSError, EOFError, zlib.error) as err:  # a broken .gz: never a bare EOFError
+            raise _read_error(path, lineno + 1, err) from None
 
 
 def _strip_gz(name: str) -> str:
@@ -222,6 +232,8 @@ def load_obo(kb: KnowledgeBase, path: Path, *, synonym_scopes: Optional[Sequence
         value = value.strip()
         if tag == "id":
             term["id"] = _obo_unescape(value.split(" !", 1)[0].strip())
+            if not normalize_id(term["id"]):
+                raise KBFormatError("empty id", path, lineno, "id")
         elif tag == "name":
             term["name"] = _obo_unescape(value)
         elif tag == "def":
@@ -284,8 +296,10 @@ def load_umls(kb: KnowledgeBase, path: Path, *, languages: Optional[Sequence[str
             if allowed is not None and wanted is not None and (f[1] in wanted or f[3] in wanted):
                 allowed.add(f[0])
     typed: Set[str] = set()
-    for _, f in _rrf_rows(path, 18):
+    for lineno, f in _rrf_rows(path, 18):
         cui, lat, ts, stt, ispref, sab, sup, name = f[0], f[1], f[2], f[4], f[6], f[11], f[16], f[14]
+        if not normalize_id(cui):
+            raise KBFormatError("empty CUI", path, lineno, "CUI")
         if ((langs is not None and lat.upper() not in langs) or (sabs is not None and sab not in sabs)
                 or sup in _SUPPRESSED or (allowed is not None and cui not in allowed)):
             continue
@@ -307,21 +321,35 @@ def load_json(kb: KnowledgeBase, path: Path, **_: Any) -> None:
     ``primary`` = preferred). ``ID1|ID2`` keys are one concept with several ids."""
     try:
         with _open_text(path) as fh:
-            data = json.load(fh)
+            text = fh.read()
+        data = json.loads(text)
     except UnicodeDecodeError:
         raise _utf8_error(path) from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise _read_error(path, 1, e) from None
+    except RecursionError:
+        raise KBFormatError("invalid JSON (nested too deeply)", path) from None
     except ValueError as e:
         raise KBFormatError(f"invalid JSON ({e})", path, getattr(e, "lineno", None)) from e
     if not isinstance(data, dict):
         raise KBFormatError("expected a JSON object {id: [names]}", path, 1)
+
+    def line_of(key: str) -> Optional[int]:
+        """The line where ``key`` is written, so that an error about its entry points there."""
+        for spelled in dict.fromkeys((json.dumps(key, ensure_ascii=False), json.dumps(key))):
+            m = re.search(re.escape(spelled) + r"\s*:", text)
+            if m:
+                return text.count("\n", 0, m.start()) + 1
+        return None
+
     for key, entries in data.items():
         ids = _split_ids(str(key))
         if not ids:
-            raise KBFormatError(f"empty id {key!r}", path, None, "id")
+            raise KBFormatError(f"empty id {key!r}", path, line_of(key), "id")
         if isinstance(entries, str):
             entries = [entries]
         if not isinstance(entries, list):
-            raise KBFormatError(f"names of {key!r} must be a list", path, None, "names")
+            raise KBFormatError(f"names of {key!r} must be a list", path, line_of(key), "names")
         names: List[str] = []
         pref_first = False
         for e in entries:
@@ -334,7 +362,7 @@ def load_json(kb: KnowledgeBase, path: Path, **_: Any) -> None:
                 else:
                     names.append(e[1])
             else:
-                raise KBFormatError(f"bad name entry {e!r} for {key!r}", path, None, "names")
+                raise KBFormatError(f"bad name entry {e!r} for {key!r}", path, line_of(key), "names")
         _add_multi(kb, ids, names, first_preferred=pref_first)
 
 
@@ -359,11 +387,13 @@ def detect_format(path: PathLike) -> str:
     if not p.is_file():
         raise KBFormatError("file not found", p)
     medic_header = False
+    seen_text = False
     try:
         for lineno, line in _lines(p):
             s = line.strip()
             if not s:
                 continue
+            seen_text = True
             if s.startswith("format-version:") or s.startswith("[Term]"):
                 return "obo"
             if s.startswith("#"):
@@ -383,10 +413,12 @@ def detect_format(path: PathLike) -> str:
             if line.count("|") >= 18 and low.endswith(".rrf"):
                 return "umls"
             break
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise KBFormatError(f"cannot read file ({e})", p) from e
     if medic_header:
         return "medic"
+    if not seen_text:
+        raise KBFormatError("the file is empty (no KB names)", p)
     raise KBFormatError("cannot detect the KB format; pass format= one of " + ", ".join(FORMATS), p)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Optional, Sequence, Union
 
+from .fileio import check_output_directory
 from .hf import save_pretrained_atomic  # noqa: F401  (re-exported: its old home)
 from .kb import KnowledgeBase
 from .prompt import DEFAULT_END_MARKER, DEFAULT_START_MARKER, PROMPT_SUFFIX
@@ -83,6 +84,7 @@ def init_model(
         raise ValueError(f"dims needs exactly the keys {', '.join(SIZES['tiny'])}, got {', '.join(dims)}")
     if kb.num_names == 0:
         raise ValueError("the KB has no names: cannot fit a tokenizer")
+    check_output_directory(output_dir, ("config.json",), option="OUTPUT_DIR")  # it is replaced as a whole
     spec = dict(dims) if dims is not None else SIZES[size]
     tokenizer = train_tokenizer(kb, vocab_size or spec["vocab"], corpus, lowercase=kb.lowercase)
     torch.manual_seed(seed)

@@ -96,8 +96,14 @@ def test_fitted_weights_beat_either_feature_alone():
 
 
 def test_fit_refuses_dev_without_usable_mentions():
+    data = FusionData([ConceptEvidence([("A",)], [0], np.zeros((1, len(FEATURES))))] * 5, [np.array([True])] * 5)
+    with pytest.raises(ValueError, match="no dev mention has its gold concept"):
+        fit_fusion(data)
+
+
+def test_fit_refuses_fewer_dev_mentions_than_folds():
     data = FusionData([ConceptEvidence([("A",)], [0], np.zeros((1, len(FEATURES))))], [np.array([True])])
-    with pytest.raises(ValueError, match="cannot fit"):
+    with pytest.raises(ValueError, match=r"\[E112\] cannot fit fusion weights on 1 dev mention"):
         fit_fusion(data)
 
 

@@ -23,6 +23,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import typer
 
+from spacy_angel.errors import Errors
+
 from .settings import (
     CorpusSettings,
     EvaluateSettings,
@@ -88,6 +90,12 @@ def settings_options(required: Sequence[str] = (), **groups: type) -> Callable[[
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=1)
+
+
+def _check_output_file(path: Path, option: str) -> None:
+    """Refuse an output file path that is a directory before the work, not at the rename after it."""
+    if path.is_dir():
+        _fail(Errors.E117.format(path=path, option=option))
 
 
 def _setup_logging(verbose: bool = True) -> None:
@@ -193,6 +201,7 @@ def mine_command(
 
     if settings.strategy not in STRATEGIES:
         _fail(f"unknown strategy {settings.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    _check_output_file(output, "--output")
     kb = _load_kb(kb_path)
     mentions, counts = _load_mentions(train, kb, corpus, label="train")
     try:
@@ -282,6 +291,8 @@ def pretrain_data_command(
     _setup_logging()
     from .pretraining import write_pretraining_data
 
+    if output.exists() and not output.is_dir():
+        _fail(Errors.E114.format(path=output, option="--output"))
     kb = _load_kb(kb_path)
     path = output / "pretraining.jsonl"
     n = write_pretraining_data(kb, path, **dataclasses.asdict(settings))
@@ -316,6 +327,9 @@ def evaluate_command(
     from spacy_angel.candidates import NameIndex
 
     s = settings
+    if s.top_k < 1:  # else num_beams = max(.., top_k) could be 0 and the error would blame num_beams
+        _fail(Errors.E115.format(option="--top-k", value=s.top_k))
+    _check_output_file(output, "--output")
     kb = _load_kb(kb_path)
     mentions, counts = _load_mentions(test, kb, corpus, label="test")
     beams = max(s.num_beams or s.top_k, s.top_k)
@@ -384,7 +398,7 @@ def fuse_command(
     try:
         weights, report = fit_linker_fusion(linker, mentions, seed=s.seed)
     except ValueError as err:
-        _fail(f"cannot fit fusion weights on {dev}: {err}")
+        _fail(f"{dev}: {err}")
     path = weights.to_disk(model_dir)
     dev_fig = weights.dev
     typer.echo(
@@ -414,6 +428,8 @@ def compare_command(
     for p in (report_a, report_b):
         if not p.exists():
             _fail(f"report {p} does not exist")
+    if output is not None:
+        _check_output_file(output, "--output")
     try:
         result = compare_reports(report_a, report_b, n=n_bootstrap, seed=seed)
     except (ValueError, KeyError, json.JSONDecodeError) as err:

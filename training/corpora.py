@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
@@ -137,12 +138,26 @@ class MentionList(List[Mention]):
         return mention in self.conjunct
 
 
+def _gunzip(path: Path, data: bytes) -> bytes:
+    """Decompressed ``data``; a truncated or corrupt stream is a :class:`CorpusFormatError` at the
+    line where the readable text stops (not a bare EOFError / zlib.error)."""
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as err:
+        try:  # what decompresses before the damage (zlib keeps a truncated stream's output)
+            readable = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data)
+        except zlib.error:
+            readable = b""
+        line = readable.count(b"\n") + 1
+        raise CorpusFormatError(path, line, f"the gzip stream is truncated or corrupt ({type(err).__name__}: {err})") from None
+
+
 def _read_text(path: Path) -> str:
     """UTF-8, falling back to latin-1 (AskAPatient and old PubTator dumps are not always UTF-8);
     gzip (MedMentions ships ``corpus_pubtator.txt.gz``) is recognised by its magic bytes."""
     data = path.read_bytes()
     if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+        data = _gunzip(path, data)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

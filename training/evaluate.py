@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 
 import numpy as np
 
+from spacy_angel.errors import Errors
 from spacy_angel.fileio import atomic_write_bytes
 from spacy_angel.types import Candidate, Mention
 
@@ -161,7 +162,15 @@ def write_report(report: Mapping[str, Any], path: PathLike) -> None:
 
 
 def read_report(path: PathLike) -> Dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A report of :func:`write_report`; anything else is refused naming the file (not a bare KeyError)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(Errors.E116.format(path=path, err=f"not valid JSON: {err}")) from None
+    if not isinstance(data, dict) or not isinstance(data.get("mentions"), list):
+        raise ValueError(Errors.E116.format(path=path, err="no 'mentions' list"))
+    return data
 
 
 # ---------------------------------------------------------------------- statistics

@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set
 
 import numpy as np
 
+from spacy_angel.errors import Errors
 from spacy_angel.fusion import FEATURES, ConceptEvidence, FusionWeights
 
 logger = logging.getLogger(__name__)
@@ -93,11 +94,19 @@ def _fit_weights(data: FusionData, indices: Sequence[int], c: float) -> Optional
     return model.coef_.ravel().astype(np.float64)
 
 
+def check_dev_size(n: int, folds: int = 5) -> None:
+    """Refuse fewer dev mentions than cross-validation folds: weights fitted on one or two mentions
+    would replace the defaults with noise, and the CV figure reported beside them would be empty."""
+    if n < folds:
+        raise ValueError(Errors.E112.format(minimum=folds, n=n))
+
+
 def fit_fusion(data: FusionData, seed: int = 0, folds: int = 5) -> Dict[str, object]:
     """Weights (as :class:`FusionWeights`) plus the cross-validated dev Acc@1 of each C."""
     n = len(data)
     if n == 0:
         raise ValueError("no dev mentions to fit fusion weights on")
+    check_dev_size(n, folds)
     rng = np.random.default_rng(seed)
     order = rng.permutation(n)
     fold_of = np.empty(n, dtype=int)
@@ -150,6 +159,7 @@ def fit_linker_fusion(linker, mentions, seed: int = 0, progress: bool = True):
     from spacy_angel.fusion import concept_evidence
 
     kb = linker.kb
+    check_dev_size(len(mentions))  # before decoding the dev set, not after
     evidence = linker.hybrid_evidence(mentions, progress=progress)
     concepts = [concept_evidence(ev, kb.ids_for_index) for ev in evidence]
 

@@ -294,7 +294,9 @@ def iterative_rounds(
         raise ValueError("rounds and chunks must be at least 1")
     if output_dir is None and s.output_dir is None:
         raise ValueError("no output directory: pass output_dir or settings.output_dir")
-    output_dir = Path(output_dir if output_dir is not None else s.output_dir)
+    from . import run
+
+    output_dir = run.check_output_dir(output_dir if output_dir is not None else s.output_dir, [model_dir], ValueError)
     mining = s.mining()
     work = output_dir.parent / f".{output_dir.name}.rounds"
     if work.exists():

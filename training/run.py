@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Type, Union
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from spacy_angel.fileio import atomic_write_json
+from spacy_angel.fileio import atomic_write_json, check_output_directory
 from spacy_angel.hf import save_pretrained_atomic
 from spacy_angel.model_card import info_from_training_log, kb_summary, write_model_card
 
@@ -68,12 +68,22 @@ def total_steps(num_examples: int, batch_size: int, epochs: float, max_steps: in
 
 
 # ---------------------------------------------------------------------------- output directory
+#: Files or folders that mark a directory as an earlier (finished or interrupted) training output.
+OUTPUT_MARKERS = ("config.json", LOG_FILE, "iterative_log.json", CHECKPOINT_DIR)
+
+
 def check_output_dir(output_dir: PathLike, inputs: Sequence[Optional[PathLike]], error: Type[Exception]) -> Path:
-    """``output_dir`` as a Path, refused when it is one of the input model directories."""
+    """``output_dir`` as a Path, refused when it is one of the input model directories, a file, or a
+    non-empty directory that no training stage wrote: the finished model replaces the whole
+    directory (:func:`finalize_output`), so a mistyped ``--output`` must not delete a user's files."""
     out = Path(output_dir)
     for source in inputs:
         if source is not None and Path(source).exists() and out.resolve() == Path(source).resolve():
             raise error(f"output directory {out} is the input model directory {source}: choose another")
+    try:
+        check_output_directory(out, OUTPUT_MARKERS)
+    except OSError as err:
+        raise error(str(err)) from None
     return out
 
 
