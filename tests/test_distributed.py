@@ -128,6 +128,7 @@ def _launch(*args: object, timeout: int = 600) -> subprocess.CompletedProcess:
     """
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--main_process_port", "0",  # a free port: not torchrun's fixed 29500, which a parallel job may hold
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "spacy_angel.cli", *map(str, args)]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
