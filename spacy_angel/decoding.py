@@ -21,6 +21,7 @@ Batched == one at a time and shared == plain HF beam search (tests/test_linker.p
 from __future__ import annotations
 
 import math
+from collections import Counter
 from contextlib import nullcontext
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -170,6 +171,11 @@ class ConstrainedDecoder:
         self.share_beams = supported if share_beams is None else bool(share_beams)
         self.score_budget = int(score_budget)
         self._positions = install_row_shift(model)
+        # What became of every finished beam search hypothesis: ``kept``, ``duplicate``, ``infinite``
+        # (unfinished, or forced past the trie when the KB has fewer names than beams) and
+        # ``not_a_name`` (a finite-score sequence the trie does not spell: the constraint failed).
+        # Those are dropped, so "only KB names come out" holds either way; the count tells which.
+        self.beam_stats: Counter = Counter()
 
     @property
     def max_name_length(self) -> int:
@@ -432,10 +438,13 @@ class ConstrainedDecoder:
                 row = i * beams + b
                 score = scores[row]
                 if ends[row] < 0 or not math.isfinite(score):
+                    self.beam_stats["infinite"] += 1
                     continue  # unfinished, or ran off the constraint (KB smaller than the beam): never a non-KB name
                 name_idx = self.trie.name_at(self.trie.walk(sequences[row, : ends[row] + 1]))
                 if name_idx < 0 or name_idx in seen_names:
+                    self.beam_stats["not_a_name" if name_idx < 0 else "duplicate"] += 1
                     continue
+                self.beam_stats["kept"] += 1
                 seen_names.add(name_idx)
                 ranked.append((name_idx, score))
             ranked.sort(key=lambda item: -item[1])

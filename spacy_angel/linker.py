@@ -285,6 +285,11 @@ class AngelLinker:
         self._cache.clear()
         self._hybrid_cache.clear()
 
+    @property
+    def cached(self) -> int:
+        """Results held by the caches (0 after :meth:`clear_cache`): how a test proves a run decoded afresh."""
+        return len(self._cache) + len(self._hybrid_cache)
+
     def _candidates(self, ranked: Ranked, top_k: int) -> List[Candidate]:
         """Ranked names -> ranked concepts: each id once, under its best-ranked name."""
         out: List[Candidate] = []

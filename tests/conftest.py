@@ -4,6 +4,7 @@ Everything is built locally (no hub access); session-scoped so the suite builds 
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,37 @@ def tiny_model_dir(tmp_path_factory, tiny_kb) -> Path:
     path = tmp_path_factory.mktemp("model") / "tiny_model"
     init_model(tiny_kb, path, size="tiny", seed=0)
     return path
+
+
+SHARED_DATA_ENV = "SPACY_ANGEL_DATA"
+
+
+class SharedData:
+    """The datasets the project shares (NCBI-disease, BioSyn, MEDIC, ...): ``$SPACY_ANGEL_DATA``, else
+    ``<repo>/../shared/data``. The one place tests find them, so no test hard-codes a machine's path."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __truediv__(self, relative: str) -> Path:
+        return self.root / relative
+
+    def need(self, relative: str) -> Path:
+        """The path of a shared file or folder; the test is skipped (saying where it looked) when absent."""
+        path = self.root / relative
+        if not path.exists():
+            pytest.skip(f"{relative} is not in the shared data at {self.root} (set {SHARED_DATA_ENV} to point elsewhere)")
+        return path
+
+
+def shared_data_root() -> Path:
+    env = os.environ.get(SHARED_DATA_ENV)
+    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> SharedData:
+    return SharedData(shared_data_root())
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ from training.corpora import (
     read_pubtator,
 )
 
-DATA = Path("/work/shared/data")
 
 TITLE = "Duchenne muscular dystrophy (DMD) and breast and ovarian cancers."
 ABSTRACT = "Boys with DMD. X-linked immunodeficiency disease is rare. Copper toxicosis too."
@@ -314,37 +313,28 @@ def test_mention_context() -> None:
 
 
 # --------------------------------------------------------------------------- real files
-NCBI = DATA / "ncbi-disease"
-
-
 @pytest.mark.parametrize(
     "split,count",
     [("test", 960), ("develop", 787), ("train", 5145)],
 )
-def test_real_ncbi_counts(split: str, count: int) -> None:
-    path = NCBI / f"NCBI{split}set_corpus.txt"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+def test_real_ncbi_counts(split: str, count: int, shared_data) -> None:
+    path = shared_data.need(f"ncbi-disease/NCBI{split}set_corpus.txt")
     ml = read_pubtator(path)
     assert len(ml) == count
     assert all(m.gold_ids and m.surface == m.surface.strip() for m in ml)
     assert not any(i.upper().startswith(("MESH:", "OMIM:")) or " " in i for m in ml for i in m.gold_ids)
 
 
-def test_real_ncbi_conjuncts_and_composites() -> None:
-    path = NCBI / "NCBItrainset_corpus.txt"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+def test_real_ncbi_conjuncts_and_composites(shared_data) -> None:
+    path = shared_data.need("ncbi-disease/NCBItrainset_corpus.txt")
     ml = read_pubtator(path)
     assert ml.report.documents == 593
     assert ml.report.conjunct == len(ml.conjunct) > 0
     assert ml.report.trailing_space_fixed == 1
 
 
-def test_real_biosyn_test() -> None:
-    path = DATA / "biosyn" / "ncbi-disease" / "processed_test"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+def test_real_biosyn_test(shared_data) -> None:
+    path = shared_data.need("biosyn/ncbi-disease/processed_test")
     ml = read_biosyn_dir(path)
     assert ml.report.records == 960  # 960 annotated mentions; resolved composites split into parts
     assert ml.report.split == 8 and len(ml) == 972  # 5 two-part, 2 three-part, 1 four-part

@@ -190,9 +190,9 @@ def test_kb_build_leaves_a_complete_directory_or_none(raw: bytes) -> None:
 
 # ----------------------------------------------------------------------------------- corpora
 CORPUS_FILES: Dict[str, Tuple[str, bytes, Callable[[Path], MentionList]]] = {
-    "pubtator": ("corpus.txt", (f"1|t|Breast cancer today.\n1|a|Patients with migraine.\n"
-                                f"1\t0\t13\tBreast cancer\tDisease\tD001943\n1\t35\t43\tmigraine\tDisease\tMESH:D008881\n\n"
-                                f"2|t|Gout.\n2|a|None.\n2\t0\t4\tGout\tDisease\tD006073|-1\n").encode(), read_pubtator),
+    "pubtator": ("corpus.txt", b"1|t|Breast cancer today.\n1|a|Patients with migraine.\n"
+                               b"1\t0\t13\tBreast cancer\tDisease\tD001943\n1\t35\t43\tmigraine\tDisease\tMESH:D008881\n\n"
+                               b"2|t|Gout.\n2|a|None.\n2\t0\t4\tGout\tDisease\tD006073|-1\n", read_pubtator),
     "biosyn": ("test.concept", b"1234||0|13||Disease||breast cancer||D001943\n1234||20|28||Disease||migraine||D008881\n"
                                b"1235||0|9||Disease||a|b cancer||D1|D2\n", read_biosyn_dir),
     "askapatient": ("fold.txt", b"D1\tfoo\tmy head hurts\n10019211\tbar\tcannot sleep\n", read_askapatient),

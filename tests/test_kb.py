@@ -17,7 +17,6 @@ from spacy_angel.kb import (
     normalize_name,
 )
 
-CTD = Path("/work/shared/data/medic/CTD_diseases_2017.tsv.gz")
 
 
 def write(path: Path, text: str) -> Path:
@@ -427,9 +426,8 @@ def test_from_disk_errors(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- real data
 
 
-@pytest.mark.skipif(not CTD.is_file(), reason="CTD MEDIC file not available")
-def test_real_ctd_medic() -> None:
-    kb = KnowledgeBase.from_files([CTD])
+def test_real_ctd_medic(shared_data) -> None:
+    kb = KnowledgeBase.from_files([shared_data.need("medic/CTD_diseases_2017.tsv.gz")])
     assert len(kb) == 11865
     assert "breast neoplasms" in kb.names_for("D001943")
     assert "D001943" in kb.ids_for("Breast Neoplasms")

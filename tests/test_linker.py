@@ -11,7 +11,9 @@ from spacy_angel.kb import KnowledgeBase
 from spacy_angel.errors import LinkerError
 from spacy_angel.hf import load_model_and_tokenizer
 from spacy_angel.linker import AngelLinker
+from spacy_angel.decoding import TrieConstraint
 from spacy_angel.name_trie import build_trie, load_or_build_trie
+from spacy_angel.prompt import tokenize_name
 from spacy_angel.types import Mention
 
 TEXT = (
@@ -35,9 +37,43 @@ def linker(tiny_model_dir, tiny_kb):
     return AngelLinker.from_pretrained(tiny_model_dir, tiny_kb, device="cpu", num_beams=5, batch_size=4)
 
 
-def test_untrained_model_only_produces_kb_names(linker, tiny_kb):
+def check_steps_against_brute_force(monkeypatch, linker, kb) -> dict:
+    """Patch the trie constraint so that every decoding step's allowed tokens are compared with a
+    brute-force walk over the KB names' token sequences (end-of-name included); counts the rows.
+
+    Every running prefix must be a prefix of some name; a finished name (end-of-name reached, then
+    padded with end-of-name by the beam search) may only continue with end-of-name."""
+    eos = linker.tokenizer.eos_token_id
+    names = [tuple(tokenize_name(linker.tokenizer, name)) + (eos,) for name in kb.names]
+    original = TrieConstraint.__call__
+    seen = {"rows": 0}
+
+    def checked(self, input_ids, scores):
+        masked = original(self, input_ids, scores)
+        for row, prefix in enumerate(input_ids[:, self.prompt_length :].tolist()):
+            head = tuple(prefix[: prefix.index(eos) + 1]) if eos in prefix else tuple(prefix)
+            matching = [seq for seq in names if seq[: len(head)] == head]
+            assert matching and set(prefix[len(head) :]) <= {eos}, f"a beam left the trie: {prefix}"
+            allowed = {seq[len(head)] for seq in matching if len(seq) > len(head)} or {eos}
+            assert set(torch.isfinite(masked[row]).nonzero().flatten().tolist()) == allowed, prefix
+            seen["rows"] += 1
+        return masked
+
+    monkeypatch.setattr(TrieConstraint, "__call__", checked)
+    return seen
+
+
+def test_untrained_model_only_produces_kb_names(linker, tiny_kb, monkeypatch):
+    """Only KB names come out because the constraint allows nothing else, not because the linker
+    drops what it produced: every step is checked against a brute-force walk and no beam is dropped."""
     mentions = mentions_in(TEXT, SURFACES) + [Mention.bare("völlig unbekannte krankheit"), Mention.bare("xyz 123")]
+    linker.clear_cache()
+    linker.decoder.beam_stats.clear()
+    steps = check_steps_against_brute_force(monkeypatch, linker, tiny_kb)
     results = linker.link(mentions, top_k=5)
+    stats = linker.decoder.beam_stats
+    assert stats["not_a_name"] == 0 and stats["infinite"] == 0, stats
+    assert stats["kept"] + stats["duplicate"] == len(mentions) * linker.num_beams and steps["rows"] > 0
     assert len(results) == len(mentions)
     kb_names = set(tiny_kb.names)
     for cands in results:

@@ -87,7 +87,10 @@ def test_chunking_does_not_change_output(kb: KnowledgeBase, index: NameIndex) ->
     b = list(iter_pretraining_examples(kb, index, chunk_size=1000, seed=7))
     assert a == b
     c = list(iter_pretraining_examples(kb, index, chunk_size=1000, seed=8))
-    assert sorted(json.dumps(x, sort_keys=True) for x in c) != [] and len(c) == len(a)
+    # another seed reorders concepts and picks other context synonyms, but never other targets
+    what = lambda x: (x["kb_id"], x["prompt"], x["target"])  # noqa: E731
+    assert len(c) == len(a) and sorted(map(what, c)) == sorted(map(what, a))
+    assert [json.dumps(x, sort_keys=True) for x in c] != [json.dumps(x, sort_keys=True) for x in a]
 
 
 def test_custom_markers_and_caps(kb: KnowledgeBase, index: NameIndex) -> None:

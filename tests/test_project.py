@@ -220,11 +220,11 @@ def test_assets_have_sources_or_placement_instructions(config):
         assert name in dests
 
 
-def test_pinned_asset_checksums_match_shared_data(config):
+def test_pinned_asset_checksums_match_shared_data(config, shared_data):
     """Checksums in project.yml are those of the files in the shared data copy (when present)."""
     from weasel.util.hashing import get_checksum
 
-    shared = Path("/work/shared/data")
+    shared = shared_data.root
     pinned = [a for a in config["assets"] if a.get("checksum")]
     assert len(pinned) >= 6
     present = 0
