@@ -171,11 +171,7 @@ class ConstrainedDecoder:
         self.share_beams = supported if share_beams is None else bool(share_beams)
         self.score_budget = int(score_budget)
         self._positions = install_row_shift(model)
-        # What became of every finished beam search hypothesis: ``kept``, ``duplicate``, ``infinite``
-        # (unfinished, or forced past the trie when the KB has fewer names than beams) and
-        # ``not_a_name`` (a finite-score sequence the trie does not spell: the constraint failed).
-        # Those are dropped, so "only KB names come out" holds either way; the count tells which.
-        self.beam_stats: Counter = Counter()
+        self.beam_stats: Counter = Counter()  # per hypothesis: kept, duplicate, infinite, not_a_name (the trie failed)
 
     @property
     def max_name_length(self) -> int:
@@ -437,14 +433,13 @@ class ConstrainedDecoder:
             for b in range(beams):
                 row = i * beams + b
                 score = scores[row]
-                if ends[row] < 0 or not math.isfinite(score):
-                    self.beam_stats["infinite"] += 1
-                    continue  # unfinished, or ran off the constraint (KB smaller than the beam): never a non-KB name
-                name_idx = self.trie.name_at(self.trie.walk(sequences[row, : ends[row] + 1]))
-                if name_idx < 0 or name_idx in seen_names:
-                    self.beam_stats["not_a_name" if name_idx < 0 else "duplicate"] += 1
-                    continue
-                self.beam_stats["kept"] += 1
+                finite = ends[row] >= 0 and math.isfinite(score)  # else unfinished, or forced off a KB smaller than the beam
+                name_idx = self.trie.name_at(self.trie.walk(sequences[row, : ends[row] + 1])) if finite else -1
+                outcome = ("not_a_name" if finite else "infinite") if name_idx < 0 else "kept"
+                outcome = "duplicate" if outcome == "kept" and name_idx in seen_names else outcome
+                self.beam_stats[outcome] += 1
+                if outcome != "kept":
+                    continue  # dropped: never a non-KB name (a finite "not_a_name" means the constraint failed)
                 seen_names.add(name_idx)
                 ranked.append((name_idx, score))
             ranked.sort(key=lambda item: -item[1])
