@@ -103,6 +103,8 @@ def build(args: argparse.Namespace) -> Dict[str, Any]:
             result[f"e2e_{key}"] = e2e["e2e"][key]
             result[f"ner_{key}"] = e2e["ner"][key]
         result["linking_accuracy_on_found_spans"] = e2e.get("linking_on_found", {}).get("accuracy")
+        for key, value in (e2e.get("nel") or {}).items():  # spaCy's Scorer.score_links via the component
+            result[key] = value
     if args.compare is not None:
         cmp = _read(args.compare, "paired comparison")
         for key in ("diff", "diff_ci95", "p_value", "mcnemar_p", "a_only_correct", "b_only_correct"):
