@@ -14,6 +14,7 @@ from typing import Any, Iterator, List, Optional, Sequence
 
 import typer
 
+from .errors import Errors
 from .fileio import atomic_open, check_output_file, iter_jsonl
 from .kb import KBFormatError, KnowledgeBase
 from .kb_sources import FORMATS, build_kb, load_kb
@@ -108,7 +109,12 @@ def init_model_command(
     if corpus is not None:
         if not corpus.exists():
             _fail(f"corpus file {corpus} does not exist")
-        texts = corpus.read_text(encoding="utf-8").splitlines()
+        data = corpus.read_bytes()
+        try:
+            texts = data.decode("utf-8").splitlines()
+        except UnicodeDecodeError as err:  # name the line, as the KB and corpus readers do
+            line = data.count(b"\n", 0, err.start) + 1
+            _fail(f"{corpus}:{line}: " + Errors.E111.format(byte=data[err.start], offset=err.start))
     try:
         init_model(kb, output_dir, size=size, corpus=texts, seed=seed, vocab_size=vocab_size)
     except OSError as err:  # OUTPUT_DIR is a file, or a folder of the user's

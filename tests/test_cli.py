@@ -74,3 +74,13 @@ def test_train_is_found_through_the_entry_point_group():
     assert out.stdout.strip() == "False"
     out = subprocess.run([sys.executable, "-c", no_plugins + "c.main(['train', 'positive', 'x'])"], capture_output=True, text=True)
     assert out.returncode == 1 and "pip install 'spacy-angel[train]'" in out.stderr
+
+
+def test_init_model_names_the_line_of_a_non_utf8_corpus(tmp_path, tiny_kb_dir):
+    corpus = tmp_path / "texts.txt"
+    corpus.write_bytes("heart attack\ncaf\xe9 au lait spots\n".encode("latin-1"))
+    out = tmp_path / "model"
+    result = runner.invoke(get_app(), ["init-model", str(tiny_kb_dir), str(out), "--corpus", str(corpus)])
+    assert result.exit_code == 1
+    assert f"{corpus}:2:" in result.output and "E111" in result.output and "0xe9" in result.output
+    assert not out.exists()
