@@ -383,3 +383,25 @@ def test_report_states_angel_minus_positive_from_the_paired_test(scripts, tmp_pa
     compare.write_text(json.dumps({"n": 3}))
     with pytest.raises(SystemExit, match="field diff missing"):
         rep.main(args)
+
+
+def test_unpack_biosyn_unpacks_once_and_explains_a_missing_archive(tmp_path):
+    """`cpu-ncbi` starts with the BioSyn archive unpacked (weasel downloads it but does not unpack it)."""
+    import subprocess
+    import tarfile
+
+    src = tmp_path / "src" / "ncbi-disease" / "processed_test"
+    src.mkdir(parents=True)
+    (src / "0.concept").write_text("0||0|3|disease|D000001|x\n", encoding="utf-8")
+    archive = tmp_path / "biosyn" / "ncbi-disease.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "ncbi-disease", arcname="ncbi-disease")
+    cmd = [sys.executable, str(SCRIPTS / "unpack_biosyn.py"), str(archive), "--into", str(archive.parent)]
+    first = subprocess.run(cmd, capture_output=True, text=True)
+    assert first.returncode == 0 and (archive.parent / "ncbi-disease" / "processed_test" / "0.concept").is_file()
+    second = subprocess.run(cmd, capture_output=True, text=True)
+    assert second.returncode == 0 and "already unpacked" in second.stdout
+    missing = subprocess.run([sys.executable, str(SCRIPTS / "unpack_biosyn.py"), str(tmp_path / "none.tar.gz"),
+                              "--into", str(tmp_path / "empty")], capture_output=True, text=True)
+    assert missing.returncode == 1 and "spacy project assets" in missing.stderr
