@@ -29,23 +29,19 @@ def _batch_evidence(
     padded = decoder.pad_batch(batch)
     hidden = decoder.encode(padded.input_ids, padded.attention)
     beams = decoder.beam_search(batch, encoded=hidden)
-    extras: List[Tuple[int, ...]] = []
-    for item, beam in zip(chunk, beams):
-        in_beam = {idx for idx, _ in beam}
-        extras.append(tuple(idx for idx, _ in retrieved[item] if idx not in in_beam))
+    cos = [dict(retrieved[item]) for item in chunk]  # name index -> TF-IDF cosine, per input
+    in_beam = [{idx for idx, _ in beam} for beam in beams]
+    extras = [tuple(idx for idx in c if idx not in found) for c, found in zip(cos, in_beam)]
     scored = decoder.score_names(batch, extras, encoded=hidden) if any(extras) else [[] for _ in chunk]
     # TF-IDF cosine of beam names the retriever did not return
-    missing = [[idx for idx, _ in beam if idx not in dict(retrieved[item])] for item, beam in zip(chunk, beams)]
-    cosines = linker.name_index.cosine([surface for _, surface in chunk], missing)
+    missing = [[idx for idx in found if idx not in c] for c, found in zip(cos, in_beam)]
+    for c, miss, miss_cos in zip(cos, missing, linker.name_index.cosine([surface for _, surface in chunk], missing)):
+        c.update(zip(miss, (float(x) for x in miss_cos)))
     out: List[List[NameEvidence]] = []
-    for item, beam, extra, miss, miss_cos in zip(chunk, beams, scored, missing, cosines):
+    for item, beam, extra, c in zip(chunk, beams, scored, cos):
         surface_idx = linker.kb.name_index(item[1])
-        cos = dict(retrieved[item])
-        cos.update(zip(miss, (float(c) for c in miss_cos)))
-        evidence = [
-            NameEvidence(idx, float(score), cos[idx], idx == surface_idx, rank) for rank, (idx, score) in enumerate(beam)
-        ]
-        evidence.extend(NameEvidence(idx, float(score), cos[idx], idx == surface_idx, None) for idx, score in extra)
+        evidence = [NameEvidence(idx, float(score), c[idx], idx == surface_idx, rank) for rank, (idx, score) in enumerate(beam)]
+        evidence.extend(NameEvidence(idx, float(score), c[idx], idx == surface_idx, None) for idx, score in extra)
         out.append(evidence)
     return out
 
