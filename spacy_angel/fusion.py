@@ -176,20 +176,25 @@ def log_softmax(scores: np.ndarray) -> np.ndarray:
     return shifted - math.log(float(np.exp(shifted).sum()))
 
 
+def ranking(features: np.ndarray, weights: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(fused scores, concept rows best first): ``w . features``, ties broken by the model
+    score, then the TF-IDF cosine, then row order, so the ranking is deterministic."""
+    fused = features @ weights
+    return fused, np.lexsort((np.arange(len(fused)), -features[:, 1], -features[:, 0], -fused))
+
+
 def fuse(concepts: ConceptEvidence, weights: FusionWeights, kb_names: Sequence[str], top_k: int) -> List[Candidate]:
     """Rank a mention's candidate concepts by ``w . features``; scores are log-probabilities.
 
-    Ties (equal fused score) keep the model's order, then TF-IDF's, so the ranking is
-    deterministic. Ids already produced by a better concept are dropped, as in beam mode.
+    Order as :func:`ranking`. Ids already produced by a better concept are dropped, as in beam mode.
     """
     if not concepts.kb_ids:
         return []
-    fused = concepts.features @ weights.vector()
+    fused, order = ranking(concepts.features, weights.vector())
     logp = log_softmax(fused)
-    order = sorted(range(len(fused)), key=lambda i: (-fused[i], -concepts.features[i, 0], -concepts.features[i, 1], i))
     out: List[Candidate] = []
     seen: set = set()
-    for i in order:
+    for i in order.tolist():
         ids = tuple(x for x in concepts.kb_ids[i] if x not in seen)
         if not ids:
             continue

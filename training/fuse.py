@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set
 import numpy as np
 
 from spacy_angel.errors import Errors
-from spacy_angel.fusion import FEATURES, ConceptEvidence, FusionWeights
+from spacy_angel.fusion import FEATURES, ConceptEvidence, FusionWeights, ranking
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +53,7 @@ def acc_at_1(data: FusionData, weights: np.ndarray, indices: Optional[Sequence[i
         ev = data.concepts[i]
         if not len(ev.kb_ids):
             continue
-        fused = ev.features @ weights
-        # same tie-break as spacy_angel.fusion.fuse: fused, then model, then tfidf, then order
-        order = np.lexsort((np.arange(len(fused)), -ev.features[:, 1], -ev.features[:, 0], -fused))
+        _, order = ranking(ev.features, weights)  # the linker's own ranking
         hits += bool(data.gold_mask[i][order[0]])
     return hits / n if n else 0.0
 
