@@ -264,7 +264,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         index = NameIndex(kb).fit()
         from spacy_angel.fusion import FusionWeights
 
-        linker._name_index = index  # the hybrid side retrieves from the same index
+        linker.name_index = index  # the hybrid side retrieves from the same index
         linker.fusion = FusionWeights.for_model(model_dir)
         linker.num_candidates = args.rerank_candidates
 

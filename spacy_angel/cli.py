@@ -236,14 +236,9 @@ def link_command(
     mentions = list(_read_link_input(input_path, ner))
     kb = _load_kb(kb_path)
     try:
-        index = None
-        if mode != "beam":  # the KB directory's saved TF-IDF index (fitted and saved there if missing)
-            from .candidates import load_or_build_index
-
-            index = load_or_build_index(kb, kb_path if kb_path.is_dir() else None)
         linker = AngelLinker.from_pretrained(
-            model_dir, kb, device=device, num_beams=num_beams, batch_size=batch_size,
-            context_window=context_window, mode=mode, num_candidates=num_candidates, name_index=index,
+            model_dir, kb, device=device, num_beams=num_beams, batch_size=batch_size, context_window=context_window,
+            mode=mode, num_candidates=num_candidates, index_dir=kb_path if kb_path.is_dir() else None,
         )
     except (LinkerError, OSError) as err:
         _fail(str(err))

@@ -220,15 +220,7 @@ class AngelLinkerComponent:
         model, tokenizer = load_model_and_tokenizer(str(model_path), self.cfg["device"], self.cfg["dtype"])
         trie = load_or_build_trie(kb, tokenizer, None)
         fusion = FusionWeights.for_model(model_path) if Path(str(model_path)).is_dir() else FusionWeights()
-        return self._make_linker(model, tokenizer, kb, trie, fusion=fusion, index=self._index_for(kb, kb_dir))
-
-    def _index_for(self, kb: KnowledgeBase, kb_dir: Optional[Path]):
-        """The KB's TF-IDF name index (from the KB directory when saved there), only when the mode needs it."""
-        if self.cfg["mode"] == "beam":
-            return None
-        from .candidates import load_or_build_index
-
-        return load_or_build_index(kb, kb_dir)
+        return self._make_linker(model, tokenizer, kb, trie, fusion=fusion, index_dir=kb_dir)
 
     @staticmethod
     def _load_kb(kb: Optional[Union[str, Path]], name: str = "angel_linker") -> KnowledgeBase:
@@ -263,7 +255,13 @@ class AngelLinkerComponent:
         self._kb_object = self._linker.kb
 
     def _make_linker(
-        self, model, tokenizer, kb: KnowledgeBase, trie: TokenTrie, fusion: Optional[FusionWeights] = None, index: Any = None
+        self,
+        model,
+        tokenizer,
+        kb: KnowledgeBase,
+        trie: TokenTrie,
+        fusion: Optional[FusionWeights] = None,
+        index_dir: Optional[Path] = None,
     ) -> AngelLinker:
         """The linker; fusion weights from the config when set there, else the model's (or the defaults)."""
         if self.cfg["fusion"] is not None:
@@ -280,7 +278,7 @@ class AngelLinkerComponent:
             mode=self.cfg["mode"],
             num_candidates=self.cfg["num_candidates"],
             fusion=fusion,
-            name_index=index,
+            index_dir=index_dir,  # the TF-IDF index is loaded (or fitted) when hybrid / rerank first needs it
         )
 
     # -------------------------------------------------------------- processing
@@ -397,14 +395,10 @@ class AngelLinkerComponent:
         self.cfg["model"] = str(path / "model")
         self.cfg["kb"] = str(path / "kb")
         self._kb_object = loaded["kb"]
-        index = None
-        if self.cfg["mode"] != "beam":
-            from .candidates import load_or_build_index
-
-            index_path = loaded.get("index_path")
-            index = load_or_build_index(loaded["kb"], index_path if index_path is not None and Path(index_path).is_dir() else None)
+        index_dir = loaded.get("index_path")
         self._linker = self._make_linker(
-            loaded["model"], loaded["tokenizer"], loaded["kb"], trie, fusion=loaded.get("fusion"), index=index
+            loaded["model"], loaded["tokenizer"], loaded["kb"], trie, fusion=loaded.get("fusion"),
+            index_dir=index_dir if index_dir is not None and Path(index_dir).is_dir() else None,
         )
         return self
 

@@ -121,6 +121,7 @@ class AngelLinker:
         mode: str = "beam",
         num_candidates: int = 20,
         name_index: Optional["NameIndex"] = None,
+        index_dir: Optional[Union[str, Path]] = None,
         fusion: Optional[FusionWeights] = None,
     ) -> None:
         if tokenizer.eos_token_id is None:
@@ -164,16 +165,23 @@ class AngelLinker:
             raise LinkerError(Errors.E066.format(value=num_candidates))
         self.num_candidates = num_candidates
         self._name_index = name_index
+        self.index_dir = index_dir
         self.fusion = fusion if fusion is not None else FusionWeights()
 
     @property
     def name_index(self) -> "NameIndex":
-        """The char 3-gram TF-IDF index over the KB names (fitted on first use if not given)."""
+        """The char 3-gram TF-IDF index over the KB names, on first use (hybrid and rerank modes):
+        the one given, else the one saved in ``index_dir`` (usually the KB directory; fitted and
+        saved there when missing or stale), else fitted in memory."""
         if self._name_index is None:
-            from .candidates import NameIndex
+            from .candidates import load_or_build_index
 
-            self._name_index = NameIndex(self.kb).fit()
+            self._name_index = load_or_build_index(self.kb, self.index_dir)
         return self._name_index
+
+    @name_index.setter
+    def name_index(self, index: "NameIndex") -> None:
+        self._name_index = index
 
     @classmethod
     def from_pretrained(
@@ -191,10 +199,7 @@ class AngelLinker:
         if not isinstance(kb, KnowledgeBase):
             kb = load_kb(kb)
         trie = load_or_build_trie(kb, tokenizer, trie_path)
-        if kwargs.get("mode", "beam") != "beam" and kwargs.get("name_index") is None:
-            from .candidates import load_or_build_index
-
-            kwargs["name_index"] = load_or_build_index(kb, kb_dir)
+        kwargs.setdefault("index_dir", kb_dir)
         if kwargs.get("fusion") is None and Path(str(model_name_or_path)).is_dir():
             kwargs["fusion"] = FusionWeights.for_model(model_name_or_path)
         return cls(model, tokenizer, kb, trie, **kwargs)
