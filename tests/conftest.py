@@ -98,3 +98,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def kill_at():
+    """``kill_at(step)``: a Trainer callback that simulates the process being killed after ``step``
+    steps (it raises, so nothing after that step runs), for the kill-and-resume tests."""
+    from transformers import TrainerCallback
+
+    class KillAt(TrainerCallback):
+        def __init__(self, step: int) -> None:
+            self.step = step
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == self.step:
+                raise KeyboardInterrupt("killed")
+
+    return KillAt

@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
 
 from spacy_angel.hf import load_model_and_tokenizer
 from spacy_angel.name_trie import build_trie
@@ -166,20 +165,11 @@ def test_dev_metric_selects_the_best_checkpoint(tiny_kb, tiny_model_dir, tmp_pat
     assert any(not torch.equal(final[k], last[k]) for k in last)
 
 
-class CrashAt(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt("simulated interruption")
-
-
-def test_resume_after_interruption_matches_uninterrupted_run(tiny_kb, tiny_model_dir, tmp_path):
+def test_resume_after_interruption_matches_uninterrupted_run(tiny_kb, tiny_model_dir, tmp_path, kill_at):
     mentions = corpus_mentions()
     common = dict(max_steps=30, batch_size=8, learning_rate=3e-3, save_steps=10, progress=False)
     with pytest.raises(KeyboardInterrupt):
-        train_positive(tiny_model_dir, tiny_kb, mentions, tmp_path / "run", callbacks=[CrashAt(15)], **common)
+        train_positive(tiny_model_dir, tiny_kb, mentions, tmp_path / "run", callbacks=[kill_at(15)], **common)
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-10").is_dir()
     assert not (tmp_path / "run" / "model.safetensors").exists()
     # other data cannot silently continue those checkpoints

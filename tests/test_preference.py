@@ -13,7 +13,6 @@ from typing import Dict, List
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
 from trl import CPOTrainer, DPOTrainer
 
 from conftest import TINY_CONCEPTS
@@ -321,22 +320,13 @@ def test_bad_input_is_refused(tmp_path, positive_dir, tiny_kb):
     assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
 
 
-class _KillAt(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt("killed")
-
-
-def test_resume_continues_a_killed_run_to_the_same_weights(tmp_path, positive_dir, tiny_kb):
+def test_resume_continues_a_killed_run_to_the_same_weights(tmp_path, positive_dir, tiny_kb, kill_at):
     """With resume (full checkpoints), re-running the same command after a kill ends where an
     uninterrupted run does; the default keeps the old behaviour (fresh start, weights-only)."""
     settings = PreferenceSettings(loss="dpo", max_steps=6, batch_size=4, learning_rate=3e-3, resume=True, device="cpu")
     ref = _train(positive_dir, tiny_kb, _pairs(), tmp_path / "ref", settings)
     with pytest.raises(KeyboardInterrupt):
-        _train(positive_dir, tiny_kb, _pairs(), tmp_path / "run", settings, callbacks=[_KillAt(3)])
+        _train(positive_dir, tiny_kb, _pairs(), tmp_path / "run", settings, callbacks=[kill_at(3)])
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-2" / "optimizer.pt").is_file()
     out = _train(positive_dir, tiny_kb, _pairs(), tmp_path / "run", settings)
     log = json.loads((out / "training_log.json").read_text())

@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
 
 from spacy_angel.types import Mention
 from training.positive import train_positive
@@ -39,17 +38,6 @@ def _identical(a, b) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-class KillAt(TrainerCallback):
-    """Simulates the process being killed after ``step`` steps (nothing after it runs)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt("killed")
-
-
 def test_same_seed_same_weights_other_seed_other_weights(tiny_kb, tiny_model_dir, tmp_path):
     a = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "a", SETTINGS)
     b = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "b", SETTINGS)
@@ -61,10 +49,10 @@ def test_same_seed_same_weights_other_seed_other_weights(tiny_kb, tiny_model_dir
     assert log["settings"]["max_steps"] == 24 and log["settings"]["seed"] == 0
 
 
-def test_killed_run_resumed_by_the_same_command_ends_with_the_same_weights(tiny_kb, tiny_model_dir, tmp_path):
+def test_killed_run_resumed_by_the_same_command_ends_with_the_same_weights(tiny_kb, tiny_model_dir, tmp_path, kill_at):
     ref = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "ref", SETTINGS)
     with pytest.raises(KeyboardInterrupt):
-        train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "run", SETTINGS, callbacks=[KillAt(13)])
+        train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "run", SETTINGS, callbacks=[kill_at(13)])
     out = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "run", SETTINGS)
     log = json.loads((out / "training_log.json").read_text())
     assert log["resumed_from"] == "checkpoint-8" and log["global_step"] == 24
