@@ -44,7 +44,7 @@ from spacy_angel.linker import AngelLinker
 from spacy_angel.name_trie import build_trie
 from spacy_angel.types import Mention
 
-from . import distributed, run
+from . import run
 from .examples import IGNORE_INDEX, seq2seq_example
 from .settings import PositiveSettings, resolve
 
@@ -231,7 +231,6 @@ def _arguments(s: PositiveSettings, ckpt_dir: Path, steps: int, use_dev: bool) -
     """``Seq2SeqTrainingArguments`` for the settings: dev runs evaluate and checkpoint together."""
     from transformers import Seq2SeqTrainingArguments
 
-    cuda = s.device != "cpu" and torch.cuda.is_available()
     strategy = "steps" if s.eval_steps else "epoch"
     if use_dev:
         eval_strategy, save_strategy, save_every = strategy, strategy, s.eval_steps
@@ -239,13 +238,7 @@ def _arguments(s: PositiveSettings, ckpt_dir: Path, steps: int, use_dev: bool) -
         eval_strategy, save_every = "no", s.save_steps or s.eval_steps
         save_strategy = "steps" if save_every else "epoch"
     return Seq2SeqTrainingArguments(
-        output_dir=str(ckpt_dir),
-        num_train_epochs=s.epochs,
-        max_steps=s.max_steps,
-        per_device_train_batch_size=s.batch_size,
-        per_device_eval_batch_size=s.batch_size,
-        gradient_accumulation_steps=distributed.accumulation_steps(),  # the DeepSpeed config's, under accelerate launch
-        learning_rate=s.learning_rate,
+        **run.common_arguments(s, ckpt_dir),
         weight_decay=s.weight_decay,
         warmup_ratio=s.warmup_ratio,
         warmup_steps=s.warmup_steps,
@@ -261,16 +254,8 @@ def _arguments(s: PositiveSettings, ckpt_dir: Path, steps: int, use_dev: bool) -
         greater_is_better=True if use_dev else None,
         logging_steps=s.logging_steps or max(1, min(100, steps // 50)),
         logging_strategy="steps",
-        report_to="none",
-        use_cpu=not cuda,
-        seed=s.seed,
-        data_seed=s.seed,
-        remove_unused_columns=False,
         dataloader_num_workers=0,
-        dataloader_pin_memory=cuda,
-        save_safetensors=True,
         disable_tqdm=not s.progress,
-        push_to_hub=False,
         predict_with_generate=False,
     )
 

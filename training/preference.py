@@ -159,27 +159,12 @@ def _trl_arguments(s: PreferenceSettings, work_dir: PathLike, num_rows: int, pad
     steps_per_epoch = math.ceil(num_rows / (s.batch_size * distributed.world_size() * distributed.accumulation_steps()))
     steps = run.total_steps(num_rows, s.batch_size, s.epochs, s.max_steps)
     every = max(1, min(s.eval_steps or steps_per_epoch, steps))
-    cuda = s.device != "cpu" and torch.cuda.is_available()
     common: Dict[str, Any] = dict(
-        output_dir=str(work_dir),
-        per_device_train_batch_size=s.batch_size,
-        per_device_eval_batch_size=s.batch_size,
-        gradient_accumulation_steps=distributed.accumulation_steps(),  # the DeepSpeed config's, under accelerate launch
-        learning_rate=s.learning_rate,
-        num_train_epochs=s.epochs,
-        max_steps=s.max_steps,
-        seed=s.seed,
-        data_seed=s.seed,
-        report_to="none",
-        push_to_hub=False,
-        use_cpu=not cuda,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
+        run.common_arguments(s, work_dir),
+        bf16=run.uses_cuda(s) and torch.cuda.is_bf16_supported(),
         fp16=False,
         logging_steps=max(1, min(50, steps // 20)),
         logging_first_step=True,
-        remove_unused_columns=False,
-        dataloader_pin_memory=cuda,
-        save_safetensors=True,
         save_only_model=not s.resume,
         disable_tqdm=True,
         beta=s.beta,

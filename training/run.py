@@ -67,6 +67,36 @@ def total_steps(num_examples: int, batch_size: int, epochs: float, max_steps: in
     return max(1, math.ceil(max(1, math.ceil(num_examples / batch_size)) * epochs))
 
 
+def uses_cuda(settings: Any) -> bool:
+    """Whether a stage trains on CUDA: asked for (``device`` not ``cpu``) and present."""
+    import torch
+
+    return settings.device != "cpu" and torch.cuda.is_available()
+
+
+def common_arguments(settings: Any, output_dir: PathLike) -> Dict[str, Any]:
+    """Trainer arguments every stage shares (HF ``TrainingArguments``, TRL's ``DPOConfig`` /
+    ``CPOConfig``): the step budget, batch, seeds, device, and no hub or tracker traffic."""
+    cuda = uses_cuda(settings)
+    return dict(
+        output_dir=str(output_dir),
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size,
+        gradient_accumulation_steps=distributed.accumulation_steps(),  # the DeepSpeed config's, under accelerate launch
+        learning_rate=settings.learning_rate,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        report_to="none",
+        push_to_hub=False,
+        use_cpu=not cuda,
+        remove_unused_columns=False,
+        dataloader_pin_memory=cuda,
+        save_safetensors=True,
+    )
+
+
 # ---------------------------------------------------------------------------- output directory
 #: Files or folders that mark a directory as an earlier (finished or interrupted) training output.
 OUTPUT_MARKERS = ("config.json", LOG_FILE, "iterative_log.json", CHECKPOINT_DIR)
