@@ -88,6 +88,7 @@ class Build:
         self.recipe = recipe
         self.obo = obo
         self.threads = threads
+        self._name_index: Any = None
         self.fingerprint = recipe.fingerprint(data.file_digest(obo))
         self.state: Dict[str, Any] = {}
         state_path = root / STATE_FILE
@@ -121,6 +122,14 @@ class Build:
         atomic_write_json(self.root / STATE_FILE, self.state)
         say(f"stage {name} done in {info['seconds']}s: {json.dumps({k: v for k, v in info.items() if k != 'seconds'})}")
         return info
+
+    def name_index(self, train_kb: KnowledgeBase) -> Any:
+        """The training KB's TF-IDF index, fitted once per build (evaluation, DPO negatives, fusion)."""
+        if self._name_index is None:
+            from spacy_angel.candidates import NameIndex
+
+            self._name_index = NameIndex(train_kb).fit()
+        return self._name_index
 
     def kb(self, which: str) -> KnowledgeBase:
         return KnowledgeBase.from_disk(self.root / f"kb-{which}")
@@ -173,20 +182,16 @@ class Build:
             "test": heldout_accuracy(self.root / model, train_kb, test, self.recipe),
         }
         if model == "positive":
-            from spacy_angel.candidates import NameIndex
-
-            index = NameIndex(train_kb).fit()
+            index = self.name_index(train_kb)
             out.update(tfidf_dev=tfidf_accuracy(index, train_kb, dev), tfidf_test=tfidf_accuracy(index, train_kb, test))
         return out
 
     def stage_dpo(self, train_kb: KnowledgeBase) -> Dict[str, Any]:
-        from spacy_angel.candidates import NameIndex
-
         from ..examples import write_pairs
         from ..preference import train_preference
 
         r = self.recipe
-        pairs = data.tfidf_pairs(train_kb, NameIndex(train_kb).fit(), r.dpo_pairs, r.dpo_negatives, r.seed)
+        pairs = data.tfidf_pairs(train_kb, self.name_index(train_kb), r.dpo_pairs, r.dpo_negatives, r.seed)
         write_pairs(pairs, self.root / "dpo_pairs.jsonl")
         train_preference(self.root / "positive", train_kb, pairs, self.root / "dpo", r.preference())
         log = _training_log(self.root / "dpo")
@@ -201,7 +206,6 @@ class Build:
 
     def stage_fuse(self, train_kb: KnowledgeBase, dev: List[Mention], test: List[Mention]) -> Dict[str, Any]:
         """Hybrid linking for the chosen model: fusion weights fitted on dev (fusion.json), then scored."""
-        from spacy_angel.candidates import NameIndex
         from spacy_angel.linker import AngelLinker
 
         from ..fuse import fit_linker_fusion
@@ -210,7 +214,7 @@ class Build:
         model_dir = self.root / self.chosen_model()
         linker = AngelLinker.from_pretrained(
             model_dir, train_kb, device="cpu", num_beams=r.num_beams, batch_size=r.eval_batch, mode="hybrid",
-            name_index=NameIndex(train_kb).fit(),
+            name_index=self.name_index(train_kb),
         )
         weights, _ = fit_linker_fusion(linker, dev, seed=r.seed, progress=False)
         weights.to_disk(model_dir)  # the pipeline's angel_linker reads it from the model directory
