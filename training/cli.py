@@ -378,7 +378,6 @@ def fuse_command(
 ) -> None:
     """Fit the hybrid mode's fusion weights on dev and write MODEL/fusion.json (atomically)."""
     _setup_logging(verbose=False)
-    from spacy_angel.candidates import NameIndex
     from spacy_angel.errors import LinkerError
     from spacy_angel.linker import AngelLinker
 
@@ -391,7 +390,8 @@ def fuse_command(
     try:
         linker = AngelLinker.from_pretrained(
             model_dir, kb, device=s.device, num_beams=max(s.num_beams or s.top_k, s.top_k), batch_size=s.batch_size,
-            context_window=s.context_window, mode="hybrid", num_candidates=s.num_candidates, name_index=NameIndex(kb).fit(),
+            context_window=s.context_window, mode="hybrid", num_candidates=s.num_candidates,
+            index_dir=kb_path if kb_path.is_dir() else None,
         )
     except (LinkerError, OSError) as err:
         _fail(str(err))
