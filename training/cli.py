@@ -27,6 +27,7 @@ from spacy_angel.errors import Errors
 
 from .settings import (
     CorpusSettings,
+    CrossfitSettings,
     EvaluateSettings,
     FuseSettings,
     IterateSettings,
@@ -214,6 +215,42 @@ def mine_command(
     typer.echo(
         f"{stats['pairs']} pairs from {stats['mentions_with_pairs']} of {len(mentions)} mentions -> {output} "
         f"(acc@1 on these mentions: {stats.get('acc@1', 'n/a')}; by kind: {stats['pairs_by_kind']})"
+    )
+
+
+# ---------------------------------------------------------------------------- crossfit
+@app.command("crossfit")
+@settings_options(required=("output_dir",), settings=CrossfitSettings, corpus=CorpusSettings)
+def crossfit_command(
+    model_dir: Path = typer.Argument(..., help="Starting model of the fold models (what the full positive model started from)."),
+    kb_path: Path = typer.Argument(..., help="KB directory or KB file."),
+    train: Path = typer.Argument(..., help="Training corpus: split into folds by document, each fold mined by the model trained without it."),
+    pairs: Path = typer.Option(..., "--pairs", help="Pairs JSONL (each row with its fold); stats go to PAIRS.stats.json."),
+    dev: Optional[Path] = typer.Option(None, help="Dev corpus: selects each fold model's checkpoint, as in 'train positive'."),
+    settings: CrossfitSettings = None,
+    corpus: CorpusSettings = None,
+) -> None:
+    """Cross-fitted mining: K positive models, each trained without one fold, mine that fold."""
+    _setup_logging()
+    from spacy_angel.fileio import atomic_write_json
+
+    from .crossfit import crossfit_pairs
+    from .examples import write_pairs
+    from .positive import TrainingDataError
+
+    _check_output_file(pairs, "--pairs")
+    kb = _load_kb(kb_path)
+    mentions, counts = _load_mentions(train, kb, corpus, label="train")
+    try:
+        found, stats = crossfit_pairs(model_dir, kb, mentions, settings, dev_mentions=_dev(dev, kb, corpus))
+    except (TrainingDataError, ValueError, OSError) as err:
+        _fail(str(err))
+    write_pairs(found, pairs)
+    stats["corpus"] = counts
+    atomic_write_json(pairs.with_name(pairs.name + ".stats.json"), stats, indent=1)
+    typer.echo(
+        f"{stats['pairs']} pairs from {stats['mentions_with_pairs']} of {len(mentions)} mentions in {settings.folds} folds "
+        f"-> {pairs} (held-out acc@1 {stats['acc@1']:.4f}; by kind: {stats['pairs_by_kind']})"
     )
 
 

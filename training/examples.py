@@ -72,6 +72,7 @@ class PreferencePair:
     rejected_rank: int = -1
     source: Optional[str] = None  # pre-formatted encoder text (KB pre-training); overrides text/start/end
     prompt: Optional[str] = None
+    fold: Optional[int] = None  # cross-fitted mining: the fold whose held-out model mined the pair
 
     @property
     def mention(self) -> Mention:
@@ -98,6 +99,7 @@ class PreferencePair:
                 "chosen_rank": self.chosen_rank,
                 "rejected_rank": self.rejected_rank,
                 **({"source": self.source, "prompt": self.prompt} if self.source is not None else {}),
+                **({"fold": self.fold} if self.fold is not None else {}),
             },
             ensure_ascii=False,
         )
@@ -115,6 +117,9 @@ def read_pairs(path: Union[str, Path]) -> Iterator[PreferencePair]:
         text, start, end = rec["text"], rec["start"], rec["end"]
         if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= len(text)):
             raise ValueError(f"{path}:{lineno}: field start/end ({start}, {end}) outside the text")
+        fold = rec.get("fold")
+        if fold is not None and (not isinstance(fold, int) or isinstance(fold, bool) or fold < 0):
+            raise ValueError(f"{path}:{lineno}: field fold ({fold!r}) is not a fold number")
         yield PreferencePair(
             doc_id=str(rec.get("doc_id", "")),
             text=text,
@@ -127,6 +132,7 @@ def read_pairs(path: Union[str, Path]) -> Iterator[PreferencePair]:
             rejected_rank=int(rec.get("rejected_rank", -1)),
             source=rec.get("source"),
             prompt=rec.get("prompt"),
+            fold=fold,
         )
 
 

@@ -163,6 +163,30 @@ class MiningSettings(RankingSettings):
 
 
 @dataclass
+class CrossfitSettings(PositiveSettings):
+    """Cross-fitted mining ('train crossfit'): K fold positive models, each mines the fold it never saw."""
+
+    output_dir: Optional[str] = _f(None, "Directory for the fold models (fold-0, fold-1, ...).", flags=("--output", "-o"))
+    folds: int = _f(2, "Folds K: the training mentions are split by document into K parts.")
+    fold_seed: int = _f(0, "Seed of the document-to-fold assignment.")
+    top_k: int = _f(5, "Ranking depth the pairs come from.")
+    strategy: str = _f("angel", "angel (misordered pairs), all (every right x wrong) or top10.")
+    mine_batch_size: int = _f(64, "Mentions per decoder batch while mining.")
+
+    def positive(self) -> PositiveSettings:
+        """The settings each fold model is trained with (the PositiveSettings part)."""
+        names = {f.name for f in dataclasses.fields(PositiveSettings)}
+        return PositiveSettings(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
+
+    def mining(self) -> "MiningSettings":
+        """The settings each held-out fold is mined with."""
+        return MiningSettings(
+            top_k=self.top_k, strategy=self.strategy, num_beams=self.num_beams, batch_size=self.mine_batch_size,
+            synonyms_k=self.synonyms_k, context_window=self.context_window, device=self.device, progress=self.progress,
+        )
+
+
+@dataclass
 class HybridSettings(RankingSettings):
     """Hybrid linking: TF-IDF top names + the constrained beam, fused (spacy_angel.hybrid)."""
 

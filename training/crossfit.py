@@ -1,0 +1,159 @@
+"""Cross-fitted negative mining: every training mention is mined by a model that never saw it.
+
+Why: a positive model decodes its own training mentions almost perfectly (95.9% Acc@1 on
+NCBI-disease train), so the pairs mined on them are easy ones. Cross-fitting, as in K-fold
+cross-validation: split the training mentions into ``folds`` by document, train one positive
+model per fold on the *other* folds (same positive settings as the full model; the step budget
+is the caller's), mine the held-out fold with it (:func:`training.negatives.mine_pairs`), and
+write one pairs file whose rows carry their ``fold``. The pairs then train the full positive
+model (``train dpo``), as with ordinary mining.
+
+Folds are by document so that the mentions of one abstract (which share context and often the
+same surface) never sit on both sides: the sorted document ids are shuffled with
+``random.Random(seed)`` and the i-th document of that order goes to fold ``i mod folds``.
+
+Fold models are written to ``fold_dir/fold-<f>/`` with ``crossfit_fold.json`` (the held-out
+documents, a digest of the training mentions, the settings, the starting model). A fold model
+whose record matches is reused, and a fold killed mid-training resumes from its checkpoints
+(:func:`training.positive.train_positive`), so a re-run of the same command continues.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from spacy_angel.candidates import NameIndex
+from spacy_angel.fileio import atomic_write_json
+from spacy_angel.kb import KnowledgeBase
+from spacy_angel.types import Mention
+
+from .examples import PreferencePair
+from .negatives import mine_pairs
+from .positive import train_positive
+from .settings import CrossfitSettings, PositiveSettings, resolve
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+RECORD = "crossfit_fold.json"
+
+
+def document_folds(mentions: Sequence[Mention], folds: int, seed: int = 0) -> Dict[str, int]:
+    """Document id -> fold (module doc); every fold gets at least one document."""
+    if folds < 2:
+        raise ValueError(f"cross-fitting needs at least 2 folds, got {folds}")
+    docs = sorted({m.doc_id for m in mentions})
+    if len(docs) < folds:
+        raise ValueError(
+            f"{len(docs)} document(s) cannot make {folds} folds: cross-fitting splits the training mentions by document"
+        )
+    random.Random(seed).shuffle(docs)
+    return {doc: i % folds for i, doc in enumerate(docs)}
+
+
+def mention_key(m: Mention) -> str:
+    """A mention's identity in fold records and tests: document, text, offsets and gold ids."""
+    return json.dumps([m.doc_id, m.text, m.start, m.end, sorted(m.gold_ids)], ensure_ascii=False)
+
+
+def mentions_digest(mentions: Sequence[Mention]) -> str:
+    digest = hashlib.sha256()
+    for m in mentions:
+        digest.update(mention_key(m).encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def _settings_record(s: PositiveSettings) -> Dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(s).items() if k not in ("output_dir", "progress", "resume", "max_minutes")}
+
+
+def _reusable(model_dir: Path, record: Dict[str, Any]) -> bool:
+    path = model_dir / RECORD
+    if not path.is_file() or not (model_dir / "training_log.json").is_file():
+        return False
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) == record
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def crossfit_pairs(
+    init_model: PathLike,
+    kb: KnowledgeBase,
+    mentions: Sequence[Mention],
+    settings: Optional[CrossfitSettings] = None,
+    *,
+    dev_mentions: Optional[Sequence[Mention]] = None,
+    **overrides: Any,
+) -> Tuple[List[PreferencePair], Dict[str, Any]]:
+    """Train ``settings.folds`` positive models from ``init_model``, each without one fold, and mine
+    each held-out fold with the model that did not see it. Returns the pairs (``fold`` set) and
+    stats (per fold: documents, training and mined mentions, the fold model's mining stats).
+
+    ``settings`` (:class:`CrossfitSettings`; keyword ``overrides`` of its fields still work):
+    fold ``f`` is written to ``settings.output_dir/fold-f``; ``dev_mentions`` select each fold
+    model's checkpoint as in ``train positive``.
+    """
+    s = resolve(CrossfitSettings, settings, overrides)
+    if s.output_dir is None:
+        raise ValueError("no directory for the fold models: set output_dir")
+    positive, mining, folds, seed = s.positive(), s.mining(), s.folds, s.fold_seed
+    if mining.strategy not in ("angel", "all", "top10"):
+        raise ValueError(f"strategy {mining.strategy!r} cannot be cross-fitted: choose angel, all or top10 ('tfidf' uses no model)")
+    fold_dir = Path(s.output_dir)
+    assignment = document_folds(mentions, folds, seed)
+    index = NameIndex(kb).fit()
+    pairs: List[PreferencePair] = []
+    stats: Dict[str, Any] = {"folds": folds, "seed": seed, "init_model": str(init_model), "per_fold": []}
+    started = time.time()
+    for f in range(folds):
+        held = [m for m in mentions if assignment[m.doc_id] == f]
+        train = [m for m in mentions if assignment[m.doc_id] != f]
+        model_dir = fold_dir / f"fold-{f}"
+        record = {
+            "fold": f,
+            "folds": folds,
+            "seed": seed,
+            "init_model": str(init_model),
+            "held_out_documents": sorted({m.doc_id for m in held}),
+            "train_mentions": len(train),
+            "train_digest": mentions_digest(train),
+            "positive": _settings_record(positive),
+        }
+        reused = _reusable(model_dir, record)
+        if not reused:
+            logger.info("fold %d/%d: training on %d mentions (%d held out)", f + 1, folds, len(train), len(held))
+            train_positive(init_model, kb, train, model_dir, dataclasses.replace(positive, output_dir=None), dev_mentions=dev_mentions)
+            atomic_write_json(model_dir / RECORD, record, indent=1)
+        fold_pairs, fold_stats = mine_pairs(model_dir, kb, held, mining, index=index)
+        pairs.extend(dataclasses.replace(p, fold=f) for p in fold_pairs)
+        stats["per_fold"].append(
+            {
+                "fold": f,
+                "model": str(model_dir),
+                "reused_model": reused,
+                "documents": len(record["held_out_documents"]),
+                "train_mentions": len(train),
+                "mined_mentions": len(held),
+                "mining": fold_stats,
+            }
+        )
+    mined = [s["mining"] for s in stats["per_fold"]]
+    stats["pairs"] = len(pairs)
+    stats["mentions"] = sum(s["mentions"] for s in mined)
+    stats["mentions_with_pairs"] = sum(s["mentions_with_pairs"] for s in mined)
+    usable = sum(s["mentions"] - s["mentions_not_in_kb"] for s in mined)
+    stats["acc@1"] = sum(s["top1_correct"] for s in mined) / usable if usable else 0.0
+    kinds: Dict[str, int] = {}
+    for s in mined:
+        for kind, n in s["pairs_by_kind"].items():
+            kinds[kind] = kinds.get(kind, 0) + n
+    stats["pairs_by_kind"] = kinds
+    stats["seconds"] = round(time.time() - started, 2)
+    return pairs, stats
