@@ -56,11 +56,12 @@ def test_document_folds_are_seeded_balanced_and_by_document():
 
 def test_crossfit_never_mines_a_mention_with_a_model_that_saw_it(tmp_path, monkeypatch, tiny_kb, tiny_kb_dir, tiny_model_dir):
     corpus = pubtator_corpus(tmp_path / "train.txt")
-    trained, mined = {}, {}
+    trained, mined, kb_names = {}, {}, {}
     real_train, real_mine = crossfit.train_positive, crossfit.mine_pairs
 
     def spy_train(model_dir, kb, mentions, output_dir, *args, **kwargs):
         trained[Path(output_dir).resolve()] = {mention_key(m) for m in mentions}
+        kb_names[Path(output_dir).resolve()] = set(kb.names)
         return real_train(model_dir, kb, mentions, output_dir, *args, **kwargs)
 
     def spy_mine(model_dir, kb, mentions, *args, **kwargs):
@@ -72,7 +73,8 @@ def test_crossfit_never_mines_a_mention_with_a_model_that_saw_it(tmp_path, monke
     folds_dir, pairs = tmp_path / "folds", tmp_path / "pairs.jsonl"
     command = (
         "train", "crossfit", tiny_model_dir, tiny_kb_dir, corpus, "--output", folds_dir, "--pairs", pairs,
-        "--folds", 3, "--max-steps", 4, "--batch-size", 8, "--synonyms-k", 1, "--top-k", 3, "--num-beams", 3,
+        "--kb-names-as-mentions", "--folds", 3, "--max-steps", 4, "--batch-size", 8, "--synonyms-k", 1, "--top-k", 3,
+        "--num-beams", 3,
     )
     result = invoke(*command)
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -89,6 +91,10 @@ def test_crossfit_never_mines_a_mention_with_a_model_that_saw_it(tmp_path, monke
         assert mined[model] and not set(mined[model]) & trained[model]
         assert not {doc(k) for k in mined[model]} & {doc(k) for k in trained[model]}  # whole documents held out
         assert set(mined[model]) | trained[model] == everything
+        # every corpus surface is a KB name here: the fold model's KB (its KB-name examples) lacks the held-out ones
+        surfaces = {(lambda k: k[1][k[2]:k[3]])(json.loads(key)) for key in mined[model]}
+        assert surfaces and surfaces <= set(tiny_kb.names) and not surfaces & kb_names[model]
+        assert len(kb_names[model]) == tiny_kb.num_names - len(surfaces)
 
     rows = list(read_pairs(pairs))
     assert rows, "a barely trained model makes mistakes to mine"
@@ -108,8 +114,14 @@ def test_crossfit_never_mines_a_mention_with_a_model_that_saw_it(tmp_path, monke
     assert invoke(*command).exit_code == 0
     assert trained == {} and pairs.read_bytes() == before
     # a different step budget is a different fold model: trained again
-    assert invoke(*command[:-10], "--max-steps", 5, *command[-8:]).exit_code == 0
+    changed = list(command)
+    changed[changed.index("--max-steps") + 1] = 5
+    assert invoke(*changed).exit_code == 0
     assert len(trained) == 3
+    # without the name hold-out, the fold models see every KB name (what the flag is there to prevent)
+    trained.clear()
+    assert invoke(*command, "--no-hold-out-names").exit_code == 0
+    assert all(names == set(tiny_kb.names) for names in kb_names.values()) and len(trained) == 3
 
 
 def test_crossfit_refuses_what_it_cannot_do(tmp_path, tiny_kb_dir, tiny_model_dir):

@@ -16,6 +16,12 @@ Fold models are written to ``fold_dir/fold-<f>/`` with ``crossfit_fold.json`` (t
 documents, a digest of the training mentions, the settings, the starting model). A fold model
 whose record matches is reused, and a fold killed mid-training resumes from its checkpoints
 (:func:`training.positive.train_positive`), so a re-run of the same command continues.
+
+Names, too (``hold_out_names``, on by default): BioSyn's dictionaries add every training
+mention's surface to the KB as a name of its gold concept, so with ``--kb-names-as-mentions`` a
+fold model would still read each held-out surface as an input. Each fold model therefore trains
+with a copy of the KB (:func:`without_names`) lacking the surfaces that only held-out mentions
+have; the held-out fold is mined against the full KB, like the full model's.
 """
 from __future__ import annotations
 
@@ -26,11 +32,11 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from spacy_angel.candidates import NameIndex
 from spacy_angel.fileio import atomic_write_json
-from spacy_angel.kb import KnowledgeBase
+from spacy_angel.kb import KnowledgeBase, normalize_name
 from spacy_angel.types import Mention
 
 from .examples import PreferencePair
@@ -67,6 +73,27 @@ def mentions_digest(mentions: Sequence[Mention]) -> str:
     for m in mentions:
         digest.update(mention_key(m).encode("utf-8") + b"\n")
     return digest.hexdigest()
+
+
+def without_names(kb: KnowledgeBase, names: Set[str]) -> KnowledgeBase:
+    """A copy of ``kb`` without the (normalised) ``names``; every concept keeps its ids, even with no
+    name left (its gold mentions stay usable, as targets of its other names)."""
+    out = KnowledgeBase(lowercase=kb.lowercase)
+    for cid in kb.concept_ids:
+        out.add(cid, "")
+        for name in kb.names_for(cid):
+            if name not in names:
+                out.add(cid, name)
+        aliases = kb.all_ids(cid)[1:]
+        if aliases:
+            out.add_alias_ids(cid, aliases)
+    return out
+
+
+def held_out_surfaces(kb: KnowledgeBase, held: Sequence[Mention], train: Sequence[Mention]) -> Set[str]:
+    """Normalised surfaces of the held-out mentions that no training mention shares."""
+    norm = lambda m: normalize_name(m.surface, kb.lowercase)  # noqa: E731
+    return {norm(m) for m in held} - {norm(m) for m in train}
 
 
 def _settings_record(s: PositiveSettings) -> Dict[str, Any]:
@@ -116,6 +143,8 @@ def crossfit_pairs(
         held = [m for m in mentions if assignment[m.doc_id] == f]
         train = [m for m in mentions if assignment[m.doc_id] != f]
         model_dir = fold_dir / f"fold-{f}"
+        hidden = held_out_surfaces(kb, held, train) if s.hold_out_names else set()
+        fold_kb = without_names(kb, hidden) if hidden else kb
         record = {
             "fold": f,
             "folds": folds,
@@ -124,12 +153,14 @@ def crossfit_pairs(
             "held_out_documents": sorted({m.doc_id for m in held}),
             "train_mentions": len(train),
             "train_digest": mentions_digest(train),
+            "hold_out_names": s.hold_out_names,
+            "kb_names_held_out": sum(1 for n in hidden if kb.ids_for(n)),
             "positive": _settings_record(positive),
         }
         reused = _reusable(model_dir, record)
         if not reused:
             logger.info("fold %d/%d: training on %d mentions (%d held out)", f + 1, folds, len(train), len(held))
-            train_positive(init_model, kb, train, model_dir, dataclasses.replace(positive, output_dir=None), dev_mentions=dev_mentions)
+            train_positive(init_model, fold_kb, train, model_dir, dataclasses.replace(positive, output_dir=None), dev_mentions=dev_mentions)
             atomic_write_json(model_dir / RECORD, record, indent=1)
         fold_pairs, fold_stats = mine_pairs(model_dir, kb, held, mining, index=index)
         pairs.extend(dataclasses.replace(p, fold=f) for p in fold_pairs)
@@ -141,6 +172,7 @@ def crossfit_pairs(
                 "documents": len(record["held_out_documents"]),
                 "train_mentions": len(train),
                 "mined_mentions": len(held),
+                "kb_names_held_out": record["kb_names_held_out"],
                 "mining": fold_stats,
             }
         )

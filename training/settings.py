@@ -169,6 +169,7 @@ class CrossfitSettings(PositiveSettings):
     output_dir: Optional[str] = _f(None, "Directory for the fold models (fold-0, fold-1, ...).", flags=("--output", "-o"))
     folds: int = _f(2, "Folds K: the training mentions are split by document into K parts.")
     fold_seed: int = _f(0, "Seed of the document-to-fold assignment.")
+    hold_out_names: bool = _f(True, "Fold models train on a KB without the names that only held-out mentions have (BioSyn KBs hold train surfaces).")
     top_k: int = _f(5, "Ranking depth the pairs come from.")
     strategy: str = _f("angel", "angel (misordered pairs), all (every right x wrong) or top10.")
     mine_batch_size: int = _f(64, "Mentions per decoder batch while mining.")
