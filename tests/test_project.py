@@ -343,11 +343,12 @@ def test_report_collects_results_file(scripts, tmp_path):
     (stages / "cpu-a.json").write_text(json.dumps({"stage": "cpu-a", "seconds": 10.0, "peak_rss_mb": 100.0, "returncode": 0}))
     (stages / "cpu-b.json").write_text(json.dumps({"stage": "cpu-b", "seconds": 5.5, "peak_rss_mb": 300.0, "returncode": 0}))
     (stages / "gpu-x.json").write_text(json.dumps({"stage": "gpu-x", "seconds": 99.0, "peak_rss_mb": 1.0}))
+    (stages / "cpu-aap-c.json").write_text(json.dumps({"stage": "cpu-aap-c", "seconds": 7.0, "peak_rss_mb": 900.0}))
     e2e = tmp_path / "e2e.json"
     e2e.write_text(json.dumps({"ner": {"precision": 0.8, "recall": 0.7, "f1": 0.75}, "e2e": {"precision": 0.6, "recall": 0.5, "f1": 0.55}}))
     out = tmp_path / "results" / "ncbi-cpu.json"
     args = ["--tfidf", str(write("t", 0.5, 0.6)), "--positive", str(write("p", 0.7, 0.8)), "--angel", str(write("a", 0.75, 0.85)),
-            "--e2e", str(e2e), "--stages", str(stages), "--prefix", "cpu-", "--output", str(out)]
+            "--e2e", str(e2e), "--stages", str(stages), "--prefix", "cpu-", "--exclude-prefix", "cpu-aap-", "--output", str(out)]
     assert rep.main(args) == 0
     result = json.loads(out.read_text())
     for key in ("tfidf_acc1", "tfidf_acc5", "positive_acc1", "positive_acc5", "angel_acc1", "angel_acc5",
@@ -356,6 +357,9 @@ def test_report_collects_results_file(scripts, tmp_path):
     assert (result["angel_acc1"], result["e2e_f1"], result["ner_f1"]) == (0.75, 0.55, 0.75)
     assert set(result["stages"]) == {"cpu-a", "cpu-b"}
     assert result["total_seconds"] == 15.5 and result["peak_rss_mb"] == 300.0
+    # without --exclude-prefix, `cpu-` also takes the AskAPatient workflow's `cpu-aap-` records
+    assert rep.main([a for a in args if a not in ("--exclude-prefix", "cpu-aap-")]) == 0
+    assert set(json.loads(out.read_text())["stages"]) == {"cpu-a", "cpu-aap-c", "cpu-b"}
     with pytest.raises(SystemExit, match="summary.acc@1 missing"):
         bad = tmp_path / "bad.json"
         bad.write_text("{}")
@@ -377,9 +381,18 @@ def test_report_states_angel_minus_positive_from_the_paired_test(scripts, tmp_pa
             "--stages", str(tmp_path / "none"), "--output", str(out)]
     assert rep.main(args) == 0
     result = json.loads(out.read_text())
-    assert result["angel_minus_positive_acc1"] == pytest.approx(0.05)
-    assert result["angel_minus_positive_acc1_ci95"] == pytest.approx([0.01, 0.09])
+    assert result["angel_vs_positive"] == pytest.approx(0.05)
+    assert result["angel_vs_positive_ci"] == pytest.approx([0.01, 0.09])
+    assert (result["angel_vs_positive_p"], result["angel_vs_positive_p_mcnemar"]) == (0.02, 0.03)
     assert (result["only_angel_correct"], result["only_positive_correct"]) == (6, 1)
+    # one key per fact: no second spelling of the same difference
+    assert not [k for k in result if k.startswith("angel_minus_positive") or k.endswith("_p_bootstrap")]
+    # the same comparison given twice (as cpu-report does) is fine; a different one under the same name is not
+    assert rep.main(args + ["--diff", f"angel_vs_positive={compare}"]) == 0
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"diff": 0.01, "diff_ci95": [-0.02, 0.04], "p_value": 0.5}))
+    with pytest.raises(SystemExit, match="angel_vs_positive.* already set"):
+        rep.main(args + ["--diff", f"angel_vs_positive={other}"])
     compare.write_text(json.dumps({"n": 3}))
     with pytest.raises(SystemExit, match="field diff missing"):
         rep.main(args)

@@ -7,13 +7,16 @@ only from those files (nothing typed by hand). Keys: ``tfidf_acc1/5``, ``positiv
 and ``hybrid_acc1/5`` (hybrid mode with the positive / ANGEL model), ``e2e_precision/recall/f1``
 (+ ``ner_*``), the 95% bootstrap interval of each Acc@1, paired-bootstrap intervals of
 differences (``angel_vs_positive_ci``, ``hybrid_vs_tfidf_ci``, ``hybrid_angel_vs_positive_ci``: B - A
-of a ``train compare A B`` output), per-bin Acc@1 of every system (``bins``), and ``stages``
-(seconds, peak RSS MiB per stage).
+of a ``train compare A B`` output; ``--compare POSITIVE_VS_ANGEL`` writes ``angel_vs_positive*``
+too, plus the McNemar p and the counts of mentions only one system gets right), per-bin Acc@1 of
+every system (``bins``), and ``stages`` (seconds, peak RSS MiB per stage: the records whose name
+starts with ``--prefix`` and with none of the ``--exclude-prefix`` values, e.g. ``cpu-`` but not
+``cpu-aap-``).
 
 Usage: python scripts/report.py --tfidf T.json --positive P.json --angel A.json [--hybrid H.json]
        [--hybrid-positive HP.json] [--e2e E.json] [--compare POS_VS_ANGEL.json]
        [--diff NAME=COMPARE.json ...] [--bins-plot PNG] [--stages metrics/stages] [--prefix cpu-]
-       --output RESULTS.json
+       [--exclude-prefix cpu-aap- ...] --output RESULTS.json
 """
 from __future__ import annotations
 
@@ -49,13 +52,17 @@ def accuracy_fields(name: str, report: Dict[str, Any], path: Path) -> Dict[str, 
     return out
 
 
-def stage_records(directory: Path, prefix: str = "") -> Dict[str, Dict[str, Any]]:
+def stage_records(directory: Path, prefix: str = "", exclude: Sequence[str] = ()) -> Dict[str, Dict[str, Any]]:
+    """Stage records named ``prefix...`` but not ``exclude[i]...`` (``cpu-`` also matches ``cpu-aap-``)."""
     out: Dict[str, Dict[str, Any]] = {}
     if not directory.is_dir():
         return out
     for path in sorted(directory.glob(f"{prefix}*.json")):
         rec = _read(path, "stage record")
-        out[rec.get("stage", path.stem)] = {
+        name = rec.get("stage", path.stem)
+        if not str(name).startswith(prefix) or any(str(name).startswith(x) for x in exclude if x):
+            continue
+        out[name] = {
             "seconds": rec.get("seconds"),
             "peak_rss_mb": rec.get("peak_rss_mb"),
             "returncode": rec.get("returncode"),
@@ -87,11 +94,17 @@ def build(args: argparse.Namespace) -> Dict[str, Any]:
     if bins:
         result["bins"] = bins
         result["bin_labels"] = next(iter(reports.values()))["summary"].get("bin_labels")
-    for spec in args.diff or []:
-        name, _, raw = spec.partition("=")
+    diffs = [(spec, *spec.partition("=")[::2]) for spec in args.diff or []]
+    if args.compare is not None:
+        diffs.append((f"--compare {args.compare}", "angel_vs_positive", str(args.compare)))
+    for spec, name, raw in diffs:
         if not raw:
             raise SystemExit(f"error: --diff {spec!r}: expected NAME=COMPARE.json")
-        result.update(diff_fields(name, _read(Path(raw), "paired comparison"), Path(raw)))
+        fields = diff_fields(name, _read(Path(raw), "paired comparison"), Path(raw))
+        clash = [k for k, v in fields.items() if k in result and result[k] != v]
+        if clash:
+            raise SystemExit(f"error: {spec}: {', '.join(clash)} already set from another comparison")
+        result.update(fields)
     if args.bins_plot is not None:
         from training.evaluate import plot_bins
 
@@ -107,17 +120,14 @@ def build(args: argparse.Namespace) -> Dict[str, Any]:
             result[key] = value
     if args.compare is not None:
         cmp = _read(args.compare, "paired comparison")
-        for key in ("diff", "diff_ci95", "p_value", "mcnemar_p", "a_only_correct", "b_only_correct"):
+        for key in ("mcnemar_p", "a_only_correct", "b_only_correct"):
             if key not in cmp:
                 raise SystemExit(f"error: {args.compare}: field {key} missing (not a `train compare` output?)")
-        # `train compare POSITIVE ANGEL` reports A - B; the results file states ANGEL - positive.
-        result["angel_minus_positive_acc1"] = -cmp["diff"]
-        result["angel_minus_positive_acc1_ci95"] = sorted(-x for x in cmp["diff_ci95"])
-        result["angel_vs_positive_p_bootstrap"] = cmp["p_value"]
+        # `train compare POSITIVE ANGEL`: the difference itself is angel_vs_positive* (above)
         result["angel_vs_positive_p_mcnemar"] = cmp["mcnemar_p"]
         result["only_positive_correct"] = cmp["a_only_correct"]
         result["only_angel_correct"] = cmp["b_only_correct"]
-    stages = stage_records(args.stages, args.prefix)
+    stages = stage_records(args.stages, args.prefix, args.exclude_prefix or ())
     result["stages"] = stages
     result["total_seconds"] = round(sum(s["seconds"] or 0 for s in stages.values()), 1)
     result["peak_rss_mb"] = max((s["peak_rss_mb"] or 0 for s in stages.values()), default=None)
@@ -139,6 +149,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--compare", type=Path, help="`train compare POSITIVE ANGEL` output (paired test)")
     parser.add_argument("--stages", type=Path, default=Path("metrics/stages"))
     parser.add_argument("--prefix", default="", help="only stage records whose name starts with this")
+    parser.add_argument("--exclude-prefix", action="append", help="leave out stage records whose name starts with this")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
     result = build(args)
