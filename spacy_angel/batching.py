@@ -11,7 +11,7 @@ tests/test_linker.py.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, NamedTuple, Optional, Sequence, Tuple
+from typing import Iterator, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -29,14 +29,18 @@ class PaddedBatch(NamedTuple):
 
     def rows(self, lo: int, hi: int) -> "PaddedBatch":
         """Rows ``lo:hi``, trimmed to their own longest source and prompt (as if padded alone)."""
-        src_len = int(self.attention[lo:hi].sum(dim=1).max())
-        cut = int(self.shift[lo:hi].min())  # prompt columns that are padding in every kept row
+        return self.select(slice(lo, hi))
+
+    def select(self, index: Union[slice, torch.Tensor]) -> "PaddedBatch":
+        """The rows ``index`` picks (a slice or a tensor of row numbers), trimmed like :meth:`rows`."""
+        src_len = int(self.attention[index].sum(dim=1).max())
+        cut = int(self.shift[index].min())  # prompt columns that are padding in every kept row
         return PaddedBatch(
-            self.input_ids[lo:hi, :src_len],
-            self.attention[lo:hi, :src_len],
-            self.prompt[lo:hi, cut:],
-            self.prompt_mask[lo:hi, cut:],
-            self.shift[lo:hi] - cut,
+            self.input_ids[index][:, :src_len],
+            self.attention[index][:, :src_len],
+            self.prompt[index][:, cut:],
+            self.prompt_mask[index][:, cut:],
+            self.shift[index] - cut,
         )
 
 
@@ -72,11 +76,14 @@ class _RowShiftedPositions:
     def __init__(self, embed: torch.nn.Module) -> None:
         self.embed = embed
         self.row_shift: Optional[torch.Tensor] = None
+        self.token_positions: Optional[torch.Tensor] = None  # (rows, length): set by explicit_positions
         self._original_forward = embed.forward
         embed.forward = self._forward
         embed._angel_row_shift = self
 
     def _forward(self, input_ids, past_key_values_length: int = 0, position_ids=None):
+        if self.token_positions is not None:
+            return torch.nn.functional.embedding(self.token_positions + self.embed.offset, self.embed.weight)
         if self.row_shift is None:
             return self._original_forward(input_ids, past_key_values_length, position_ids=position_ids)
         if position_ids is None:
@@ -113,4 +120,21 @@ def shifted_positions(positions: Optional[_RowShiftedPositions], shift: torch.Te
         positions.row_shift = previous
 
 
-__all__ = ["EncodedInput", "PaddedBatch", "install_row_shift", "pad_batch", "shifted_positions"]
+@contextmanager
+def explicit_positions(positions: Optional[_RowShiftedPositions], token_positions: torch.Tensor) -> Iterator[None]:
+    """Every decoder token at its own position (rows x length) for a ``with`` block.
+
+    For passes whose tokens are not one sequence, e.g. a prefix tree laid out flat
+    (:mod:`spacy_angel.prefix_scoring`), where a token's position is its depth.
+    """
+    if positions is None:
+        raise ValueError("explicit positions need a decoder with learned absolute positions")
+    previous = positions.token_positions
+    positions.token_positions = token_positions
+    try:
+        yield
+    finally:
+        positions.token_positions = previous
+
+
+__all__ = ["EncodedInput", "PaddedBatch", "explicit_positions", "install_row_shift", "pad_batch", "shifted_positions"]

@@ -48,6 +48,7 @@ from .beam_sharing import (
     supports_beam_sharing,
 )
 from .errors import Errors, LinkerError
+from .prefix_scoring import score_by_prefix_trees
 from .trie import TokenTrie
 
 Ranked = List[Tuple[int, float]]  # (KB name index, score), best first
@@ -171,6 +172,7 @@ class ConstrainedDecoder:
         self.share_beams = supported if share_beams is None else bool(share_beams)
         self.score_budget = int(score_budget)
         self._positions = install_row_shift(model)
+        self.prefix_sharing = True  # score_names: one decoder pass over the names' prefix tree (prefix_scoring)
         self.beam_stats: Counter = Counter()  # per hypothesis: kept, duplicate, infinite, not_a_name (the trie failed)
 
     @property
@@ -257,6 +259,8 @@ class ConstrainedDecoder:
         n = len(name_lists)
         prompt_lengths = padded.prompt_mask.sum(dim=1).tolist()
         vocab = self.model.config.vocab_size
+        if self.prefix_sharing and self.share_beams and self._positions is not None:
+            return score_by_prefix_trees(self, padded, hidden, name_lists, tokens)
 
         def cost(i: int) -> int:
             """Logits rows the pass for input ``i`` materialises."""
@@ -273,10 +277,10 @@ class ConstrainedDecoder:
                 used += cost(hi)
                 hi += 1
             subnames = name_lists[lo:hi]
-            repeats = max(1, max(len(names) for names in subnames))
-            gen_len = max([len(tokens(idx)) for names in subnames for idx in names] or [1])
             sub = padded if (lo, hi) == (0, n) else padded.rows(lo, hi)
             sub_hidden = hidden if sub is padded else hidden[lo:hi, : sub.input_ids.shape[1]]
+            repeats = max(1, max(len(names) for names in subnames))
+            gen_len = max([len(tokens(idx)) for names in subnames for idx in names] or [1])
             # Inputs with fewer names are padded with a bare end-of-name row (one token, score unused).
             generated = torch.full((len(subnames) * repeats, gen_len), self.pad_id, dtype=torch.long)
             generated[:, 0] = eos
