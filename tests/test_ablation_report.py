@@ -23,7 +23,8 @@ def rep():
 def _row(tmp_path: Path, name: str, dev: float, test: float, chosen_test: float = None):
     model = tmp_path / name
     model.mkdir()
-    (model / "training_log.json").write_text(json.dumps({"best_metric": dev, "best_checkpoint": "checkpoint-20", "global_step": 40, "num_pairs": 9}))
+    (model / "training_log.json").write_text(json.dumps({"best_metric": dev, "best_checkpoint": "checkpoint-20", "global_step": 40, "num_pairs": 9,
+                                                        "dev": [{"step": 0, "eval_dev_acc1": 0.5}, {"step": 20, "eval_dev_acc1": dev}]}))
     report = tmp_path / f"{name}.json"
     report.write_text(json.dumps({"summary": {"acc@1": test, "acc@5": 0.9, "n": 100}}))
     row = {"what": name, "model": str(model), "test_report": str(report), "commands": [f"train dpo ... {name}"]}
@@ -44,6 +45,7 @@ def test_rows_come_from_their_files(rep, tmp_path):
     simpo = result["rows"]["simpo"]
     assert (simpo["dev_acc1"], simpo["test_acc1"], simpo["train_steps"]) == (0.90, 0.87, 40)
     assert simpo["test_diff_vs_chosen"] == pytest.approx(0.008) and simpo["test_diff_vs_chosen_ci95"] == [-0.02, 0.03]
+    assert simpo["dev_acc1_by_step"] == {"0": 0.5, "20": 0.90}
     assert simpo["commands"] == ["train dpo ... simpo"] and "test_diff_vs_chosen" not in result["rows"]["dpo"]
 
 

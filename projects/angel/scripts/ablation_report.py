@@ -42,6 +42,7 @@ def row_fields(name: str, row: Dict[str, Any]) -> Dict[str, Any]:
         "what": row.get("what", ""),
         "dev_acc1": log["best_metric"],
         "dev_best_checkpoint": log.get("best_checkpoint"),
+        "dev_acc1_by_step": {str(d["step"]): d["eval_dev_acc1"] for d in log.get("dev", []) if "eval_dev_acc1" in d},
         "train_steps": log.get("global_step"),
         "train_pairs": log.get("num_pairs"),
         "test_acc1": summary["acc@1"],
