@@ -13,7 +13,7 @@ from .errors import Errors
 from .fusion import FusionWeights
 from .linker import MODES
 
-DTYPES = (None, "float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
+DTYPES = (None, "float32", "fp32", "float16", "fp16", "bfloat16", "bf16", "int8")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 

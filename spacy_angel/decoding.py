@@ -11,8 +11,8 @@ leaves); turning those into concepts is the linker's job.
   mention rather than once per beam (:mod:`spacy_angel.beam_sharing`); the trie mask for all
   beams of a step is one vectorised call (:class:`TrieConstraint`).
 * A name's score is its length-normalised log-probability, taken from the beam search itself
-  (kept by :class:`TrieConstraint`) instead of a second decoder pass; :meth:`ConstrainedDecoder.score_names`
-  computes the same quantity teacher-forced for names the beam did not produce.
+  (kept by :class:`TrieConstraint`); :meth:`ConstrainedDecoder.score_names` computes the same
+  quantity teacher-forced for other names, one pass over their prefix tree (:mod:`.prefix_scoring`).
 * The encoder runs once per batch: :meth:`ConstrainedDecoder.beam_then_score` serves beam search
   and the scoring of extra candidates from one encoder output.
 
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from . import lean_transformers  # noqa: F401  (before transformers' generation code: ~100 MB less RSS)
-from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel
+from transformers import LogitsProcessorList, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
 from .batching import (  # noqa: F401  (_RowShiftedPositions: importable from here too)
@@ -50,89 +50,9 @@ from .beam_sharing import (
 from .errors import Errors, LinkerError
 from .prefix_scoring import score_by_prefix_trees
 from .trie import TokenTrie
+from .trie_constraint import TrieConstraint
 
 Ranked = List[Tuple[int, float]]  # (KB name index, score), best first
-
-
-class TrieConstraint(LogitsProcessor):
-    """Sets every token outside the trie to -inf, for all beams of a step in one go.
-
-    The node of each running prefix is found from its parent prefix's node (cached from the
-    previous step) plus the last token, so a step costs one trie lookup per beam.
-
-    With ``num_beams`` given it also keeps the beam search's own scores: HF hands this
-    processor the step's full-vocabulary log-probabilities, so the log-probability of a prefix
-    is its parent's plus the chosen token's, and :meth:`name_score` gives a finished name's
-    total (end-of-name included) without a second, teacher-forced pass over the decoder.
-    Prefixes are keyed per input row group (``row // num_beams``), since two mentions can share
-    a prefix but not its probability.
-    """
-
-    def __init__(self, trie: TokenTrie, prompt_length: int, num_beams: Optional[int] = None) -> None:
-        self.trie = trie
-        self.prompt_length = prompt_length
-        self.cache: Dict[bytes, int] = {b"": 0}
-        self.num_beams = num_beams
-        self._prev_rows: Dict[Tuple[int, bytes], int] = {}
-        self._prev_total: Optional[torch.Tensor] = None
-        self._prev_scores: Optional[torch.Tensor] = None
-        self._finished: Dict[Tuple[int, bytes], float] = {}
-
-    def nodes_for(self, generated: np.ndarray) -> np.ndarray:
-        nodes = np.empty(generated.shape[0], dtype=np.int64)
-        cache = self.cache
-        for row in range(generated.shape[0]):
-            seq = generated[row]
-            key = seq.tobytes()
-            node = cache.get(key)
-            if node is None:
-                parent = cache.get(seq[:-1].tobytes())
-                if parent is None:
-                    parent = self.trie.walk(seq[:-1])
-                node = self.trie.child(parent, int(seq[-1])) if parent >= 0 else -1
-                cache[key] = node
-            nodes[row] = node
-        return nodes
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        generated = input_ids[:, self.prompt_length :].cpu().numpy().astype(np.int64)
-        nodes = self.nodes_for(generated)
-        rows, tokens = self.trie.allowed_pairs(nodes)
-        rows_t = torch.from_numpy(rows).to(scores.device)
-        tokens_t = torch.from_numpy(tokens).to(scores.device)
-        masked = torch.full_like(scores, float("-inf"))
-        masked[rows_t, tokens_t] = scores[rows_t, tokens_t]
-        if self.num_beams is not None:
-            self._track(generated, masked)
-        return masked
-
-    def _track(self, generated: np.ndarray, masked: torch.Tensor) -> None:
-        beams = self.num_beams
-        keys = [(row // beams, generated[row].tobytes()) for row in range(generated.shape[0])]
-        if generated.shape[1] == 0:
-            total = torch.zeros(generated.shape[0], dtype=masked.dtype, device=masked.device)
-        else:
-            parents = [self._prev_rows.get((group, key[: -generated.itemsize])) for group, key in keys]
-            if self._prev_total is None or any(p is None for p in parents):
-                self.num_beams = None  # lost track (should not happen): the caller re-scores instead
-                return
-            parent_t = torch.tensor(parents, device=masked.device)
-            last = torch.from_numpy(generated[:, -1]).to(masked.device)
-            total = self._prev_total[parent_t] + self._prev_scores[parent_t, last]
-        eos = self.trie.eos_token_id
-        for key, value in zip(keys, (total + masked[:, eos]).tolist()):
-            self._finished[key] = value
-        self._prev_rows = {key: row for row, key in enumerate(keys)}
-        self._prev_total = total
-        self._prev_scores = masked
-
-    @property
-    def tracking(self) -> bool:
-        return self.num_beams is not None
-
-    def name_score(self, group: int, name_tokens: np.ndarray) -> Optional[float]:
-        """Summed log-probability of ``name_tokens`` (ending with end-of-name) for input ``group``."""
-        return self._finished.get((group, np.ascontiguousarray(name_tokens[:-1], dtype=np.int64).tobytes()))
 
 
 class ConstrainedDecoder:
@@ -172,7 +92,7 @@ class ConstrainedDecoder:
         self.share_beams = supported if share_beams is None else bool(share_beams)
         self.score_budget = int(score_budget)
         self._positions = install_row_shift(model)
-        self.prefix_sharing = True  # score_names: one decoder pass over the names' prefix tree (prefix_scoring)
+        self.prefix_sharing = True  # score_names over the names' prefix tree (False: one padded row per name)
         self.beam_stats: Counter = Counter()  # per hypothesis: kept, duplicate, infinite, not_a_name (the trie failed)
 
     @property
@@ -220,19 +140,21 @@ class ConstrainedDecoder:
         return self._score_names(padded, self._encoded(padded, encoded), name_lists)
 
     def beam_then_score(
-        self, batch: Sequence[EncodedInput], extra_name_lists: Sequence[Sequence[int]]
+        self, batch: Sequence[EncodedInput], extra: Callable[[List[Ranked]], Sequence[Sequence[int]]]
     ) -> Tuple[List[Ranked], List[Ranked]]:
-        """Beam search, then scores of extra names per input, from one encoder pass.
+        """Beam search, then scores of the names ``extra(beam results)`` lists per input, one encoder pass.
 
-        For hybrid linking: names another retriever proposed get the same score as the beam's.
+        For hybrid linking: names another retriever proposed (and the beam missed) get the beam's score.
         """
-        if len(extra_name_lists) != len(batch):
-            raise LinkerError(Errors.E053.format(lists=len(extra_name_lists), inputs=len(batch)))
         if not batch:
             return [], []
         padded = self.pad_batch(batch)
         hidden = self.encode(padded.input_ids, padded.attention)
-        return self._beam_search(padded, hidden), self._score_names(padded, hidden, extra_name_lists)
+        ranked = self._beam_search(padded, hidden)
+        extra_name_lists = extra(ranked)
+        if len(extra_name_lists) != len(batch):
+            raise LinkerError(Errors.E053.format(lists=len(extra_name_lists), inputs=len(batch)))
+        return ranked, self._score_names(padded, hidden, extra_name_lists)
 
     # ------------------------------------------------------------------ internals
     def _encoded(self, padded: PaddedBatch, encoded: Optional[torch.Tensor]) -> torch.Tensor:
@@ -247,20 +169,19 @@ class ConstrainedDecoder:
     def _score_names(self, padded: PaddedBatch, hidden: torch.Tensor, name_lists: Sequence[Sequence[int]]) -> List[Ranked]:
         """Teacher-forced scores, a few inputs per decoder pass so the logits stay within budget."""
         eos = self.tokenizer.eos_token_id
+        if self.name_tokens is None and any(name_lists):
+            raise LinkerError(Errors.E055)
         token_cache: Dict[int, List[int]] = {}
 
         def tokens(idx: int) -> List[int]:
             if idx not in token_cache:
-                if self.name_tokens is None:
-                    raise LinkerError(Errors.E055)
                 token_cache[idx] = list(self.name_tokens(idx)) + [eos]
             return token_cache[idx]
 
-        n = len(name_lists)
-        prompt_lengths = padded.prompt_mask.sum(dim=1).tolist()
-        vocab = self.model.config.vocab_size
         if self.prefix_sharing and self.share_beams and self._positions is not None:
             return score_by_prefix_trees(self, padded, hidden, name_lists, tokens)
+        n, vocab = len(name_lists), self.model.config.vocab_size
+        prompt_lengths = padded.prompt_mask.sum(dim=1).tolist()
 
         def cost(i: int) -> int:
             """Logits rows the pass for input ``i`` materialises."""

@@ -43,7 +43,12 @@ class Errors(metaclass=ErrorsWithCodes):
     E004 = "model directory {path} does not exist (no config.json to load)"
     E005 = "could not load a tokenizer from {model}: {err}"
     E006 = "could not load a seq2seq model from {model}: {err}"
-    E007 = "unknown dtype {dtype!r}: use float32, float16 or bfloat16"
+    E007 = "unknown dtype {dtype!r}: use float32, float16, bfloat16 or int8"
+    E009 = (
+        "cannot save a {dtype} model that was not loaded from a local directory: load the float32 model "
+        "from a directory (or save before quantising)"
+    )
+    E008 = "dtype {dtype!r} (dynamic int8 quantisation) runs on the CPU only, not on {device}: use device 'cpu'"
 
     # ---- tries (name_trie.py, trie.py)
     E020 = "the KB has no names: cannot build a trie"

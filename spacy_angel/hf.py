@@ -7,6 +7,8 @@ load: a model directory must never run code) live in one place.
 """
 from __future__ import annotations
 
+import shutil
+import warnings
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
@@ -20,6 +22,7 @@ from .fileio import atomic_directory
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "spiece.model", "tokenizer_config.json")
 DTYPES = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+QUANTIZED = ("int8",)  # dynamic int8 linear layers (CPU): loaded in float32, then quantised
 
 
 def load_model_and_tokenizer(
@@ -42,6 +45,9 @@ def load_model_and_tokenizer(
     except (OSError, ValueError) as err:
         raise LinkerError(Errors.E005.format(model=model_name_or_path, err=err)) from err
     torch_dtype = parse_dtype(dtype)
+    target = resolve_device(device)
+    if dtype in QUANTIZED and target.type != "cpu":
+        raise LinkerError(Errors.E008.format(dtype=dtype, device=target))
     try:
         model = AutoModelForSeq2SeqLM.from_pretrained(
             str(model_name_or_path), trust_remote_code=False, torch_dtype=torch_dtype, use_safetensors=None
@@ -49,8 +55,30 @@ def load_model_and_tokenizer(
     except (OSError, ValueError) as err:
         raise LinkerError(Errors.E006.format(model=model_name_or_path, err=err)) from err
     model.eval()
-    model.to(resolve_device(device))
+    model.to(target)
+    if dtype in QUANTIZED:
+        model = quantize_int8(model)
+        model._angel_source = path if path.is_dir() else None  # to_disk copies the float32 weights from here
     return model, tokenizer
+
+
+def quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
+    """Dynamic int8 quantisation of every ``nn.Linear`` (weights int8, activations quantised per batch).
+
+    torch's own ``quantize_dynamic`` (fbgemm on x86): linear layers are most of the linker's FLOPs.
+    Embeddings, layer norms and attention stay float32; the tied LM head becomes its own int8
+    copy. Inference only: a quantised model is not saved or trained.
+    """
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        # torch 2.13 warns that quantised tensor constructors are deprecated (to move to torchao);
+        # quantize_dynamic itself still works and is measured in docs/performance.md.
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*", category=UserWarning)
+        quantized = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    quantized.eval()
+    quantized._angel_quantized = "int8"
+    return quantized
 
 
 def resolve_device(device: str) -> torch.device:
@@ -61,8 +89,8 @@ def resolve_device(device: str) -> torch.device:
 
 
 def parse_dtype(dtype: Optional[str]) -> Optional[torch.dtype]:
-    """``float16`` / ``bfloat16`` (or ``fp16`` / ``bf16``); None, ``""`` and ``float32`` keep the default."""
-    if dtype in (None, "", "float32", "fp32"):
+    """``float16`` / ``bfloat16`` (or ``fp16`` / ``bf16``); None, ``""``, ``float32`` and ``int8`` load float32."""
+    if dtype in (None, "", "float32", "fp32") or dtype in QUANTIZED:
         return None
     if dtype not in DTYPES:
         raise LinkerError(Errors.E007.format(dtype=dtype))
@@ -70,11 +98,24 @@ def parse_dtype(dtype: Optional[str]) -> Optional[torch.dtype]:
 
 
 def save_pretrained_atomic(model, tokenizer, output_dir: Union[str, Path]) -> Path:
-    """Save a model + tokenizer directory via a temp dir and a rename (no half-written checkpoints)."""
+    """Save a model + tokenizer directory via a temp dir and a rename (no half-written checkpoints).
+
+    An int8-quantised model is saved as the float32 model it was quantised from (its source
+    directory's weights, copied), so that the saved pipeline loads with any dtype.
+    """
+    quantized = getattr(model, "_angel_quantized", None)
+    source = getattr(model, "_angel_source", None)
+    if quantized and source is None:
+        raise LinkerError(Errors.E009.format(dtype=quantized))
     with atomic_directory(output_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        if quantized:
+            for item in Path(source).iterdir():
+                if item.is_file() and (item.suffix in (".json", ".safetensors") or item.name == "generation_config.json"):
+                    shutil.copy2(item, Path(tmp) / item.name)
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     return Path(output_dir)
 
 
-__all__ = ["load_model_and_tokenizer", "parse_dtype", "resolve_device", "save_pretrained_atomic"]
+__all__ = ["load_model_and_tokenizer", "parse_dtype", "quantize_int8", "resolve_device", "save_pretrained_atomic"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
 
-from .decoding import EncodedInput
+from .decoding import EncodedInput, Ranked
 from .fusion import NameEvidence, concept_evidence, fuse
 from .types import Candidate, Mention
 
@@ -24,15 +24,13 @@ def _batch_evidence(
     linker: "AngelLinker", chunk: Sequence[EvidenceKey], retrieved: Dict[EvidenceKey, List[Tuple[int, float]]]
 ) -> List[List[NameEvidence]]:
     """Evidence for one batch of unique (encoded input, surface) keys: one encoder pass."""
-    decoder = linker.decoder
-    batch = [key for key, _ in chunk]
-    padded = decoder.pad_batch(batch)
-    hidden = decoder.encode(padded.input_ids, padded.attention)
-    beams = decoder.beam_search(batch, encoded=hidden)
     cos = [dict(retrieved[item]) for item in chunk]  # name index -> TF-IDF cosine, per input
+
+    def not_in_beam(beams: List[Ranked]) -> List[Tuple[int, ...]]:
+        return [tuple(idx for idx in c if idx not in {i for i, _ in beam}) for c, beam in zip(cos, beams)]
+
+    beams, scored = linker.decoder.beam_then_score([key for key, _ in chunk], not_in_beam)
     in_beam = [{idx for idx, _ in beam} for beam in beams]
-    extras = [tuple(idx for idx in c if idx not in found) for c, found in zip(cos, in_beam)]
-    scored = decoder.score_names(batch, extras, encoded=hidden) if any(extras) else [[] for _ in chunk]
     # TF-IDF cosine of beam names the retriever did not return
     missing = [[idx for idx in found if idx not in c] for c, found in zip(cos, in_beam)]
     for c, miss, miss_cos in zip(cos, missing, linker.name_index.cosine([surface for _, surface in chunk], missing)):

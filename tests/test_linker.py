@@ -233,7 +233,7 @@ def test_beam_then_score_encodes_once_and_matches_separate_passes(linker, tiny_k
     original = decoder.encode
     monkeypatch.setattr(decoder, "encode", lambda *args: calls.append(1) or original(*args))
 
-    ranked, scored = decoder.beam_then_score(batch, extra)
+    ranked, scored = decoder.beam_then_score(batch, lambda beams: extra)
     assert len(calls) == 1, "beam search and scoring share one encoder pass"
     separate_ranked, separate_scored = decoder.beam_search(batch), decoder.score_names(batch, extra)
     assert len(calls) == 3
