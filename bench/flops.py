@@ -96,9 +96,20 @@ def flops_per_mention(model, run: Callable[[], object], mentions: int) -> Dict[s
     return out
 
 
+def encoder_seconds(linker, mentions: Sequence[object]) -> float:
+    """Seconds the encoder alone takes over ``mentions``, batched and sorted as the linker does."""
+    todo = sorted({linker.encode(m) for m in mentions}, key=lambda k: (len(k[0]), len(k[1])))
+    decoder = linker.decoder
+    t0 = time.perf_counter()
+    for lo in range(0, len(todo), linker.batch_size):
+        padded = decoder.pad_batch(todo[lo : lo + linker.batch_size])
+        decoder.encode(padded.input_ids, padded.attention)
+    return time.perf_counter() - t0
+
+
 def peak_fraction(mflops_per_mention: float, mentions_per_s: float, peak_gflops: float) -> float:
     """Achieved FLOP/s as a fraction of the measured matmul peak."""
     return mflops_per_mention * 1e6 * mentions_per_s / (peak_gflops * 1e9)
 
 
-__all__ = ["CATEGORIES", "count_flops", "flops_per_mention", "matmul_peak", "peak_fraction"]
+__all__ = ["CATEGORIES", "count_flops", "encoder_seconds", "flops_per_mention", "matmul_peak", "peak_fraction"]

@@ -8,7 +8,14 @@ and with interleaved repeats (the machine may be shared, so both sides see the s
   dict-of-dicts trie, one mention at a time (``bench/genre_baseline.py``);
 * ``rerank``: TF-IDF top-N names re-ranked by :meth:`AngelLinker.rerank` (no beam search);
 * ``hybrid``: :meth:`AngelLinker.link` with ``mode="hybrid"`` (beam + TF-IDF top-N, one encoder
-  pass, fused with the model's ``fusion.json`` or the default weights).
+  pass, fused with the model's ``fusion.json`` or the default weights);
+* ``ours_int8`` / ``hybrid_int8``: the same two with the model's linear layers quantised to int8
+  (``dtype="int8"``);
+* ``encoder``: the encoder passes alone (for the decoder loop's share of time and FLOPs).
+
+A FLOP account (``bench/flops.py``) counts what each side spends per mention (encoder, decoder
+layers, output projection, attention) and sets the achieved FLOP/s against the machine's
+measured float32 matmul peak at the same thread count.
 
 Same model, KB, encoder input and decoder prompt on every side; top-1 names are compared
 mention by mention. Peak RSS of each side is measured in its own subprocess. Optional sweeps:
@@ -16,8 +23,8 @@ batch size (``--batch-sizes``) and KB size (``--kb-sizes``).
 
     .venv/bin/python bench/linking_throughput.py [--model DIR] [--limit N] [--repeats 3]
 
-The last lines of output are ``speedup_vs_baseline=<median ours mentions/s / baseline's>`` and
-``hybrid_per_s=... hybrid_vs_beam=... hybrid_vs_baseline=...``.
+The last line of output is the summary ``beam_vs_baseline= hybrid_vs_baseline= hybrid_per_s=
+int8_speedup= peak_fraction=`` (int8 in hybrid mode; peak_fraction: beam mode's decoder loop).
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from flops import encoder_seconds, flops_per_mention, matmul_peak, peak_fraction  # noqa: E402
 from common import (  # noqa: E402
     DEFAULT_CACHE,
     DEFAULT_CORPUS,
@@ -70,6 +78,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--sweep-limit", type=int, default=240, help="mentions per sweep point")
     p.add_argument("--rss", choices=["on", "off"], default="on", help="measure peak RSS per side in subprocesses")
     p.add_argument("--rss-limit", type=int, default=240, help="mentions each RSS subprocess links")
+    p.add_argument("--int8", choices=["on", "off"], default="on", help="also time the int8-quantised model")
+    p.add_argument("--flops", choices=["on", "off"], default="on", help="FLOP account and matmul peak")
+    p.add_argument("--flops-limit", type=int, default=120, help="mentions the baseline's FLOPs are counted on")
     p.add_argument("--json", type=Path, default=None, help="also write all numbers to this JSON file")
     p.add_argument("--rss-worker", choices=["ours", "baseline", "rerank", "idle"], default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -267,6 +278,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         linker.name_index = index  # the hybrid side retrieves from the same index
         linker.fusion = FusionWeights.for_model(model_dir)
         linker.num_candidates = args.rerank_candidates
+    int8 = None
+    if args.int8 == "on":
+        from spacy_angel.hf import load_model_and_tokenizer
+
+        int8 = AngelLinker(load_model_and_tokenizer(model_dir, device="cpu", dtype="int8")[0], linker.tokenizer, kb,
+                           linker.trie, num_beams=args.num_beams, batch_size=args.batch_size)
+        int8.name_index, int8.fusion, int8.num_candidates = linker.name_index, linker.fusion, linker.num_candidates
+        int8.link(mentions[:4], top_k=args.top_k)
 
     # Warm-up (first-call allocations, lazy imports), then interleaved timed repeats.
     linker.link(mentions[:4], top_k=args.top_k)
@@ -274,7 +293,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         baseline.link(mentions[:2], top_k=args.top_k)
     if index is not None:
         linker.rerank(mentions[:4], "tfidf", top_k=args.top_k, num_candidates=args.rerank_candidates, index=index)
-    times: Dict[str, List[float]] = {"ours": [], "baseline": [], "rerank": [], "hybrid": []}
+    times: Dict[str, List[float]] = {"ours": [], "baseline": [], "rerank": [], "hybrid": [], "ours_int8": [],
+                                     "hybrid_int8": [], "encoder": []}
     results: Dict[str, Any] = {}
     for rep in range(args.repeats):
         linker.clear_cache()
@@ -296,11 +316,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             t0 = time.perf_counter()
             results["hybrid"] = linker.link(mentions, top_k=args.top_k, mode="hybrid")
             times["hybrid"].append(time.perf_counter() - t0)
+        for mode, side in (("beam", "ours_int8"), ("hybrid", "hybrid_int8")):
+            if int8 is not None and (mode == "beam" or index is not None):
+                int8.clear_cache()
+                t0 = time.perf_counter()
+                results[side] = int8.link(mentions, top_k=args.top_k, mode=mode)
+                times[side].append(time.perf_counter() - t0)
+        times["encoder"].append(encoder_seconds(linker, mentions))
         print(f"# repeat {rep + 1}: " + ", ".join(f"{k} {n / v[-1]:.2f}/s" for k, v in times.items() if v), flush=True)
     linker.clear_cache()
 
     throughput = {k: {"seconds": v, "median_s": median(v), "mentions_per_s": n / median(v)} for k, v in times.items() if v}
     report["throughput"] = throughput
+    if args.flops == "on":
+        report["flops"] = flop_account(linker, baseline, mentions, args, throughput)
     report["accuracy"] = {k: accuracy(v, mentions, kb) for k, v in results.items()}
     if index is not None:
         report["accuracy"]["tfidf_only"] = accuracy(index.link([linker._pieces(m)[1] for m in mentions], args.top_k), mentions, kb)
@@ -310,6 +339,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report["speedup_vs_baseline"] = throughput["ours"]["mentions_per_s"] / throughput["baseline"]["mentions_per_s"]
     if index is not None and "ours" in results:
         report["rerank_top1_same_as_ours"] = sum(top1(a) == top1(b) for a, b in zip(results["ours"], results["rerank"]))
+    for fp32, quantised in (("ours", "ours_int8"), ("hybrid", "hybrid_int8")):
+        if quantised in results:  # same name at rank 1 (ties aside: the int8 model is another model)
+            same = sum(top1(a) == top1(b) for a, b in zip(results[fp32], results[quantised]))
+            report.setdefault("int8_top1_same", {})[fp32] = {"same": same, "total": n}
 
     # Batch-size sweep (ours only), interleaved across sizes.
     sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
@@ -375,16 +408,61 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print_report(report)
     if args.json:
         write_json_atomic(args.json, report)
-    if "speedup_vs_baseline" in report:
-        print(f"speedup_vs_baseline={report['speedup_vs_baseline']:.2f}")
-    else:
-        print("speedup_vs_baseline=nan")
-    if "hybrid" in throughput:
-        hyb = throughput["hybrid"]["mentions_per_s"]
-        base = throughput.get("baseline", {}).get("mentions_per_s")
-        print(f"hybrid_per_s={hyb:.2f} hybrid_vs_beam={hyb / throughput['ours']['mentions_per_s']:.2f} "
-              f"hybrid_vs_baseline={hyb / base if base else float('nan'):.2f}")
+    print(summary_line(report))
     return 0
+
+
+def summary_line(report: Dict[str, Any]) -> str:
+    """``beam_vs_baseline= hybrid_vs_baseline= hybrid_per_s= int8_speedup= peak_fraction=`` (nan if not run)."""
+    rate = {side: t["mentions_per_s"] for side, t in report["throughput"].items()}
+    nan = float("nan")
+
+    def ratio(a: str, b: str) -> float:
+        return rate[a] / rate[b] if a in rate and b in rate else nan
+
+    loop = report.get("flops", {}).get("decoder_loop", {}).get("ours", {}).get("peak_fraction", nan)
+    return (f"beam_vs_baseline={ratio('ours', 'baseline'):.2f} hybrid_vs_baseline={ratio('hybrid', 'baseline'):.2f} "
+            f"hybrid_per_s={rate.get('hybrid', nan):.2f} int8_speedup={ratio('hybrid_int8', 'hybrid'):.2f} "
+            f"peak_fraction={loop:.3f}")
+
+
+def flop_account(linker, baseline, mentions, args, throughput) -> Dict[str, Any]:
+    """MFLOPs per mention per side, achieved GFLOP/s and fraction of the measured matmul peak.
+
+    ``decoder_loop``: everything after the encoder (beam steps, scoring), FLOPs and seconds net
+    of the encoder side's. Counting runs are separate from the timed ones (hooks cost time).
+    """
+    account: Dict[str, Any] = {"matmul_gflops": matmul_peak()}
+    peak = account["matmul_gflops"]["peak"]
+    n = len(mentions)
+    runs = {"ours": lambda: linker.link(mentions, top_k=args.top_k, mode="beam"),
+            "encoder": lambda: encoder_seconds(linker, mentions)}
+    if args.rerank_candidates > 0:
+        runs["hybrid"] = lambda: linker.link(mentions, top_k=args.top_k, mode="hybrid")
+    sides: Dict[str, Dict[str, float]] = {}
+    for side, run in runs.items():
+        linker.clear_cache()
+        sides[side] = flops_per_mention(linker.model, run, n)
+    if baseline is not None:
+        few = mentions[: args.flops_limit]
+        sides["baseline"] = flops_per_mention(linker.model, lambda: baseline.link(few, top_k=args.top_k), len(few))
+    linker.clear_cache()
+    for side, f in sides.items():
+        rate = throughput.get(side, {}).get("mentions_per_s")
+        if rate:
+            f["gflops_per_s"] = f["total"] * rate / 1e3
+            f["peak_fraction"] = peak_fraction(f["total"], rate, peak)
+    account["per_mention_mflops"] = sides
+    loops: Dict[str, Dict[str, float]] = {}
+    enc_s = throughput.get("encoder", {}).get("median_s")
+    for side in ("ours", "hybrid"):
+        if side in sides and side in throughput and enc_s:
+            mflops = sides[side]["total"] - sides["encoder"]["total"]
+            seconds = throughput[side]["median_s"] - enc_s
+            loops[side] = {"mflops_per_mention": mflops, "seconds": seconds,
+                           "peak_fraction": peak_fraction(mflops, n / seconds, peak)}
+    account["decoder_loop"] = loops
+    return account
 
 
 def print_report(report: Dict[str, Any]) -> None:
@@ -401,6 +479,16 @@ def print_report(report: Dict[str, Any]) -> None:
     if "tfidf_only" in report["accuracy"]:
         acc = report["accuracy"]["tfidf_only"]
         print(f"{'tfidf only':<10} {'':>9} {'':>12}   {acc['acc@1']:.3f}   {acc['acc@5']:.3f}")
+    if "flops" in report:
+        f = report["flops"]
+        print(f"\nmatmul peak (float32 torch.mm, same threads): {f['matmul_gflops']['peak']:.1f} GFLOP/s")
+        print("side        MFLOP/mention (enc / dec layers / out proj / attn)   GFLOP/s   of peak")
+        for side, r in f["per_mention_mflops"].items():
+            parts = " / ".join(f"{r[c]:.0f}" for c in ("encoder", "decoder_layers", "output_projection", "attention"))
+            print(f"{side:<10} {r['total']:>8.0f} ({parts})   {r.get('gflops_per_s', float('nan')):>8.1f}   "
+                  f"{100 * r.get('peak_fraction', float('nan')):5.1f}%")
+        for side, r in f["decoder_loop"].items():
+            print(f"decoder loop ({side}): {r['mflops_per_mention']:.0f} MFLOP/mention, {100 * r['peak_fraction']:.1f}% of peak")
     if "top1_agreement" in report:
         agree = report["top1_agreement"]
         print(f"\ntop-1 identical to the baseline: {agree['same']}/{agree['total']}")

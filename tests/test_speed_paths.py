@@ -116,3 +116,19 @@ def test_an_int8_pipeline_saves_float32_weights_and_reloads(tiny_model_dir, tiny
     again = spacy.load(tmp_path / "pipe")
     assert again.get_pipe("angel_linker").cfg["dtype"] == "int8"
     assert [(e.text, e._.cui) for e in again(TEXT).ents] == before
+
+
+def test_dense_trie_masks_give_the_same_beams(linker, monkeypatch):
+    """Every node masked densely (as the root of a UMLS-size trie is) == (row, token) pairs."""
+    import spacy_angel.trie_constraint as trie_constraint
+
+    linker.clear_cache()
+    pairs = linker.link(MENTIONS, top_k=5)
+    monkeypatch.setattr(trie_constraint, "DENSE_FANOUT", 1)
+    linker.clear_cache()
+    dense = linker.link(MENTIONS, top_k=5)
+    assert linker.trie._dense_masks, "the dense path ran"
+    for a, b in zip(pairs, dense):
+        assert [(c.kb_ids, c.name) for c in a] == [(c.kb_ids, c.name) for c in b]
+        assert [c.score for c in a] == pytest.approx([c.score for c in b], abs=1e-6)
+    linker.clear_cache()
