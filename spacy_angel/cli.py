@@ -194,7 +194,7 @@ def link_command(
     num_beams: int = typer.Option(5, help="Beam size."),
     top_k: int = typer.Option(5, help="Candidates per mention."),
     batch_size: int = typer.Option(32, help="Mentions per decoder batch."),
-    context_window: int = typer.Option(32, help="Words of context on each side."),
+    context_window: int = typer.Option(0, help="Words of context on each side (0: the mention alone, what our recipes train on)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:0, ..."),
     mode: str = typer.Option("hybrid", help="hybrid (TF-IDF top names + beam, fused with the model's fusion.json or default weights), beam, or rerank."),
     num_candidates: int = typer.Option(20, help="TF-IDF names per mention in hybrid and rerank modes."),

@@ -11,6 +11,11 @@ GenBioEL / ANGEL checkpoints read, and every training stage here writes,
 
 Inference (:class:`spacy_angel.linker.AngelLinker`), training (``training/``) and the benches all
 build their inputs here, so a change to the format is one change in one place.
+
+The linker's default ``context_window`` is 0 (the mention alone): every recipe here trains on
+mentions without context (BioSyn-processed corpora, AskAPatient, KB synonyms), and on NCBI-disease
+dev raw mentions context cost accuracy and time (``bench/dev_tradeoffs.py``, docs/performance.md).
+Link a model trained on mentions in context with its training window.
 """
 from __future__ import annotations
 
@@ -83,7 +88,7 @@ class PromptFormat:
         tokenizer,
         decoder_start_id: Optional[int] = None,
         *,
-        context_window: int = 32,
+        context_window: int = 0,
         lowercase: bool = True,
         start_marker: str = DEFAULT_START_MARKER,
         end_marker: str = DEFAULT_END_MARKER,

@@ -258,7 +258,7 @@ def link_corpus(
     num_beams: int = 5,
     top_k: int = 5,
     batch_size: int = 32,
-    context_window: int = 32,
+    context_window: int = 0,
     device: str = "auto",
     dtype: Optional[str] = None,
     progress: bool = True,

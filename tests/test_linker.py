@@ -34,7 +34,8 @@ def mentions_in(text: str, surfaces) -> list:
 @pytest.fixture(scope="module")
 def linker(tiny_model_dir, tiny_kb):
     torch.manual_seed(0)
-    return AngelLinker.from_pretrained(tiny_model_dir, tiny_kb, device="cpu", num_beams=5, batch_size=4)
+    # context 32 words a side (the default is 0): the format tests below need context to cut
+    return AngelLinker.from_pretrained(tiny_model_dir, tiny_kb, device="cpu", num_beams=5, batch_size=4, context_window=32)
 
 
 def check_steps_against_brute_force(monkeypatch, linker, kb) -> dict:
@@ -132,6 +133,15 @@ def test_input_format_matches_angel(linker):
     assert source[0] == tok.bos_token_id and source[-1] == tok.eos_token_id
     assert prompt[0] == linker.model.config.decoder_start_token_id
     assert tok.decode(prompt[1:]).split() == ["breast", "cancer", "is"]
+
+
+def test_the_default_input_is_the_mention_alone(tiny_model_dir, tiny_kb):
+    """Context 0 by default: what every recipe here trains on (docs/performance.md, dev trade-off)."""
+    default = AngelLinker.from_pretrained(tiny_model_dir, tiny_kb, device="cpu")
+    text = "Mutations cause Breast Cancer in women"
+    m = Mention("d", text, text.index("Breast"), text.index(" in"))
+    assert default.context_window == 0
+    assert default.format_source(m) == "START breast cancer END"
 
 
 def test_context_window_limits_words(tiny_model_dir, tiny_kb):

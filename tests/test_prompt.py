@@ -28,7 +28,7 @@ def tok(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def fmt(tok) -> PromptFormat:
-    return PromptFormat(tok, DECODER_START, max_input_length=512)
+    return PromptFormat(tok, DECODER_START, max_input_length=512, context_window=32)
 
 
 def words(tok, ids) -> list:
@@ -48,7 +48,7 @@ def test_known_mention_gives_the_angel_format(fmt, tok):
 
 
 def test_case_whitespace_and_context_window(tok):
-    cased = PromptFormat(tok, DECODER_START, lowercase=False)
+    cased = PromptFormat(tok, DECODER_START, lowercase=False, context_window=32)
     assert cased.source_text(MENTION) == "Mutations cause START Breast Cancer END in women"
     assert cased.prompt_text(MENTION) == "Breast Cancer is"
     text = "one two three four breast cancer five six seven"
@@ -63,7 +63,7 @@ def test_decoder_start_defaults_to_end_of_sequence(tok):
 
 
 def test_truncation_keeps_the_mention_and_the_nearest_context(tok):
-    fmt = PromptFormat(tok, DECODER_START, max_input_length=24)
+    fmt = PromptFormat(tok, DECODER_START, max_input_length=24, context_window=32)
     left = " ".join(f"left{i}" for i in range(300))
     right = " ".join(f"right{i}" for i in range(300))
     text = f"{left} breast cancer {right}"
@@ -79,7 +79,7 @@ def test_truncation_keeps_the_mention_and_the_nearest_context(tok):
 
 
 def test_overlong_mention_and_prompt_are_cut(tok):
-    fmt = PromptFormat(tok, DECODER_START, max_input_length=16, max_prompt_length=3)
+    fmt = PromptFormat(tok, DECODER_START, max_input_length=16, max_prompt_length=3, context_window=32)
     source, prompt = fmt.encode(Mention.bare("cancer " * 200))
     assert len(source) <= 16
     assert source[-1] == tok.eos_token_id

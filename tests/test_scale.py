@@ -145,7 +145,7 @@ def test_ray_job_resumes_a_killed_run_and_equals_single_process(
     assert len(shards) == 8
     # what a killed run leaves: some shards written (by the same actor class, here in-process),
     # one shard half-written as atomic_open's temp file, the rest not started
-    settings = dict(num_beams=5, top_k=5, batch_size=32, context_window=32, device="cpu")
+    settings = dict(num_beams=5, top_k=5, batch_size=32, context_window=0, device="cpu")
     threads = torch.get_num_threads()
     try:
         actor = ShardLinker(str(tiny_model_dir), str(tiny_kb_dir), str(out), settings)  # sets 1 torch thread

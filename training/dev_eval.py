@@ -63,7 +63,7 @@ def dev_accuracy(
     mentions: Sequence[Mention],
     num_beams: int = 5,
     batch_size: int = 64,
-    context_window: int = 32,
+    context_window: int = 0,
 ) -> Dict[str, float]:
     """``{"acc1", "acc5"}`` of constrained beam search on ``mentions`` (Acc@5 caps at ``num_beams``)."""
     if not mentions:
@@ -93,7 +93,7 @@ class DevAccuracyCallback(TrainerCallback):
         *,
         num_beams: int = 5,
         batch_size: int = 64,
-        context_window: int = 32,
+        context_window: int = 0,
     ) -> None:
         self.tokenizer = tokenizer
         self.kb = kb

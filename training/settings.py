@@ -35,7 +35,7 @@ class DecodingSettings:
     """How mentions are decoded with the constrained linker (dev evaluation, mining, evaluation)."""
 
     num_beams: int = _f(5, "Beam size of the constrained decoder (dev evaluation).")
-    context_window: int = _f(32, "Words of context on each side of a mention.")
+    context_window: int = _f(0, "Words of context on each side of a mention (0: the mention alone, as the linker by default).")
     device: str = _f("auto", "auto (CUDA when present), cpu or cuda.")
     progress: bool = _f(False, "Show progress bars.", cli=False)
 
