@@ -194,7 +194,36 @@ def query_speed(trie, seed: int) -> Dict[str, float]:
     for _ in range(20):
         rows, _ = trie.allowed_pairs(root)
     root_us = (time.perf_counter() - t0) / 20 * 1e6
-    return {"step_160_beams_us": step_us, "root_step_160_beams_us": root_us, "root_fanout": int(rows.size // 160)}
+    out = {"step_160_beams_us": step_us, "root_step_160_beams_us": root_us, "root_fanout": int(rows.size // 160)}
+    out.update(root_mask_ms(trie))
+    return out
+
+
+def root_mask_ms(trie, vocab: int = 50_000, reps: int = 10) -> Dict[str, float]:
+    """Milliseconds of the whole trie-mask step at the root for 160 beams: (row, token) pairs vs
+    the cached dense mask (``spacy_angel.trie_constraint.DENSE_FANOUT``), same masked scores."""
+    import torch
+
+    import spacy_angel.trie_constraint as tc
+
+    scores = torch.randn(160, max(vocab, int(trie.edge_token.max()) + 1))
+    at_root = torch.zeros((160, 0), dtype=torch.long)
+    out: Dict[str, float] = {}
+    results = {}
+    default = tc.DENSE_FANOUT
+    for name, threshold in (("pairs", 1 << 62), ("dense", default)):
+        tc.DENSE_FANOUT = threshold
+        try:
+            constraint = tc.TrieConstraint(trie, prompt_length=0)
+            results[name] = constraint(at_root, scores)  # first call builds the dense mask (cached)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                tc.TrieConstraint(trie, prompt_length=0)(at_root, scores)
+            out[f"root_mask_{name}_ms"] = (time.perf_counter() - t0) / reps * 1e3
+        finally:
+            tc.DENSE_FANOUT = default
+    assert torch.equal(results["pairs"], results["dense"]), "dense and pair masks differ"
+    return out
 
 
 # ----------------------------------------------------------------------------- main
@@ -245,6 +274,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"{o['build_peak_mb']:>8.0f} {o['retained_mb']:>12.0f} ({o['retained_trimmed_mb']:>6.0f}) {o['array_mb']:>10.0f} {o['loaded_rss_mb']:>10.0f} "
               f"{o['step_160_beams_us']:>8.0f} | {d.get('retained_mb', float('nan')):>7.0f}{tag} {d.get('build_s', float('nan')):>6.0f} {ratio:>10.1f}")
     print("(* extrapolated from the largest measured dict trie by bytes per node)")
+    for size in sizes:
+        o = report["ours"][str(size)]
+        print(f"root mask step, 160 beams, {size} names (fan-out {o['root_fanout']}): (row, token) pairs "
+              f"{o['root_mask_pairs_ms']:.1f} ms, dense {o['root_mask_dense_ms']:.1f} ms")
     if args.json:
         write_json_atomic(args.json, report)
     big = str(max(sizes))

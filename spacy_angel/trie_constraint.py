@@ -67,19 +67,26 @@ class TrieConstraint(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         generated = input_ids[:, self.prompt_length :].cpu().numpy().astype(np.int64)
         nodes = self.nodes_for(generated)
-        masked = torch.full_like(scores, float("-inf"))
         fanout = np.where(nodes >= 0, self.trie.first_edge[np.maximum(nodes, 0) + 1] - self.trie.first_edge[np.maximum(nodes, 0)], 0)
         wide = fanout >= DENSE_FANOUT
+        if wide.any():  # the root and other wide nodes: a cached dense mask instead of (row, token) pairs
+            unique, which = np.unique(nodes[wide], return_inverse=True)
+            masks = torch.stack([self.dense_mask(int(n), scores.shape[1], scores.device) for n in unique])
+            allowed = masks[torch.from_numpy(which.reshape(-1)).to(scores.device)]
+            if wide.all():  # the first step: one pass over the scores
+                masked = scores.masked_fill(~allowed, float("-inf"))
+            else:
+                masked = torch.full_like(scores, float("-inf"))
+                wide_rows = torch.from_numpy(np.nonzero(wide)[0]).to(scores.device)
+                masked[wide_rows] = scores[wide_rows].masked_fill(~allowed, float("-inf"))
+        else:
+            masked = torch.full_like(scores, float("-inf"))
         narrow = np.nonzero(~wide)[0]
         if narrow.size:
             rows, tokens = self.trie.allowed_pairs(nodes[narrow])
             rows_t = torch.from_numpy(narrow[rows]).to(scores.device)
             tokens_t = torch.from_numpy(tokens).to(scores.device)
             masked[rows_t, tokens_t] = scores[rows_t, tokens_t]
-        if wide.any():  # the root and other wide nodes: a cached dense mask instead of (row, token) pairs
-            wide_rows = torch.from_numpy(np.nonzero(wide)[0]).to(scores.device)
-            allowed = torch.stack([self.dense_mask(int(n), scores.shape[1], scores.device) for n in nodes[wide]])
-            masked[wide_rows] = scores[wide_rows].masked_fill(~allowed, float("-inf"))
         if self.num_beams is not None:
             self._track(generated, masked)
         return masked
