@@ -4,7 +4,7 @@ Two tables, each measured side by side in one run (same model, KB, machine, inte
 
 * ``dtype``: float32 vs int8 (dynamic quantisation) in beam and hybrid mode on the paper
   protocol (BioSyn-processed dev mentions, no context, the dev KB = MEDIC + train names);
-* ``beams``: beam size 1, 3, 5 in hybrid mode (the TF-IDF names are scored either way), paper protocol;
+* ``beams``: beam size 1, 3, 5 x TF-IDF names 10, 20 in hybrid mode, paper protocol;
 * ``context``: encoder context of 0, 8, 16, 32 words on each side, on raw PubTator dev mentions
   in their abstracts (the raw-mention protocol: it is where context exists), against the same KB.
 
@@ -36,6 +36,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--modes", default="beam,hybrid")
     p.add_argument("--contexts", default="0,8,16,32", help="context words per side for the raw-mention table")
     p.add_argument("--beams", default="1,3,5", help="beam sizes for the hybrid-mode table")
+    p.add_argument("--candidates", default="10,20", help="TF-IDF names per mention for the hybrid-mode table")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
@@ -87,16 +88,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report: Dict[str, Any] = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
                               "torch_threads": torch.get_num_threads()}
 
-    def linker(dtype: str = "float32", context: int = 0, beams: int = 5) -> AngelLinker:
+    def linker(dtype: str = "float32", context: int = 0, beams: int = 5, candidates: int = 20) -> AngelLinker:
         return AngelLinker.from_pretrained(args.model, args.kb, device="cpu", dtype=dtype, context_window=context,
-                                           batch_size=args.batch_size, num_beams=beams)
+                                           batch_size=args.batch_size, num_beams=beams, num_candidates=candidates)
 
     paper = load_mentions(args.paper_dev, kb)
     report["dtype"] = {"protocol": "paper (BioSyn-processed NCBI-disease dev, no context)", "mentions": len(paper)}
     report["dtype"].update(measure({d: linker(dtype=d) for d in args.dtypes.split(",") if d}, paper, modes, args.repeats, kb))
     beams = [int(b) for b in args.beams.split(",") if b.strip()]
     report["beams"] = {"protocol": report["dtype"]["protocol"], "mentions": len(paper)}
-    report["beams"].update(measure({f"beams{b}": linker(beams=b) for b in beams}, paper, ["hybrid"], args.repeats, kb))
+    grid = {f"beams{b}_candidates{c}": linker(beams=b, candidates=int(c)) for b in beams for c in args.candidates.split(",") if c}
+    report["beams"].update(measure(grid, paper, ["hybrid"], args.repeats, kb))
     raw = load_mentions(args.raw_dev, kb)
     contexts = [int(c) for c in args.contexts.split(",") if c.strip()]
     report["context"] = {"protocol": "raw mentions (NCBI-disease dev PubTator abstracts, with context)", "mentions": len(raw)}
@@ -113,10 +115,10 @@ def print_report(report: Dict[str, Any]) -> None:
     for table in ("dtype", "beams", "context"):
         rows = report[table]
         print(f"\n{table}: {rows['protocol']}, {rows['mentions']} mentions")
-        print("row                      acc@1   acc@5   mentions/s")
+        print("row                             acc@1   acc@5   mentions/s")
         for key, r in rows.items():
             if isinstance(r, dict):
-                print(f"{key:<24} {100 * r['acc@1']:6.2f}  {100 * r['acc@5']:6.2f}  {r['mentions_per_s']:10.1f}")
+                print(f"{key:<31} {100 * r['acc@1']:6.2f}  {100 * r['acc@5']:6.2f}  {r['mentions_per_s']:10.1f}")
 
 
 if __name__ == "__main__":
