@@ -9,7 +9,7 @@ not input formats. (Benchmark code: it is never imported by the ``spacy_angel`` 
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -58,11 +58,13 @@ def build_dict_trie(names: Sequence[str], tokenizer) -> Tuple[DictTrie, Dict[Tup
 class GenreBaseline:
     """Batch size 1, ``prefix_allowed_tokens_fn`` over a :class:`DictTrie` (the upstream recipe)."""
 
-    def __init__(self, linker: AngelLinker, trie: DictTrie, name_of: Dict[Tuple[int, ...], int]) -> None:
+    def __init__(
+        self, linker: AngelLinker, trie: DictTrie, name_of: Dict[Tuple[int, ...], int], max_new_tokens: Optional[int] = None
+    ) -> None:
         self.linker = linker  # only for its model, tokenizer, KB and input encoding
         self.trie = trie
         self.name_of = name_of
-        self.max_new_tokens = linker.max_name_length
+        self.max_new_tokens = linker.max_name_length if max_new_tokens is None else max_new_tokens
 
     @torch.inference_mode()
     def link_one(self, mention: Mention, top_k: int = 5) -> List[Candidate]:

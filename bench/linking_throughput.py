@@ -146,6 +146,7 @@ def rss_worker(args: argparse.Namespace) -> Dict[str, Any]:
     if side == "baseline":
         from genre_baseline import GenreBaseline, build_dict_trie
 
+        depth = linker.max_name_length
         linker.trie = None  # the baseline keeps its own trie; drop ours before measuring
         gc.collect()
         before = current_rss_mb()
@@ -153,7 +154,7 @@ def rss_worker(args: argparse.Namespace) -> Dict[str, Any]:
         trie, name_of = build_dict_trie(kb.names, linker.tokenizer)
         out["dict_trie_build_s"] = time.perf_counter() - t0
         out["dict_trie_rss_mb"] = current_rss_mb() - before
-        runner = GenreBaseline(linker, trie, name_of)
+        runner = GenreBaseline(linker, trie, name_of, max_new_tokens=depth)
         out["rss_after_load_mb"] = current_rss_mb()
         runner.link(mentions, top_k=args.top_k)
     elif side == "ours":
