@@ -30,11 +30,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True, help="trained model directory (with its fusion.json)")
     p.add_argument("--kb", type=Path, required=True, help="dev KB directory (kb build output)")
-    p.add_argument("--paper-dev", type=Path, default=DATA / "biosyn" / "ncbi-disease" / "processed_dev")
+    p.add_argument("--paper-dev", type=Path, default=DATA / "biosyn" / "ncbi-disease" / "processed_dev",
+                   help="dev mentions without context (any corpus format training reads, e.g. AskAPatient)")
     p.add_argument("--raw-dev", type=Path, default=DATA / "ncbi-disease" / "NCBIdevelopset_corpus.txt")
     p.add_argument("--dtypes", default="float32,int8")
     p.add_argument("--modes", default="beam,hybrid")
-    p.add_argument("--contexts", default="0,8,16,32", help="context words per side for the raw-mention table")
+    p.add_argument("--contexts", default="0,8,16,32", help="context words per side for the raw-mention table ('' = skip)")
     p.add_argument("--beams", default="1,3,5", help="beam sizes for the hybrid-mode table")
     p.add_argument("--candidates", default="10,20", help="TF-IDF names per mention for the hybrid-mode table")
     p.add_argument("--repeats", type=int, default=2)
@@ -93,16 +94,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                            batch_size=args.batch_size, num_beams=beams, num_candidates=candidates)
 
     paper = load_mentions(args.paper_dev, kb)
-    report["dtype"] = {"protocol": "paper (BioSyn-processed NCBI-disease dev, no context)", "mentions": len(paper)}
+    report["dtype"] = {"protocol": f"mentions without context ({args.paper_dev})", "mentions": len(paper)}
     report["dtype"].update(measure({d: linker(dtype=d) for d in args.dtypes.split(",") if d}, paper, modes, args.repeats, kb))
     beams = [int(b) for b in args.beams.split(",") if b.strip()]
     report["beams"] = {"protocol": report["dtype"]["protocol"], "mentions": len(paper)}
     grid = {f"beams{b}_candidates{c}": linker(beams=b, candidates=int(c)) for b in beams for c in args.candidates.split(",") if c}
     report["beams"].update(measure(grid, paper, ["hybrid"], args.repeats, kb))
-    raw = load_mentions(args.raw_dev, kb)
     contexts = [int(c) for c in args.contexts.split(",") if c.strip()]
-    report["context"] = {"protocol": "raw mentions (NCBI-disease dev PubTator abstracts, with context)", "mentions": len(raw)}
-    report["context"].update(measure({f"context{c}": linker(context=c) for c in contexts}, raw, modes, args.repeats, kb))
+    if contexts:
+        raw = load_mentions(args.raw_dev, kb)
+        report["context"] = {"protocol": "raw mentions (NCBI-disease dev PubTator abstracts, with context)", "mentions": len(raw)}
+        report["context"].update(measure({f"context{c}": linker(context=c) for c in contexts}, raw, modes, args.repeats, kb))
     print_report(report)
     if args.json:
         write_json_atomic(args.json, report)
@@ -113,6 +115,8 @@ def print_report(report: Dict[str, Any]) -> None:
     m = report["machine"]
     print(f"machine: {m.get('Model name', '?')}, {m.get('cpus')} CPUs, torch {m['torch']} ({report['torch_threads']} threads)")
     for table in ("dtype", "beams", "context"):
+        if table not in report:
+            continue
         rows = report[table]
         print(f"\n{table}: {rows['protocol']}, {rows['mentions']} mentions")
         print("row                             acc@1   acc@5   mentions/s")
