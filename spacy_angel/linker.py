@@ -118,7 +118,7 @@ class AngelLinker:
         length_penalty: float = 1.0,
         cache_size: int = 100_000,
         share_beams: Optional[bool] = None,
-        score_budget: int = 1 << 25,
+        score_budget: int = 1 << 22,
         mode: str = "beam",
         num_candidates: int = 20,
         name_index: Optional["NameIndex"] = None,

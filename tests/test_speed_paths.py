@@ -36,14 +36,14 @@ def linker(tiny_model_dir, tiny_kb):
     return AngelLinker.from_pretrained(tiny_model_dir, tiny_kb, device="cpu", num_beams=5, batch_size=8)
 
 
-def scores(linker: AngelLinker, kb, prefix_sharing: bool, budget: int = 1 << 25):
+def scores(linker: AngelLinker, kb, prefix_sharing: bool, budget: int = 1 << 22):
     decoder = linker.decoder
     decoder.prefix_sharing, decoder.score_budget = prefix_sharing, budget
     try:
         lists = [[kb.name_index(n) for n in names] for names in NAMES]
         return decoder.score_names([linker.encode(m) for m in MENTIONS], lists)
     finally:
-        decoder.prefix_sharing, decoder.score_budget = True, 1 << 25
+        decoder.prefix_sharing, decoder.score_budget = True, 1 << 22
 
 
 def test_a_prefix_tree_holds_each_distinct_prefix_once():
@@ -59,7 +59,7 @@ def test_a_prefix_tree_holds_each_distinct_prefix_once():
     assert mask[3].nonzero().flatten().tolist() == [0, 1, 3]  # (5 7) never sees its sibling (5 6)
 
 
-@pytest.mark.parametrize("budget", [1 << 25, 1])  # 1: every input in a pass of its own
+@pytest.mark.parametrize("budget", [1 << 22, 1])  # 1: every input in a pass of its own
 def test_tree_scoring_equals_one_padded_row_per_name(linker, tiny_kb, budget):
     tree = scores(linker, tiny_kb, True, budget)
     plain = scores(linker, tiny_kb, False)
