@@ -6,7 +6,8 @@ report (``train evaluate``) and its paired comparison with the chosen recipe (``
 ROW CHOSEN``, so ``diff`` is row - chosen), plus the mining stats of its pairs when given.
 
 The spec is JSON: ``{"protocol": str, "chosen": NAME, "rows": {NAME: {"what": str, "model": DIR,
-"test_report": PATH, "compare": PATH | null, "pairs_stats": PATH | null, "commands": [str, ...]}}}``.
+"test_report": PATH, "compare": PATH | null, "pairs_stats": PATH | null, "commands": [str, ...],
+"also_compare": {LABEL: PATH} (optional: other ``train compare ROW X`` outputs, as ``test_diff_LABEL``)}}}``.
 
 Usage: python scripts/ablation_report.py SPEC.json --output RESULTS.json
 """
@@ -58,6 +59,9 @@ def row_fields(name: str, row: Dict[str, Any]) -> Dict[str, Any]:
             test_diff_vs_chosen=cmp["diff"], test_diff_vs_chosen_ci95=cmp["diff_ci95"], test_diff_p=cmp["p_value"],
             only_row_correct=cmp.get("a_only_correct"), only_chosen_correct=cmp.get("b_only_correct"),
         )
+    for label, path in (row.get("also_compare") or {}).items():  # e.g. {"vs_positive": `train compare ROW POSITIVE`}
+        cmp = _read(path, f"row {name!r}: comparison {label}")
+        out[f"test_diff_{label}"], out[f"test_diff_{label}_ci95"], out[f"test_diff_{label}_p"] = cmp["diff"], cmp["diff_ci95"], cmp["p_value"]
     if row.get("pairs_stats"):
         stats = _read(row["pairs_stats"], f"row {name!r}: pairs stats")
         out["mining"] = {k: stats.get(k) for k in ("strategy", "top_k", "pairs", "mentions_with_pairs", "acc@1", "pairs_by_kind", "folds")}
