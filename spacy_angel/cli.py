@@ -196,6 +196,7 @@ def link_command(
     batch_size: int = typer.Option(32, help="Mentions per decoder batch."),
     context_window: int = typer.Option(0, help="Words of context on each side (0: the mention alone, what our recipes train on)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:0, ..."),
+    dtype: Optional[str] = typer.Option(None, help="float32 (default); float16 / bfloat16 on a GPU; int8 on the CPU (dynamic quantisation, ~1.5x faster; docs/performance.md)."),
     mode: str = typer.Option("hybrid", help="hybrid (TF-IDF top names + beam, fused with the model's fusion.json or default weights), beam, or rerank."),
     num_candidates: int = typer.Option(20, help="TF-IDF names per mention in hybrid and rerank modes."),
     engine: str = typer.Option("single", help="single (this process) or ray (corpus scale: OUTPUT is a directory of shards; needs the [scale] extra)."),
@@ -221,7 +222,7 @@ def link_command(
         _link_with_ray(model_dir, kb_path, str(input_path), output, ner=ner, address=address, workers=workers,
                        num_gpus_per_worker=num_gpus_per_worker, shard_size=shard_size, num_beams=num_beams,
                        top_k=top_k, batch_size=batch_size, context_window=context_window, device=device,
-                       mode=mode, num_candidates=num_candidates)
+                       dtype=dtype, mode=mode, num_candidates=num_candidates)
         return
     if engine != "single":
         _fail(f"unknown engine {engine!r}: single or ray")
@@ -237,8 +238,9 @@ def link_command(
     kb = _load_kb(kb_path)
     try:
         linker = AngelLinker.from_pretrained(
-            model_dir, kb, device=device, num_beams=num_beams, batch_size=batch_size, context_window=context_window,
-            mode=mode, num_candidates=num_candidates, index_dir=kb_path if kb_path.is_dir() else None,
+            model_dir, kb, device=device, dtype=dtype, num_beams=num_beams, batch_size=batch_size,
+            context_window=context_window, mode=mode, num_candidates=num_candidates,
+            index_dir=kb_path if kb_path.is_dir() else None,
         )
     except (LinkerError, OSError) as err:
         _fail(str(err))

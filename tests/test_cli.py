@@ -39,6 +39,26 @@ def test_build_init_link(tmp_path):
             assert 0 < c["score"] <= 1
 
 
+def test_link_int8_matches_float32_and_refuses_unknown_dtypes(tmp_path):
+    (tmp_path / "kb.tsv").write_text(TSV)
+    invoke("kb", "build", tmp_path / "kb.tsv", "--output", tmp_path / "kb")
+    invoke("init-model", tmp_path / "kb", tmp_path / "model", "--size", "tiny")
+    (tmp_path / "in.jsonl").write_text(json.dumps({"id": "a", "text": "breast cancer", "start": 0, "end": 13}) + "\n")
+    outputs = {}
+    for dtype in ("float32", "int8"):
+        out = tmp_path / f"{dtype}.jsonl"
+        result = invoke("link", tmp_path / "model", tmp_path / "kb", tmp_path / "in.jsonl", "-o", out,
+                        "--device", "cpu", "--dtype", dtype, "--mode", "beam")
+        assert result.exit_code == 0, result.output
+        outputs[dtype] = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [o["mention"] for o in outputs["int8"]] == [o["mention"] for o in outputs["float32"]]
+    assert all(o["candidates"] for o in outputs["int8"])
+    result = invoke("link", tmp_path / "model", tmp_path / "kb", tmp_path / "in.jsonl", "-o", tmp_path / "x.jsonl",
+                    "--device", "cpu", "--dtype", "int4")
+    assert result.exit_code == 1 and "E007" in result.output and "int4" in result.output
+    assert not (tmp_path / "x.jsonl").exists()
+
+
 def test_errors_name_the_problem(tmp_path):
     (tmp_path / "bad.tsv").write_text("D1\tok name\nD2\n")
     result = invoke("kb", "build", tmp_path / "bad.tsv", "--output", tmp_path / "kb", "--format", "tsv")
