@@ -40,6 +40,7 @@ from spacy_angel.kb import KnowledgeBase, normalize_name
 from spacy_angel.types import Mention
 
 from .examples import PreferencePair
+from .kb_subsets import without_names
 from .negatives import mine_pairs
 from .positive import train_positive
 from .settings import CrossfitSettings, PositiveSettings, resolve
@@ -73,21 +74,6 @@ def mentions_digest(mentions: Sequence[Mention]) -> str:
     for m in mentions:
         digest.update(mention_key(m).encode("utf-8") + b"\n")
     return digest.hexdigest()
-
-
-def without_names(kb: KnowledgeBase, names: Set[str]) -> KnowledgeBase:
-    """A copy of ``kb`` without the (normalised) ``names``; every concept keeps its ids, even with no
-    name left (its gold mentions stay usable, as targets of its other names)."""
-    out = KnowledgeBase(lowercase=kb.lowercase)
-    for cid in kb.concept_ids:
-        out.add(cid, "")
-        for name in kb.names_for(cid):
-            if name not in names:
-                out.add(cid, name)
-        aliases = kb.all_ids(cid)[1:]
-        if aliases:
-            out.add_alias_ids(cid, aliases)
-    return out
 
 
 def held_out_surfaces(kb: KnowledgeBase, held: Sequence[Mention], train: Sequence[Mention]) -> Set[str]:

@@ -20,6 +20,8 @@ from spacy_angel.kb import KnowledgeBase
 from spacy_angel.prompt import PromptFormat
 from spacy_angel.types import Mention
 
+from ..kb_subsets import without_names
+
 PHENOTYPE_ROOT = "HP:0000118"  # "Phenotypic abnormality": the ruler ignores inheritance modes, onsets, ...
 ENTITY_LABEL = "PHENOTYPE"
 
@@ -77,27 +79,6 @@ def split_synonyms(kb: KnowledgeBase, n_dev: int, n_test: int, seed: int = 0) ->
     removed = {name for _, name in held}
     mentions = [Mention.bare(name, (cid,), doc_id=f"heldout-{i}") for i, (cid, name) in enumerate(held)]
     return SynonymSplit(without_names(kb, removed), mentions[:n_dev], mentions[n_dev:])
-
-
-def without_names(kb: KnowledgeBase, removed: Set[str]) -> KnowledgeBase:
-    """A copy of ``kb`` minus the names in ``removed`` (ids, aliases, preferred names and
-    definitions kept), so held-out synonyms are neither trained on nor decodable."""
-    out = KnowledgeBase(lowercase=kb.lowercase)
-    for cid in kb.concept_ids:
-        preferred = kb.preferred_name(cid)
-        definition = kb.definition(cid)
-        types = kb.semantic_types(cid)
-        if preferred and preferred.lower() not in removed:
-            out.add(cid, preferred, definition=definition, semantic_types=types, preferred=True)
-        else:
-            out.add(cid, "", definition=definition, semantic_types=types)
-        for name in kb.names_for(cid):
-            if name not in removed:
-                out.add(cid, name)
-        aliases = kb.all_ids(cid)[1:]
-        if aliases:
-            out.add_alias_ids(cid, aliases)
-    return out
 
 
 def split_to_json(split: SynonymSplit) -> Dict[str, List[Dict[str, Any]]]:
