@@ -123,6 +123,18 @@ def _load_kb(path: Path):
     raise AssertionError  # unreachable
 
 
+def _save_pairs(pairs: Any, output: Path, stats: Dict[str, Any], counts: Dict[str, Any], summary: str) -> None:
+    """A pairs file and its ``.stats.json`` (with the corpus counts), both written atomically; then the summary."""
+    from spacy_angel.fileio import atomic_write_json
+
+    from .examples import write_pairs
+
+    write_pairs(pairs, output)
+    stats["corpus"] = counts
+    atomic_write_json(output.with_name(output.name + ".stats.json"), stats, indent=1)
+    typer.echo(summary)
+
+
 def _load_mentions(path: Path, kb: Any, corpus: CorpusSettings, label: str = "corpus"):
     """Read + preprocess a corpus; prints the counts; returns (mentions, counts dict)."""
     from .corpora import CorpusFormatError, preprocess, read_corpus
@@ -195,9 +207,6 @@ def mine_command(
 ) -> None:
     """Decode the training mentions and write (chosen, rejected) name pairs by the ANGEL rule."""
     _setup_logging()
-    from spacy_angel.fileio import atomic_write_json
-
-    from .examples import write_pairs
     from .negatives import STRATEGIES, mine_pairs
 
     if settings.strategy not in STRATEGIES:
@@ -209,13 +218,9 @@ def mine_command(
         pairs, stats = mine_pairs(model_dir, kb, mentions, dataclasses.replace(settings, progress=True))
     except (ValueError, OSError) as err:
         _fail(str(err))
-    write_pairs(pairs, output)
-    stats["corpus"] = counts
-    atomic_write_json(output.with_name(output.name + ".stats.json"), stats, indent=1)
-    typer.echo(
-        f"{stats['pairs']} pairs from {stats['mentions_with_pairs']} of {len(mentions)} mentions -> {output} "
-        f"(acc@1 on these mentions: {stats.get('acc@1', 'n/a')}; by kind: {stats['pairs_by_kind']})"
-    )
+    _save_pairs(pairs, output, stats, counts,
+                f"{stats['pairs']} pairs from {stats['mentions_with_pairs']} of {len(mentions)} mentions -> {output} "
+                f"(acc@1 on these mentions: {stats.get('acc@1', 'n/a')}; by kind: {stats['pairs_by_kind']})")
 
 
 # ---------------------------------------------------------------------------- crossfit
@@ -232,10 +237,7 @@ def crossfit_command(
 ) -> None:
     """Cross-fitted mining: K positive models, each trained without one fold, mine that fold."""
     _setup_logging()
-    from spacy_angel.fileio import atomic_write_json
-
     from .crossfit import crossfit_pairs
-    from .examples import write_pairs
     from .positive import TrainingDataError
 
     _check_output_file(pairs, "--pairs")
@@ -245,13 +247,9 @@ def crossfit_command(
         found, stats = crossfit_pairs(model_dir, kb, mentions, settings, dev_mentions=_dev(dev, kb, corpus))
     except (TrainingDataError, ValueError, OSError) as err:
         _fail(str(err))
-    write_pairs(found, pairs)
-    stats["corpus"] = counts
-    atomic_write_json(pairs.with_name(pairs.name + ".stats.json"), stats, indent=1)
-    typer.echo(
-        f"{stats['pairs']} pairs from {stats['mentions_with_pairs']} of {len(mentions)} mentions in {settings.folds} folds "
-        f"-> {pairs} (held-out acc@1 {stats['acc@1']:.4f}; by kind: {stats['pairs_by_kind']})"
-    )
+    _save_pairs(found, pairs, stats, counts,
+                f"{stats['pairs']} pairs from {stats['mentions_with_pairs']} of {len(mentions)} mentions in {settings.folds} folds "
+                f"-> {pairs} (held-out acc@1 {stats['acc@1']:.4f}; by kind: {stats['pairs_by_kind']})")
 
 
 # ---------------------------------------------------------------------------- dpo
