@@ -91,18 +91,16 @@ def _tree_mask(trees: Sequence[PrefixTree], prompt_mask: torch.Tensor, width: in
 
 
 @torch.inference_mode()
-def score_prefix_trees(
-    decoder, padded: PaddedBatch, hidden: torch.Tensor, sequences: Sequence[Sequence[Sequence[int]]]
-) -> List[List[float]]:
-    """Length-normalised log-probability of every sequence of every input (one decoder pass).
+def score_prefix_trees(decoder, padded: PaddedBatch, hidden: torch.Tensor, trees: Sequence[PrefixTree]) -> List[List[float]]:
+    """Length-normalised log-probability of every sequence of every input's tree (one decoder pass).
 
     ``decoder`` is a :class:`~spacy_angel.decoding.ConstrainedDecoder` on a BART-family model
-    with learned positions (``share_beams`` and row-shifted positions available).
+    with learned positions (``share_beams`` and row-shifted positions available); tree ``i``
+    is rooted at row ``i``'s last prompt token.
     """
     model = decoder.model
     device = model.device
     prompt, prompt_mask, shift = padded.prompt, padded.prompt_mask, padded.shift
-    trees = [PrefixTree.build(seqs, int(root)) for seqs, root in zip(sequences, prompt[:, -1].tolist())]
     width = max(len(tree) for tree in trees)
     ids = torch.full((len(trees), width), decoder.pad_id, dtype=torch.long)
     depth = torch.zeros((len(trees), width), dtype=torch.long)
@@ -146,15 +144,6 @@ def score_prefix_trees(
     return out
 
 
-def tree_size(sequences: Sequence[Sequence[int]]) -> int:
-    """Decoder positions the tree of ``sequences`` needs (its nodes), for batching by budget."""
-    seen = {()}
-    for seq in sequences:
-        for end in range(1, len(seq)):
-            seen.add(tuple(seq[:end]))
-    return len(seen)
-
-
 def score_by_prefix_trees(
     decoder, padded: PaddedBatch, hidden: torch.Tensor, name_lists: Sequence[Sequence[int]], tokens: Callable[[int], List[int]]
 ) -> List[List[Tuple[int, float]]]:
@@ -164,8 +153,9 @@ def score_by_prefix_trees(
     trees at most ``MAX_WIDTH_RATIO`` times its smallest and at most ``decoder.score_budget``
     logits (tree nodes x vocabulary). ``tokens(i)`` spells name ``i`` ending with end-of-name.
     """
-    sizes = [tree_size([tokens(idx) for idx in names]) if names else 0 for names in name_lists]
-    order = sorted((i for i in range(len(name_lists)) if name_lists[i]), key=lambda i: sizes[i])
+    roots = padded.prompt[:, -1].tolist()
+    trees = {i: PrefixTree.build([tokens(idx) for idx in names], int(roots[i])) for i, names in enumerate(name_lists) if names}
+    order = sorted(trees, key=lambda i: len(trees[i]))  # a tree's size: its decoder positions
     vocab = decoder.model.config.vocab_size
     results: List[List[Tuple[int, float]]] = [[] for _ in name_lists]
     lo = 0
@@ -173,19 +163,19 @@ def score_by_prefix_trees(
         hi = lo + 1  # sorted ascending: a pass's width is its last tree's size
         while (
             hi < len(order)
-            and sizes[order[hi]] <= MAX_WIDTH_RATIO * sizes[order[lo]]
-            and (hi + 1 - lo) * sizes[order[hi]] * vocab <= decoder.score_budget
+            and len(trees[order[hi]]) <= MAX_WIDTH_RATIO * len(trees[order[lo]])
+            and (hi + 1 - lo) * len(trees[order[hi]]) * vocab <= decoder.score_budget
         ):
             hi += 1
         rows = order[lo:hi]
         index = torch.tensor(rows, device=padded.input_ids.device)
         sub = padded.select(index)
         sub_hidden = hidden[index][:, : sub.input_ids.shape[1]]
-        scores = score_prefix_trees(decoder, sub, sub_hidden, [[tokens(idx) for idx in name_lists[i]] for i in rows])
+        scores = score_prefix_trees(decoder, sub, sub_hidden, [trees[i] for i in rows])
         for i, row_scores in zip(rows, scores):
             results[i] = list(zip(name_lists[i], row_scores))
         lo = hi
     return results
 
 
-__all__ = ["PrefixTree", "score_by_prefix_trees", "score_prefix_trees", "tree_size"]
+__all__ = ["PrefixTree", "score_by_prefix_trees", "score_prefix_trees"]

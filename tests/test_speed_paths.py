@@ -11,7 +11,7 @@ from spacy_angel.candidates import NameIndex
 from spacy_angel.errors import LinkerError
 from spacy_angel.hf import load_model_and_tokenizer
 from spacy_angel.linker import AngelLinker
-from spacy_angel.prefix_scoring import PrefixTree, tree_size
+from spacy_angel.prefix_scoring import PrefixTree
 from spacy_angel.types import Mention
 
 TEXT = "Patients with breast cancer and high blood pressure often report a migraine at night after a heart attack."
@@ -50,7 +50,7 @@ def test_a_prefix_tree_holds_each_distinct_prefix_once():
     sequences = [[5, 6, 2], [5, 7, 2], [5, 6, 8, 2], [9, 2]]
     tree = PrefixTree.build(sequences, root_token=1)
     # (), (5), (5 6), (5 7), (5 6 8), (9): six decoder positions instead of 13 tokens
-    assert len(tree) == tree_size(sequences) == 6
+    assert len(tree) == 6
     assert tree.tokens == [1, 5, 6, 7, 8, 9]
     assert tree.depths == [0, 1, 2, 2, 3, 1]
     assert tree.steps[2] == [(0, 5), (1, 6), (2, 8), (4, 2)]
