@@ -5,6 +5,7 @@ never imports it.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -23,6 +24,14 @@ DEFAULT_CACHE = REPO / ".cache" / "bench"  # /.cache/ is git-ignored
 DATA = Path(os.environ.get("SPACY_ANGEL_DATA", REPO.parent / "shared" / "data"))
 DEFAULT_CORPUS = DATA / "ncbi-disease" / "NCBItestset_corpus.txt"
 DEFAULT_KB_SOURCE = DATA / "medic" / "CTD_diseases_2017.tsv.gz"
+
+
+def add_setup_arguments(p: "argparse.ArgumentParser", corpus_help: str) -> None:
+    """``--corpus --kb-source --cache-dir --model``: what the linking benches set up alike."""
+    p.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help=corpus_help)
+    p.add_argument("--kb-source", type=Path, default=DEFAULT_KB_SOURCE, help="KB source file (CTD/MEDIC, BioSyn, ...)")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where the built KB, model and trie are kept")
+    p.add_argument("--model", type=Path, default=None, help="model directory (default: an untrained init_model size=small)")
 
 
 def _key(*parts: Any) -> str:

@@ -41,9 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from flops import encoder_seconds, flops_per_mention, matmul_peak, peak_fraction  # noqa: E402
 from common import (  # noqa: E402
-    DEFAULT_CACHE,
-    DEFAULT_CORPUS,
-    DEFAULT_KB_SOURCE,
+    add_setup_arguments,
     cached_kb,
     cached_model,
     current_rss_mb,
@@ -61,10 +59,7 @@ SCRIPT = Path(__file__).resolve()
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="PubTator file with the mentions to link")
-    p.add_argument("--kb-source", type=Path, default=DEFAULT_KB_SOURCE, help="KB source file (CTD/MEDIC, BioSyn, ...)")
-    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where the built KB, model and trie are kept")
-    p.add_argument("--model", type=Path, default=None, help="model directory (default: an untrained init_model size=small)")
+    add_setup_arguments(p, "PubTator file with the mentions to link")
     p.add_argument("--limit", type=int, default=None, help="link only the first N mentions")
     p.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats (medians are reported)")
     p.add_argument("--num-beams", type=int, default=5)

@@ -33,9 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    DEFAULT_CACHE,
-    DEFAULT_CORPUS,
-    DEFAULT_KB_SOURCE,
+    add_setup_arguments,
     REPO,
     cached_kb,
     cached_model,
@@ -52,10 +50,7 @@ Doc = Tuple[str, str, List[Tuple[int, int]]]  # (id, text, [(start, end)])
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="PubTator documents to link (repeated)")
-    p.add_argument("--kb-source", type=Path, default=DEFAULT_KB_SOURCE, help="KB source file (CTD/MEDIC, ...)")
-    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where the built KB and model are kept")
-    p.add_argument("--model", type=Path, default=None, help="model directory (default: an untrained init_model size=small)")
+    add_setup_arguments(p, "PubTator documents to link (repeated)")
     p.add_argument("--mentions", type=int, default=20_000, help="at least this many mentions (documents repeated)")
     p.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of " + ",".join(ENGINES))
     p.add_argument("--num-beams", type=int, default=5)
