@@ -216,11 +216,20 @@ def mine_command(
     mentions, counts = _load_mentions(train, kb, corpus, label="train")
     try:
         pairs, stats = mine_pairs(model_dir, kb, mentions, dataclasses.replace(settings, progress=True))
+        if settings.held_out_kb_names:
+            from .kb_subsets import read_held_out_names
+
+            names, kb_without = read_held_out_names(model_dir, kb)
+            more, stats["held_out_kb_names"] = mine_pairs(model_dir, kb_without, names, dataclasses.replace(settings, progress=True))
+            pairs += more
+            stats["pairs"] = len(pairs)
     except (ValueError, OSError) as err:
         _fail(str(err))
     _save_pairs(pairs, output, stats, counts,
                 f"{stats['pairs']} pairs from {stats['mentions_with_pairs']} of {len(mentions)} mentions -> {output} "
-                f"(acc@1 on these mentions: {stats.get('acc@1', 'n/a')}; by kind: {stats['pairs_by_kind']})")
+                f"(acc@1 on these mentions: {stats.get('acc@1', 'n/a')}; by kind: {stats['pairs_by_kind']})"
+                + (f"; {held['pairs']} of them from {held['mentions']} held-out KB names (acc@1 {held.get('acc@1')})"
+                   if (held := stats.get("held_out_kb_names")) else ""))
 
 
 # ---------------------------------------------------------------------------- crossfit

@@ -1,5 +1,6 @@
-"""A KB minus some of its names: for held-out synonyms (the offline default) and for cross-fitted
-mining (each fold model must not read the surfaces only its held-out mentions have).
+"""A KB minus some of its names: for held-out synonyms (the offline default), for cross-fitted
+mining (each fold model must not read the surfaces only its held-out mentions have) and for
+mining on KB names a positive model never read as mentions (:func:`sample_held_out_names`).
 
 Why a room: both callers need the same guarantee, that a removed name is neither trained on nor
 decodable, while every concept keeps its ids (its gold mentions stay linkable through its other
@@ -7,9 +8,15 @@ names), aliases, preferred name and definition.
 """
 from __future__ import annotations
 
-from typing import Set
+import json
+import random
+from pathlib import Path
+from typing import Any, Dict, List, Set, Tuple, Union
 
 from spacy_angel.kb import KnowledgeBase
+from spacy_angel.types import Mention
+
+HELD_OUT_FILE = "held_out_kb_names.json"  # in a positive model's directory
 
 
 def without_names(kb: KnowledgeBase, removed: Set[str]) -> KnowledgeBase:
@@ -33,4 +40,56 @@ def without_names(kb: KnowledgeBase, removed: Set[str]) -> KnowledgeBase:
     return out
 
 
-__all__ = ["without_names"]
+def sample_held_out_names(kb: KnowledgeBase, fraction: float, seed: int = 0) -> List[Tuple[str, str]]:
+    """``(name, concept id)`` pairs held out of the KB-names-as-mentions examples, in KB order.
+
+    Each name of a concept with two or more names is drawn with probability ``fraction``
+    (seeded), except the preferred name (or, lacking one, the first name) and names that denote
+    more than one concept: every concept keeps a name to be linked through, and removing a held-out
+    name from a mining KB never takes a name from another concept.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"held-out fraction must be in [0, 1), got {fraction}")
+    rng = random.Random(seed)
+    held: List[Tuple[str, str]] = []
+    for cid in kb.concept_ids:
+        names = kb.names_for(cid)
+        if len(names) < 2:
+            continue
+        preferred = kb.name_index(kb.preferred_name(cid) or "")
+        keep = kb.names[preferred] if preferred is not None and kb.names[preferred] in names else names[0]
+        for name in names:
+            # one draw per name of a multi-name concept, so the sample does not shift with `keep`
+            drawn = rng.random() < fraction
+            if drawn and name != keep and len(kb.ids_for(name)) == 1:
+                held.append((name, cid))
+    return held
+
+
+def held_out_record(held: List[Tuple[str, str]], fraction: float, seed: int) -> Dict[str, Any]:
+    """What a positive model stores in :data:`HELD_OUT_FILE`."""
+    return {"fraction": fraction, "seed": seed, "names": [{"name": n, "id": cid} for n, cid in held]}
+
+
+def read_held_out_names(model_dir: Union[str, Path], kb: KnowledgeBase) -> Tuple[List[Mention], KnowledgeBase]:
+    """The KB names a positive model never read as mentions, as bare mentions of their concept,
+    and ``kb`` without them (decoding against it, the model cannot just copy its input)."""
+    path = Path(model_dir) / HELD_OUT_FILE
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist: train the positive model with --kb-names-as-mentions --hold-out-kb-names F")
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))["names"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a held-out names file ({err})") from None
+    mentions: List[Mention] = []
+    for i, row in enumerate(rows):
+        name, cid = (row.get("name"), row.get("id")) if isinstance(row, dict) else (None, None)
+        if not isinstance(name, str) or not isinstance(cid, str):
+            raise ValueError(f"{path}: names[{i}] needs string fields 'name' and 'id'")
+        if cid not in kb or name not in kb.names_for(cid):
+            raise ValueError(f"{path}: names[{i}] ({name!r}, {cid}) is not a name of that concept in this KB")
+        mentions.append(Mention.bare(name, (cid,), doc_id=f"kb-name-{i}"))
+    return mentions, without_names(kb, {m.surface for m in mentions})
+
+
+__all__ = ["HELD_OUT_FILE", "held_out_record", "read_held_out_names", "sample_held_out_names", "without_names"]

@@ -32,7 +32,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import AbstractSet, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -46,6 +46,7 @@ from spacy_angel.types import Mention
 
 from . import run
 from .examples import IGNORE_INDEX, seq2seq_example
+from .kb_subsets import HELD_OUT_FILE, held_out_record, sample_held_out_names
 from .settings import PositiveSettings, resolve
 
 logger = logging.getLogger(__name__)
@@ -142,8 +143,12 @@ def pretraining_examples(linker: AngelLinker, paths: Union[PathLike, Sequence[Pa
     return [seq2seq_example(linker, (rec["source"], rec["prompt"]), rec["target"]) for _, _, rec in read_pretraining_jsonl(paths)]
 
 
-def kb_name_examples(linker: AngelLinker, index: NameIndex) -> List[Example]:
-    """Every KB name as a bare mention; target: the TF-IDF-closest other name of its concept (or itself)."""
+def kb_name_examples(linker: AngelLinker, index: NameIndex, held_out: AbstractSet[str] = frozenset()) -> List[Example]:
+    """Every KB name as a bare mention; target: the TF-IDF-closest other name of its concept (or itself).
+
+    Names in ``held_out`` are not used as mentions (they stay targets and decodable), so that
+    ``train mine --held-out-kb-names`` can mine on names the model never read.
+    """
     from .pretraining import _closest_other
 
     kb = linker.kb
@@ -155,6 +160,8 @@ def kb_name_examples(linker: AngelLinker, index: NameIndex) -> List[Example]:
         closest = _closest_other(index, idxs) if len(idxs) > 1 else [0]
         for a, t in enumerate(closest):
             name = kb.names[idxs[a]]
+            if name in held_out:
+                continue
             examples.append(seq2seq_example(linker, Mention.bare(name, (kb_id,)), kb.names[idxs[t]]))
     return examples
 
@@ -205,7 +212,8 @@ class Seq2SeqCollator:
 
 # ---------------------------------------------------------------------------- training
 def _training_data(
-    linker: AngelLinker, index: NameIndex, mentions: Sequence[Mention], dev: Sequence[Mention], s: PositiveSettings
+    linker: AngelLinker, index: NameIndex, mentions: Sequence[Mention], dev: Sequence[Mention], s: PositiveSettings,
+    held_out: AbstractSet[str] = frozenset(),
 ) -> Tuple[List[Example], List[Example], Dict[str, int]]:
     """(train examples, dev examples, counts) for one run."""
     train, stats = mention_examples(linker, index, mentions, s.synonyms_k, progress=s.progress)
@@ -214,8 +222,9 @@ def _training_data(
         stats["pretraining_examples"] = len(extra)
         train.extend(extra)
     if s.kb_names_as_mentions:
-        extra = kb_name_examples(linker, index)
+        extra = kb_name_examples(linker, index, held_out)
         stats["kb_name_examples"] = len(extra)
+        stats["kb_names_held_out"] = len(held_out)
         train.extend(extra)
     if not train:
         raise TrainingDataError(
@@ -265,6 +274,10 @@ def _check(s: PositiveSettings) -> None:
         raise TrainingDataError(f"unknown lr_scheduler {s.lr_scheduler!r}: linear, cosine, polynomial or constant_with_warmup")
     if s.synonyms_k < 1:
         raise TrainingDataError("synonyms_k must be at least 1")
+    if not 0.0 <= s.hold_out_kb_names < 1.0:
+        raise TrainingDataError(f"hold_out_kb_names must be in [0, 1), got {s.hold_out_kb_names}")
+    if s.hold_out_kb_names > 0 and not s.kb_names_as_mentions:
+        raise TrainingDataError("hold_out_kb_names needs kb_names_as_mentions (it holds names out of those examples)")
     if s.device not in ("auto", "cpu", "cuda"):
         raise TrainingDataError(f"unknown device {s.device!r}: auto, cpu or cuda")
     if s.device == "cuda" and not torch.cuda.is_available():
@@ -308,8 +321,9 @@ def train_positive(
     trie = build_trie(kb, tokenizer)
     index = NameIndex(kb).fit()
     dev = [m for m in (dev_mentions or []) if any(g in kb for g in m.gold_ids)]
+    held = sample_held_out_names(kb, s.hold_out_kb_names, s.seed) if s.hold_out_kb_names > 0 else []
     with temporary_linker(model, tokenizer, kb, trie, context_window=s.context_window, num_beams=s.num_beams) as linker:
-        train, evalset, stats = _training_data(linker, index, train_mentions, dev, s)
+        train, evalset, stats = _training_data(linker, index, train_mentions, dev, s, {n for n, _ in held})
     logger.info("positive training data: %s", stats)
 
     shaping = ("learning_rate", "batch_size", "seed", "label_smoothing", "warmup_ratio", "warmup_steps", "lr_scheduler", "weight_decay")
@@ -350,6 +364,10 @@ def train_positive(
     )
     trainer.model.tie_weights()  # the best-checkpoint reload only restores the shared embedding
     trainer.model.eval()
-    run.finalize_output(trainer.model, tokenizer, output_dir, log, keep_checkpoints=s.keep_checkpoints or log["stopped_by_time_budget"], kb=kb)
+    extra = {HELD_OUT_FILE: held_out_record(held, s.hold_out_kb_names, s.seed)} if held else None
+    run.finalize_output(
+        trainer.model, tokenizer, output_dir, log, keep_checkpoints=s.keep_checkpoints or log["stopped_by_time_budget"], kb=kb,
+        extra_json=extra,
+    )
     logger.info("positive training done: %s (step %d, %.1fs)", output_dir, log["global_step"], log["wall_time_s"])
     return output_dir

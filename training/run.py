@@ -163,10 +163,12 @@ def prepare_checkpoints(
 
 
 def finalize_output(
-    model: Any, tokenizer: Any, output_dir: Path, log: Dict[str, Any], keep_checkpoints: bool, kb: Any = None
+    model: Any, tokenizer: Any, output_dir: Path, log: Dict[str, Any], keep_checkpoints: bool, kb: Any = None,
+    extra_json: Optional[Dict[str, Any]] = None,
 ) -> Path:
     """Write model + tokenizer + log + model card (README.md) to a staging dir, carry the
-    checkpoints over if kept, then rename. ``kb`` adds its size and fingerprint to log and card.
+    checkpoints over if kept, then rename. ``kb`` adds its size and fingerprint to log and card;
+    ``extra_json`` maps more file names to JSON content written beside them.
 
     Under ``accelerate launch`` only the main process writes; every process returns once it has."""
     if not distributed.is_main_process():
@@ -179,6 +181,8 @@ def finalize_output(
     if kb is not None:
         log = {**log, "kb": kb_summary(kb)}
     atomic_write_json(staging / LOG_FILE, log, indent=1)
+    for name, content in (extra_json or {}).items():
+        atomic_write_json(staging / name, content, indent=1)
     write_model_card(staging, info_from_training_log(log))
     ckpt = output_dir / CHECKPOINT_DIR
     if ckpt.exists():

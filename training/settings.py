@@ -72,6 +72,7 @@ class PositiveSettings(TrainingSettings):
     synonyms_k: int = _f(3, "Targets per gold concept: its k names most TF-IDF-similar to the mention.")
     pretrain_data: Optional[str] = _f(None, "KB pre-training JSONL file or directory ('train pretrain-data') to mix in.")
     kb_names_as_mentions: bool = _f(False, "Also train on every KB name as a mention (useful from scratch).")
+    hold_out_kb_names: float = _f(0.0, "Fraction of KB names (multi-name concepts) kept out of --kb-names-as-mentions, for 'train mine --held-out-kb-names'.")
     warmup_ratio: float = _f(0.05, "Fraction of steps for linear warmup.")
     warmup_steps: int = _f(0, "Warmup steps (overrides --warmup-ratio when > 0).")
     lr_scheduler: str = _f("linear", "linear, cosine, polynomial or constant_with_warmup.")
@@ -129,6 +130,7 @@ class IterateSettings(PreferenceSettings):
     top_k: int = _f(5, "Ranking depth for mining.")
     strategy: str = _f("angel", "angel, all, top10 or tfidf.")
     synonyms_k: int = _f(3, "Gold names used as 'chosen' when no right name is in the top-k.")
+    held_out_kb_names: bool = _f(False, "Also mine the KB names the model was trained without (MODEL/held_out_kb_names.json), decoded against the KB minus them.")
     mine_batch_size: int = _f(64, "Mentions per decoder batch while mining.")
 
     def mining(self) -> "MiningSettings":
