@@ -56,6 +56,22 @@ def tiny_model_dir(tmp_path_factory, tiny_kb) -> Path:
     return path
 
 
+def tiny_pubtator_corpus(path: Path) -> Path:
+    """One document per concept, two of its names as mentions (title and abstract)."""
+    blocks = []
+    for n, (cid, names) in enumerate(TINY_CONCEPTS.items()):
+        title, abstract = f"a study of {names[0]} in cohort {n}.", f"patients with {names[1]} were followed."
+        text = title + " " + abstract
+        a, b = text.index(names[0]), text.index(names[1], len(title))
+        blocks.append(
+            f"{1000 + n}|t|{title}\n{1000 + n}|a|{abstract}\n"
+            f"{1000 + n}\t{a}\t{a + len(names[0])}\t{names[0]}\tDisease\t{cid}\n"
+            f"{1000 + n}\t{b}\t{b + len(names[1])}\t{names[1]}\tDisease\t{cid}"
+        )
+    path.write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
+    return path
+
+
 SHARED_DATA_ENV = "SPACY_ANGEL_DATA"
 
 

@@ -15,7 +15,7 @@ from training import crossfit
 from training.crossfit import document_folds, mention_key
 from training.examples import read_pairs
 
-from conftest import TINY_CONCEPTS
+from conftest import tiny_pubtator_corpus as pubtator_corpus
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()
@@ -23,22 +23,6 @@ runner = CliRunner()
 
 def invoke(*args):
     return runner.invoke(get_app(), [str(a) for a in args])
-
-
-def pubtator_corpus(path: Path) -> Path:
-    """One document per concept, two of its names as mentions (title and abstract)."""
-    blocks = []
-    for n, (cid, names) in enumerate(TINY_CONCEPTS.items()):
-        title, abstract = f"a study of {names[0]} in cohort {n}.", f"patients with {names[1]} were followed."
-        text = title + " " + abstract
-        a, b = text.index(names[0]), text.index(names[1], len(title))
-        blocks.append(
-            f"{1000 + n}|t|{title}\n{1000 + n}|a|{abstract}\n"
-            f"{1000 + n}\t{a}\t{a + len(names[0])}\t{names[0]}\tDisease\t{cid}\n"
-            f"{1000 + n}\t{b}\t{b + len(names[1])}\t{names[1]}\tDisease\t{cid}"
-        )
-    path.write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
-    return path
 
 
 def test_document_folds_are_seeded_balanced_and_by_document():

@@ -130,7 +130,6 @@ class IterateSettings(PreferenceSettings):
     top_k: int = _f(5, "Ranking depth for mining.")
     strategy: str = _f("angel", "angel, all, top10 or tfidf.")
     synonyms_k: int = _f(3, "Gold names used as 'chosen' when no right name is in the top-k.")
-    held_out_kb_names: bool = _f(False, "Also mine the KB names the model was trained without (MODEL/held_out_kb_names.json), decoded against the KB minus them.")
     mine_batch_size: int = _f(64, "Mentions per decoder batch while mining.")
 
     def mining(self) -> "MiningSettings":
@@ -162,6 +161,7 @@ class MiningSettings(RankingSettings):
     top_k: int = _f(5, "Ranking depth the pairs come from.")
     strategy: str = _f("angel", "angel (misordered pairs), all (every right x wrong), top10, tfidf (no model).")
     synonyms_k: int = _f(3, "Gold names used as 'chosen' when no right name is in the top-k.")
+    held_out_kb_names: bool = _f(False, "Also mine the KB names the model was trained without (MODEL/held_out_kb_names.json), decoded against the KB minus them.")
 
 
 @dataclass
