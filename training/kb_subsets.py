@@ -40,28 +40,31 @@ def without_names(kb: KnowledgeBase, removed: Set[str]) -> KnowledgeBase:
     return out
 
 
-def sample_held_out_names(kb: KnowledgeBase, fraction: float, seed: int = 0) -> List[Tuple[str, str]]:
-    """``(name, concept id)`` pairs held out of the KB-names-as-mentions examples, in KB order.
+def holdable_names(kb: KnowledgeBase, cid: str) -> List[str]:
+    """Names of concept ``cid`` that may be held out while it stays linkable: never its preferred
+    name (lacking one: its first name), never a name another concept shares (removing it from a
+    KB would take that concept's name too); none for a single-name concept."""
+    names = kb.names_for(cid)
+    if len(names) < 2:
+        return []
+    preferred = kb.name_index(kb.preferred_name(cid) or "")
+    keep = kb.names[preferred] if preferred is not None and kb.names[preferred] in names else names[0]
+    return [n for n in names if n != keep and len(kb.ids_for(n)) == 1]
 
-    Each name of a concept with two or more names is drawn with probability ``fraction``
-    (seeded), except the preferred name (or, lacking one, the first name) and names that denote
-    more than one concept: every concept keeps a name to be linked through, and removing a held-out
-    name from a mining KB never takes a name from another concept.
-    """
+
+def sample_held_out_names(kb: KnowledgeBase, fraction: float, seed: int = 0) -> List[Tuple[str, str]]:
+    """``(name, concept id)`` pairs held out of the KB-names-as-mentions examples, in KB order:
+    each :func:`holdable_names` name is drawn with probability ``fraction`` (seeded; one draw per
+    name of every multi-name concept, so a name's fate does not depend on which names are holdable)."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"held-out fraction must be in [0, 1), got {fraction}")
     rng = random.Random(seed)
     held: List[Tuple[str, str]] = []
     for cid in kb.concept_ids:
         names = kb.names_for(cid)
-        if len(names) < 2:
-            continue
-        preferred = kb.name_index(kb.preferred_name(cid) or "")
-        keep = kb.names[preferred] if preferred is not None and kb.names[preferred] in names else names[0]
-        for name in names:
-            # one draw per name of a multi-name concept, so the sample does not shift with `keep`
-            drawn = rng.random() < fraction
-            if drawn and name != keep and len(kb.ids_for(name)) == 1:
+        holdable = set(holdable_names(kb, cid))
+        for name in names if len(names) > 1 else ():
+            if rng.random() < fraction and name in holdable:
                 held.append((name, cid))
     return held
 
@@ -92,4 +95,4 @@ def read_held_out_names(model_dir: Union[str, Path], kb: KnowledgeBase) -> Tuple
     return mentions, without_names(kb, {m.surface for m in mentions})
 
 
-__all__ = ["HELD_OUT_FILE", "held_out_record", "read_held_out_names", "sample_held_out_names", "without_names"]
+__all__ = ["HELD_OUT_FILE", "held_out_record", "holdable_names", "read_held_out_names", "sample_held_out_names", "without_names"]

@@ -20,7 +20,7 @@ from spacy_angel.kb import KnowledgeBase
 from spacy_angel.prompt import PromptFormat
 from spacy_angel.types import Mention
 
-from ..kb_subsets import without_names
+from ..kb_subsets import holdable_names, without_names
 
 PHENOTYPE_ROOT = "HP:0000118"  # "Phenotypic abnormality": the ruler ignores inheritance modes, onsets, ...
 ENTITY_LABEL = "PHENOTYPE"
@@ -64,11 +64,7 @@ def split_synonyms(kb: KnowledgeBase, n_dev: int, n_test: int, seed: int = 0) ->
     rng = random.Random(seed)
     eligible: List[Tuple[str, str]] = []
     for cid in kb.concept_ids:
-        names = kb.names_for(cid)
-        if len(names) < 2:
-            continue
-        preferred = (kb.preferred_name(cid) or "").lower()
-        options = [n for n in names if n != preferred and len(kb.ids_for(n)) == 1]
+        options = holdable_names(kb, cid)
         if options:
             eligible.append((cid, rng.choice(sorted(options))))
     need = n_dev + n_test
