@@ -39,7 +39,7 @@ def _row(tmp_path: Path, name: str, dev: float, test: float, chosen_test: float 
 def test_rows_come_from_their_files(rep, tmp_path):
     spec = {"protocol": "paper", "chosen": "dpo", "rows": {"dpo": _row(tmp_path, "dpo", 0.908, 0.862), "simpo": _row(tmp_path, "simpo", 0.90, 0.87, 0.862)}}
     other = tmp_path / "vs-positive.json"
-    other.write_text(json.dumps({"diff": 0.01, "diff_ci95": [-0.01, 0.03], "p_value": 0.3}))
+    other.write_text(json.dumps({"diff": 0.01, "diff_ci95": [-0.01, 0.03], "p_value": 0.3, "acc_a": 0.88}))
     spec["rows"]["simpo"]["also_compare"] = {"vs_positive": str(other)}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     out = tmp_path / "out" / "ablations.json"
@@ -49,6 +49,7 @@ def test_rows_come_from_their_files(rep, tmp_path):
     assert (simpo["dev_acc1"], simpo["test_acc1"], simpo["train_steps"]) == (0.90, 0.87, 40)
     assert simpo["test_diff_vs_chosen"] == pytest.approx(0.008) and simpo["test_diff_vs_chosen_ci95"] == [-0.02, 0.03]
     assert (simpo["test_diff_vs_positive"], simpo["test_diff_vs_positive_ci95"]) == (0.01, [-0.01, 0.03])
+    assert simpo["test_acc1_vs_positive"] == 0.88 and "test_acc1_vs_positive" not in result["rows"]["dpo"]
     assert simpo["dev_acc1_by_step"] == {"0": 0.5, "20": 0.90}
     assert simpo["commands"] == ["train dpo ... simpo"] and "test_diff_vs_chosen" not in result["rows"]["dpo"]
 

@@ -7,7 +7,8 @@ ROW CHOSEN``, so ``diff`` is row - chosen), plus the mining stats of its pairs w
 
 The spec is JSON: ``{"protocol": str, "chosen": NAME, "rows": {NAME: {"what": str, "model": DIR,
 "test_report": PATH, "compare": PATH | null, "pairs_stats": PATH | null, "commands": [str, ...],
-"also_compare": {LABEL: PATH} (optional: other ``train compare ROW X`` outputs, as ``test_diff_LABEL``)}}}``.
+"also_compare": {LABEL: PATH} (optional: other ``train compare ROW X`` outputs, as ``test_diff_LABEL``,
+with the row's accuracy in that comparison as ``test_acc1_LABEL``, e.g. ROW's hybrid-mode report)}}}``.
 
 Usage: python scripts/ablation_report.py SPEC.json --output RESULTS.json
 """
@@ -62,6 +63,8 @@ def row_fields(name: str, row: Dict[str, Any]) -> Dict[str, Any]:
     for label, path in (row.get("also_compare") or {}).items():  # e.g. {"vs_positive": `train compare ROW POSITIVE`}
         cmp = _read(path, f"row {name!r}: comparison {label}")
         out[f"test_diff_{label}"], out[f"test_diff_{label}_ci95"], out[f"test_diff_{label}_p"] = cmp["diff"], cmp["diff_ci95"], cmp["p_value"]
+        if "acc_a" in cmp:  # the row's own accuracy in that comparison (e.g. in hybrid mode)
+            out[f"test_acc1_{label}"] = cmp["acc_a"]
     if row.get("pairs_stats"):
         stats = _read(row["pairs_stats"], f"row {name!r}: pairs stats")
         out["mining"] = {k: stats.get(k) for k in ("strategy", "top_k", "pairs", "mentions_with_pairs", "acc@1", "pairs_by_kind", "folds")}
