@@ -364,7 +364,7 @@ def train_positive(
     )
     trainer.model.tie_weights()  # the best-checkpoint reload only restores the shared embedding
     trainer.model.eval()
-    extra = {HELD_OUT_FILE: held_out_record(held, s.hold_out_kb_names, s.seed)} if held else None
+    extra = {HELD_OUT_FILE: held_out_record(held, s.hold_out_kb_names, s.seed)} if s.hold_out_kb_names > 0 else None
     run.finalize_output(
         trainer.model, tokenizer, output_dir, log, keep_checkpoints=s.keep_checkpoints or log["stopped_by_time_budget"], kb=kb,
         extra_json=extra,
