@@ -103,3 +103,12 @@ def test_cli_options_come_from_the_settings(tiny_kb_dir):
             assert "--" + name.replace("_", "-") in result.output
         assert cls.__dataclass_fields__["max_minutes"].metadata["help"].split(":")[0] in result.output
         assert f"[default: {cls().learning_rate}]" in result.output
+
+
+def test_a_run_that_links_no_dev_mention_is_flagged():
+    from training.run import plateau_warning
+
+    stuck = {"best_metric": 0.0, "loss": [{"loss": 8.3}, {"loss": 6.87}]}
+    assert "8.30 -> 6.87" in plateau_warning(stuck) and "--learning-rate" in plateau_warning(stuck)
+    assert plateau_warning({"best_metric": 0.72, "loss": [{"loss": 8.3}, {"loss": 3.1}]}) is None
+    assert plateau_warning({"best_metric": None}) is None  # no dev set: nothing to judge by

@@ -192,6 +192,10 @@ def positive_command(
         f"model written to {out}: {log['global_step']} steps, final loss {last_loss}, "
         f"best dev acc@1 {log['best_metric']}, {log['wall_time_s']}s, peak RSS {log['peak_rss_mb']} MiB"
     )
+    from .run import plateau_warning
+
+    if (warning := plateau_warning(log)) is not None:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 # ---------------------------------------------------------------------------- mine

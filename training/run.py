@@ -198,6 +198,24 @@ def finalize_output(
 
 
 # ---------------------------------------------------------------------------- logs
+def plateau_warning(log: Mapping[str, Any]) -> Optional[str]:
+    """A warning when a run with a dev set ends linking (almost) no dev mention.
+
+    Why: from scratch, the positive stage can stay on a loss plateau (near 6.9 for the CPU model)
+    for its whole budget, depending on data order and learning rate (docs/results.md); it then
+    finishes normally with a useless model, and the stages after it would carry on silently.
+    """
+    best = log.get("best_metric")
+    if best is None or best >= 0.01:
+        return None
+    losses = [entry["loss"] for entry in log.get("loss", [])]
+    flat = f"; training loss {losses[0]:.2f} -> {losses[-1]:.2f}" if losses else ""
+    return (
+        f"the model links almost no dev mention (best dev acc@1 {best:.4f}{flat}): from-scratch training can stay on "
+        "a loss plateau (docs/results.md); re-run with a lower --learning-rate (e.g. 4e-4) or another --seed"
+    )
+
+
 def training_log(trainer: Any, extra: Dict[str, Any]) -> Dict[str, Any]:
     """Loss curve, dev curve and run facts from the Trainer state, plus ``extra``."""
     history = trainer.state.log_history
