@@ -103,6 +103,7 @@ def test_mining_decodes_held_out_names_against_the_kb_without_them(held_out_mode
     from_names = [p for p in rows if p.doc_id.startswith("kb-name-")]
     stats = json.loads(pairs_path.with_name("pairs.jsonl.stats.json").read_text(encoding="utf-8"))
     assert stats["pairs"] == len(rows) and stats["held_out_kb_names"]["pairs"] == len(from_names)
+    assert stats["pairs_from_mentions"] == len(rows) - len(from_names)
     for p in from_names:
         assert p.text in held and p.text not in (p.chosen, p.rejected)
         assert p.chosen in tiny_kb.names_for(held[p.text]) and held[p.text] not in tiny_kb.ids_for(p.rejected)

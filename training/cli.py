@@ -225,14 +225,16 @@ def mine_command(
 
             names, kb_without = read_held_out_names(model_dir, kb)
             more, stats["held_out_kb_names"] = mine_pairs(model_dir, kb_without, names, dataclasses.replace(settings, progress=True))
+            stats["pairs_from_mentions"] = len(pairs)
             pairs += more
-            stats["pairs"] = len(pairs)
+            stats["pairs"] = len(pairs)  # every row of the file; pairs_by_kind and acc@1 stay the mentions'
     except (ValueError, OSError) as err:
         _fail(str(err))
     _save_pairs(pairs, output, stats, counts,
-                f"{stats['pairs']} pairs from {stats['mentions_with_pairs']} of {len(mentions)} mentions -> {output} "
+                f"{stats.get('pairs_from_mentions', stats['pairs'])} pairs from {stats['mentions_with_pairs']} of {len(mentions)} mentions -> {output} "
                 f"(acc@1 on these mentions: {stats.get('acc@1', 'n/a')}; by kind: {stats['pairs_by_kind']})"
-                + (f"; {held['pairs']} of them from {held['mentions']} held-out KB names (acc@1 {held.get('acc@1')})"
+                + (f"; and {held['pairs']} pairs from {held['mentions_with_pairs']} of {held['mentions']} held-out KB names "
+                   f"(acc@1 {held.get('acc@1')}; by kind: {held['pairs_by_kind']}), {stats['pairs']} in all"
                    if (held := stats.get("held_out_kb_names")) else ""))
 
 
