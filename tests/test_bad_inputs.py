@@ -427,6 +427,14 @@ CASES: List[Case] = [
          check=survives("out/notes.txt")),
     Case("mine-missing-model", "train mine", "the model directory does not exist", 1, "[E004] model directory",
          train("mine", "{tmp}/nomodel", "{kb}", "{tmp}/train.txt", "-o", "{out}"), files={"train.txt": ONE_MENTION}),
+    Case("mine-held-out-without-list", "train mine", "`--held-out-kb-names` with a model trained without held-out names", 1,
+         "held_out_kb_names.json does not exist: train the positive model with --kb-names-as-mentions --hold-out-kb-names",
+         train("mine", "{model}", "{kb}", "{tmp}/train.txt", "-o", "{out}", "--held-out-kb-names"), files={"train.txt": ONE_MENTION}),
+    Case("mine-held-out-list-wrong-kb", "train mine", "a held-out name that is not a name of its concept in this KB", 1,
+         "held_out_kb_names.json: names[0] ('no such name', D003924) is not a name of that concept in this KB",
+         train("mine", "{tmp}/model", "{kb}", "{tmp}/train.txt", "-o", "{out}", "--held-out-kb-names"),
+         files={"train.txt": ONE_MENTION}, setup=lambda ctx: ctx.model_copy() and (ctx.tmp / "model" / "held_out_kb_names.json").write_text(
+             '{"names": [{"name": "no such name", "id": "D003924"}]}', encoding="utf-8") and None),
     # -------------------------------------------------------------- train dpo
     Case("dpo-empty-pairs", "train dpo", "an empty pairs file", 1, "pairs.jsonl holds no pairs",
          train("dpo", "{model}", "{kb}", "{tmp}/pairs.jsonl", "-o", "{out}"), files={"pairs.jsonl": ""}),
