@@ -218,24 +218,28 @@ def mine_command(
     _check_output_file(output, "--output")
     kb = _load_kb(kb_path)
     mentions, counts = _load_mentions(train, kb, corpus, label="train")
+    mining = dataclasses.replace(settings, progress=True)
     try:
-        pairs, stats = mine_pairs(model_dir, kb, mentions, dataclasses.replace(settings, progress=True))
+        pairs, stats = mine_pairs(model_dir, kb, mentions, mining)
+        summary = (
+            f"{stats['pairs']} pairs from {stats['mentions_with_pairs']} of {len(mentions)} mentions -> {output} "
+            f"(acc@1 on these mentions: {stats.get('acc@1', 'n/a')}; by kind: {stats['pairs_by_kind']})"
+        )
         if settings.held_out_kb_names:
             from .kb_subsets import read_held_out_names
 
             names, kb_without = read_held_out_names(model_dir, kb)
-            more, stats["held_out_kb_names"] = mine_pairs(model_dir, kb_without, names, dataclasses.replace(settings, progress=True))
-            stats["pairs_from_mentions"] = len(pairs)
+            more, held = mine_pairs(model_dir, kb_without, names, mining)
+            summary += (
+                f"; and {held['pairs']} pairs from {held['mentions_with_pairs']} of {held['mentions']} held-out KB names "
+                f"(acc@1 {held.get('acc@1')}; by kind: {held['pairs_by_kind']}), {stats['pairs'] + held['pairs']} in all"
+            )
+            # "pairs" counts every row of the file; pairs_by_kind and acc@1 stay the mentions'
+            stats.update(held_out_kb_names=held, pairs_from_mentions=stats["pairs"], pairs=stats["pairs"] + held["pairs"])
             pairs += more
-            stats["pairs"] = len(pairs)  # every row of the file; pairs_by_kind and acc@1 stay the mentions'
     except (ValueError, OSError) as err:
         _fail(str(err))
-    _save_pairs(pairs, output, stats, counts,
-                f"{stats.get('pairs_from_mentions', stats['pairs'])} pairs from {stats['mentions_with_pairs']} of {len(mentions)} mentions -> {output} "
-                f"(acc@1 on these mentions: {stats.get('acc@1', 'n/a')}; by kind: {stats['pairs_by_kind']})"
-                + (f"; and {held['pairs']} pairs from {held['mentions_with_pairs']} of {held['mentions']} held-out KB names "
-                   f"(acc@1 {held.get('acc@1')}; by kind: {held['pairs_by_kind']}), {stats['pairs']} in all"
-                   if (held := stats.get("held_out_kb_names")) else ""))
+    _save_pairs(pairs, output, stats, counts, summary)
 
 
 # ---------------------------------------------------------------------------- crossfit

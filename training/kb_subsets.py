@@ -2,9 +2,10 @@
 mining (each fold model must not read the surfaces only its held-out mentions have) and for
 mining on KB names a positive model never read as mentions (:func:`sample_held_out_names`).
 
-Why a room: both callers need the same guarantee, that a removed name is neither trained on nor
-decodable, while every concept keeps its ids (its gold mentions stay linkable through its other
-names), aliases, preferred name and definition.
+Why a room: the three callers need the same guarantee, that a removed name is neither trained on
+nor decodable, while every concept keeps its ids (its gold mentions stay linkable through its
+other names), aliases, preferred name and definition; and the two that choose names to hold out
+need the same rule for which names may go (:func:`holdable_names`).
 """
 from __future__ import annotations
 
