@@ -419,6 +419,8 @@ CASES: List[Case] = [
     Case("positive-output-is-input", "train positive", "`--output` is the starting model", 1, "is the input model directory",
          train("positive", "{tmp}/model", "{kb}", "{tmp}/train.txt", "-o", "{tmp}/model", "--max-steps", "1"),
          files={"train.txt": ONE_MENTION}, setup=lambda ctx: ctx.model_copy() and None),
+    Case("positive-zero-threads", "train positive", "`--threads 0`", 1, "--threads: threads must be at least 1, got 0",
+         train("positive", "{model}", "{kb}", "{tmp}/train.txt", "-o", "{out}", "--threads", "0"), files={"train.txt": ONE_MENTION}),
     # -------------------------------------------------------------- train mine
     Case("mine-unknown-strategy", "train mine", "`--strategy random`", 1, "unknown strategy 'random': choose one of angel",
          train("mine", "{model}", "{kb}", "{tmp}/train.txt", "-o", "{out}", "--strategy", "random"), files={"train.txt": ONE_MENTION}),

@@ -49,6 +49,21 @@ def test_same_seed_same_weights_other_seed_other_weights(tiny_kb, tiny_model_dir
     assert log["settings"]["max_steps"] == 24 and log["settings"]["seed"] == 0
 
 
+def test_threads_setting_pins_torch_and_is_logged(tiny_kb, tiny_model_dir, tmp_path):
+    """A fixed thread count is what makes a recipe's weights the same on machines with other core
+    counts (training.run.pin_threads); the run must use it and say so."""
+    before = torch.get_num_threads()
+    try:
+        out = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "a", SETTINGS, max_steps=2, threads=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["torch_threads"] == 2 and log["settings"]["threads"] == 2
+    with pytest.raises(ValueError, match="at least 1"):
+        train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "b", SETTINGS, threads=0)
+
+
 def test_killed_run_resumed_by_the_same_command_ends_with_the_same_weights(tiny_kb, tiny_model_dir, tmp_path, kill_at):
     ref = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "ref", SETTINGS)
     with pytest.raises(KeyboardInterrupt):

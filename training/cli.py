@@ -78,7 +78,11 @@ def settings_options(required: Sequence[str] = (), **groups: type) -> Callable[[
             values: Dict[str, Dict[str, Any]] = {group: {} for group in groups}
             for name, group in owners.items():
                 values[group][name] = kwargs.pop(name)
-            return func(**kwargs, **{group: groups[group](**v) for group, v in values.items()})
+            built = {group: groups[group](**v) for group, v in values.items()}
+            for settings in built.values():  # every stage, mining and evaluation included
+                if getattr(settings, "threads", None) is not None:
+                    _pin_threads(settings.threads)
+            return func(**kwargs, **built)
 
         params = explicit + generated
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
@@ -86,6 +90,15 @@ def settings_options(required: Sequence[str] = (), **groups: type) -> Callable[[
         return command
 
     return decorate
+
+
+def _pin_threads(threads: int) -> None:
+    from .run import pin_threads
+
+    try:
+        pin_threads(threads)
+    except ValueError as err:
+        _fail(f"--threads: {err}")
 
 
 def _fail(message: str) -> None:

@@ -315,6 +315,7 @@ def train_positive(
         raise TrainingDataError("no output directory: pass output_dir or settings.output_dir")
     output_dir = run.check_output_dir(output_dir if output_dir is not None else s.output_dir, [model_dir], TrainingDataError)
     _check(s)
+    run.pin_threads(s.threads)
     set_seed(s.seed)
     model, tokenizer = load_model_and_tokenizer(model_dir, device="cpu")
     model.train()

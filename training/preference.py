@@ -215,6 +215,7 @@ def build_preference_trainer(
     pairs = list(pairs)
     _check_options(s, pairs)
     kb = _load_kb(kb)
+    run.pin_threads(s.threads)
     set_seed(s.seed)
     model, tokenizer, ref_model = _load_models(model_dir, s)
     trie = build_trie(kb, tokenizer)
