@@ -190,15 +190,19 @@ TINY = Recipe(
 )
 
 
-@pytest.mark.usefixtures("one_torch_thread")  # restores torch's thread count after --threads 1
 def test_main_job_builds_reports_links_and_caches(tmp_path, obo, capsys):
     """``main()`` end to end on the tiny ontology: metrics file, printed report, the sample linked;
-    a second run only loads; a changed recipe rebuilds."""
+    a second run only loads; a changed recipe (the thread count too) rebuilds."""
+    import torch
+
     sizes = json.dumps(modeling.SIZES, sort_keys=True)
+    threads_before = torch.get_num_threads()
     assert hm.main(["--cache-dir", str(tmp_path), "--obo", str(obo), "--threads", "1"], recipe=TINY) == 0
+    assert torch.get_num_threads() == threads_before  # the build pinned its own count and gave it back
     out = capsys.readouterr()
     root = tmp_path / hb.MODEL_NAME
     metrics = json.loads((root / hb.METRICS_FILE).read_text())
+    assert metrics["torch_threads"] == 1 and metrics["recipe"]["threads"] == 1
     assert set(metrics["stage_seconds"]) == set(hb.STAGES)
     assert metrics["steps"] == {"positive": 30, "dpo": 2} and metrics["cut_by_safety_cap"] == {}
     for key in ("tfidf", "positive", "dpo", "hybrid"):
@@ -213,7 +217,7 @@ def test_main_job_builds_reports_links_and_caches(tmp_path, obo, capsys):
     assert json.dumps(modeling.SIZES, sort_keys=True) == sizes  # the recipe's dims went in explicitly
 
     # second run: cached (no stage runs), JSON output
-    argv = ["--cache-dir", str(tmp_path), "--obo", str(obo), "--json", "--text", "Short stature."]
+    argv = ["--cache-dir", str(tmp_path), "--obo", str(obo), "--threads", "1", "--json", "--text", "Short stature."]
     assert hm.main(argv, recipe=TINY) == 0
     again = capsys.readouterr()
     assert "stage" not in again.err
@@ -221,7 +225,8 @@ def test_main_job_builds_reports_links_and_caches(tmp_path, obo, capsys):
     assert [e["text"] for e in record["entities"]] == ["Short stature"]
     assert record["entities"][0]["hpo_id"] in kb_ids and 0.0 < record["entities"][0]["score"] <= 1.0
 
-    # a changed recipe rebuilds from scratch
+    # a changed recipe rebuilds from scratch; so does another thread count (other float sums)
+    assert not hb.Build(root, TINY, obo).done  # TINY's own count is 2, the build above ran at 1
     changed = hb.Build(root, dataclasses.replace(TINY, seed=1), obo)
     assert not changed.done and not (root / "positive").exists()
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ from spacy_angel.linker import AngelLinker
 from spacy_angel.name_trie import build_trie
 from spacy_angel.types import Mention
 
-from . import run
+from . import plateau, run
 from .examples import IGNORE_INDEX, seq2seq_example
 from .kb_subsets import HELD_OUT_FILE, held_out_record, sample_held_out_names
 from .settings import PositiveSettings, resolve
@@ -272,6 +273,10 @@ def _arguments(s: PositiveSettings, ckpt_dir: Path, steps: int, use_dev: bool) -
 def _check(s: PositiveSettings) -> None:
     if s.lr_scheduler not in SCHEDULERS:
         raise TrainingDataError(f"unknown lr_scheduler {s.lr_scheduler!r}: linear, cosine, polynomial or constant_with_warmup")
+    if s.plateau_restarts < 0 or not 0.0 < s.plateau_lr_factor < 1.0:
+        raise TrainingDataError(
+            f"plateau_restarts must be >= 0 and plateau_lr_factor in (0, 1), got {s.plateau_restarts} and {s.plateau_lr_factor}"
+        )
     if s.synonyms_k < 1:
         raise TrainingDataError("synonyms_k must be at least 1")
     if not 0.0 <= s.hold_out_kb_names < 1.0:
@@ -282,6 +287,47 @@ def _check(s: PositiveSettings) -> None:
         raise TrainingDataError(f"unknown device {s.device!r}: auto, cpu or cuda")
     if s.device == "cuda" and not torch.cuda.is_available():
         raise TrainingDataError("device 'cuda' requested but CUDA is not available")
+
+
+def _fit(
+    model: Any, tokenizer: Any, kb: KnowledgeBase, trie: Any, train: Any, evalset: Any, dev: Sequence[Mention],
+    s: PositiveSettings, output_dir: Path, callbacks: Sequence[Any], check_plateau: bool,
+) -> Tuple[Any, Any, Optional[Path], Optional[plateau.PlateauStop]]:
+    """One training attempt: the Trainer, its result, the checkpoint it resumed from, the plateau
+    check (only while a restart is left: the last attempt trains to the end whatever it reaches)."""
+    from transformers import Seq2SeqTrainer
+
+    from .dev_eval import DevAccuracyCallback
+
+    shaping = ("learning_rate", "batch_size", "seed", "label_smoothing", "warmup_ratio", "warmup_steps", "lr_scheduler", "weight_decay")
+    run_config = {"data": run.rows_digest(train, EXAMPLE_KEYS), "dev": run.rows_digest(evalset, EXAMPLE_KEYS)}
+    run_config.update({k: getattr(s, k) for k in shaping})
+    ckpt_dir = output_dir / run.CHECKPOINT_DIR
+    resume_from = run.prepare_checkpoints(ckpt_dir, run_config, s.resume, TrainingDataError)
+    steps = run.total_steps(len(train), s.batch_size, s.epochs, s.max_steps)
+    use_dev = bool(evalset)
+    all_callbacks = run.with_safety_cap(callbacks, s.max_minutes)
+    stop = None
+    if use_dev:
+        all_callbacks.append(
+            DevAccuracyCallback(
+                tokenizer, kb, trie, dev, num_beams=s.num_beams, batch_size=max(s.batch_size, 16), context_window=s.context_window
+            )
+        )
+        if check_plateau:
+            stop = plateau.PlateauStop(s.plateau_min_dev_acc1)
+            all_callbacks.append(stop)  # after the dev callback, which adds eval_dev_acc1
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=_arguments(s, ckpt_dir, steps, use_dev),
+        train_dataset=train,
+        eval_dataset=evalset if use_dev else None,
+        data_collator=Seq2SeqCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id),
+        processing_class=tokenizer,
+        callbacks=all_callbacks,
+    )
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    return trainer, result, resume_from, stop
 
 
 def train_positive(
@@ -305,9 +351,9 @@ def train_positive(
     Checkpoints are removed after a completed run unless ``keep_checkpoints`` or the safety cap
     cut it.
     """
-    from transformers import Seq2SeqTrainer, set_seed
+    from transformers import set_seed
 
-    from .dev_eval import DevAccuracyCallback, temporary_linker
+    from .dev_eval import temporary_linker
 
     s = resolve(PositiveSettings, settings, overrides)
     started = time.time()
@@ -327,30 +373,21 @@ def train_positive(
         train, evalset, stats = _training_data(linker, index, train_mentions, dev, s, {n for n, _ in held})
     logger.info("positive training data: %s", stats)
 
-    shaping = ("learning_rate", "batch_size", "seed", "label_smoothing", "warmup_ratio", "warmup_steps", "lr_scheduler", "weight_decay")
-    run_config = {"data": run.rows_digest(train, EXAMPLE_KEYS), "dev": run.rows_digest(evalset, EXAMPLE_KEYS)}
-    run_config.update({k: getattr(s, k) for k in shaping})
-    ckpt_dir = output_dir / run.CHECKPOINT_DIR
-    resume_from = run.prepare_checkpoints(ckpt_dir, run_config, s.resume, TrainingDataError)
-    steps = run.total_steps(len(train), s.batch_size, s.epochs, s.max_steps)
-    use_dev = bool(evalset)
-    all_callbacks = run.with_safety_cap(callbacks, s.max_minutes)
-    if use_dev:
-        all_callbacks.append(
-            DevAccuracyCallback(
-                tokenizer, kb, trie, dev, num_beams=s.num_beams, batch_size=max(s.batch_size, 16), context_window=s.context_window
-            )
-        )
-    trainer = Seq2SeqTrainer(
-        model=model,
-        args=_arguments(s, ckpt_dir, steps, use_dev),
-        train_dataset=train,
-        eval_dataset=evalset if use_dev else None,
-        data_collator=Seq2SeqCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id),
-        processing_class=tokenizer,
-        callbacks=all_callbacks,
-    )
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    restarts = plateau.read_restarts(output_dir)
+    fresh = True  # the loaded model has not been trained yet
+    while True:
+        attempt = dataclasses.replace(s, learning_rate=s.learning_rate * s.plateau_lr_factor ** len(restarts))
+        if not fresh:  # start again from the same model (the Trainer re-seeds itself)
+            model, tokenizer = load_model_and_tokenizer(model_dir, device="cpu")
+            model.train()
+        fresh = False
+        check = len(restarts) < s.plateau_restarts
+        trainer, result, resume_from, stop = _fit(model, tokenizer, kb, trie, train, evalset, dev, attempt, output_dir, callbacks, check)
+        if stop is None or stop.verdict is None:
+            break
+        next_lr = attempt.learning_rate * s.plateau_lr_factor
+        plateau.record_restart(output_dir, restarts, stop.verdict, attempt.learning_rate, next_lr)
+        shutil.rmtree(output_dir / run.CHECKPOINT_DIR, ignore_errors=True)  # ours; another lr cannot resume them
     settings_log = {k: v for k, v in dataclasses.asdict(s).items() if k not in ("output_dir", "progress")}
     log = run.training_log(
         trainer,
@@ -361,6 +398,8 @@ def train_positive(
             "resumed_from": resume_from.name if resume_from else None,
             "model_dir": str(model_dir),
             "settings": settings_log,
+            "learning_rate_used": attempt.learning_rate,
+            "plateau_restarts": restarts,
         },
     )
     trainer.model.tie_weights()  # the best-checkpoint reload only restores the shared embedding

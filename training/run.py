@@ -229,7 +229,8 @@ def plateau_warning(log: Mapping[str, Any]) -> Optional[str]:
     flat = f"; training loss {losses[0]:.2f} -> {losses[-1]:.2f}" if losses else ""
     return (
         f"the model links almost no dev mention (best dev acc@1 {best:.4f}{flat}): from-scratch training can stay on "
-        "a loss plateau (docs/results.md); re-run with a lower --learning-rate (e.g. 4e-4) or another --seed"
+        "a loss plateau (docs/results.md) that the plateau restarts did not leave; re-run with a lower "
+        "--learning-rate (e.g. 4e-4), more --plateau-restarts or another --seed"
     )
 
 

