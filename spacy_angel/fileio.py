@@ -8,8 +8,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, Tuple, Type, Union
 
@@ -54,13 +54,33 @@ def check_output_directory(path: PathLike, markers: Sequence[str], option: str =
             raise FileExistsError(Errors.E113.format(path=out, shown=shown))
 
 
+def _temp_beside(path: Path, directory: bool = False) -> Tuple[int, str]:
+    """Create a new temp file (or directory: fd -1) beside ``path`` with the permissions that
+    ``open()`` / ``mkdir`` would give it.
+
+    Not ``tempfile.mkstemp`` / ``mkdtemp``: they create mode 0600 / 0700, so every result renamed
+    from one was unreadable to the user's group (seen on docs/results/*.json); 0o666 / 0o777 let
+    the umask decide, as for any file the user writes.
+    """
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            if directory:
+                os.mkdir(tmp, 0o777)
+                return -1, str(tmp)
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
 @contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = "w") -> Iterator[Any]:
     """A file handle whose content replaces ``path`` only when the block ends without error."""
     path = Path(path)
     check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
             yield handle
@@ -82,7 +102,7 @@ def atomic_directory(path: PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = Path(_temp_beside(path, directory=True)[1])
     old = tmp.with_name(tmp.name + ".old")
     try:
         yield tmp

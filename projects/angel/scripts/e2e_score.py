@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Set, Tuple
 
@@ -122,11 +120,9 @@ def spacy_link_scores(
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1)
-    os.replace(tmp, path)
+    from spacy_angel.fileio import atomic_write_json
+
+    atomic_write_json(path, data, indent=1)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

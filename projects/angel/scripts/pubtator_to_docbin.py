@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence, Set, Tuple
 
+from spacy_angel.fileio import atomic_write_bytes
 from training.corpora import CorpusFormatError, PubTatorDocument, read_pubtator_documents
 
 #: A malformed PubTator line (file and line in the message); the parser is ``training.corpora``'s.
@@ -110,15 +109,7 @@ def convert(
 
     documents = [d for d in read_pubtator_documents(input_path) if pmids is None or d.pmid in pmids]
     docs, report = to_docs(documents, spacy.blank(lang), types=types, label=label)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output_path.name}.", dir=output_path.parent)
-    os.close(fd)
-    try:
-        DocBin(docs=docs, store_user_data=True).to_disk(tmp)
-        os.replace(tmp, output_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(output_path, DocBin(docs=docs, store_user_data=True).to_bytes())
     return report
 
 

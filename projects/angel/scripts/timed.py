@@ -11,25 +11,20 @@ the command's exit status.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import resource
 import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 
-def _write_json(path: Path, data: Dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1)
-    os.replace(tmp, path)
+def _write_json(path: Path, data: Any) -> None:
+    from spacy_angel.fileio import atomic_write_json
+
+    atomic_write_json(path, data, indent=1)
 
 
 def resolve(command: List[str]) -> List[str]:
