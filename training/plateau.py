@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from spacy_angel.fileio import atomic_write_json
+
+from . import distributed
+from .run import CHECKPOINT_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +74,13 @@ def read_restarts(output_dir: Path) -> List[Dict[str, Any]]:
 def record_restart(
     output_dir: Path, restarts: List[Dict[str, Any]], verdict: Dict[str, Any], learning_rate: float, next_learning_rate: float
 ) -> None:
-    """Append the stuck attempt and write the list before the next attempt starts."""
+    """Append the stuck attempt and write the list before the next attempt starts; under
+    ``accelerate launch`` every process appends, the main one writes and drops the checkpoints."""
     restarts.append({**verdict, "learning_rate": learning_rate})
-    atomic_write_json(output_dir / RESTARTS_FILE, restarts, indent=1)
+    if distributed.is_main_process():
+        atomic_write_json(output_dir / RESTARTS_FILE, restarts, indent=1)
+        shutil.rmtree(output_dir / CHECKPOINT_DIR, ignore_errors=True)  # ours; another lr cannot resume them
+    distributed.wait_for_everyone()
     logger.warning(
         "loss plateau: dev acc@1 %.4f at step %d with lr %g; restarting from the start model at lr %g",
         verdict["dev_acc1"], verdict["step"], learning_rate, next_learning_rate,

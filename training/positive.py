@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -387,7 +386,6 @@ def train_positive(
             break
         next_lr = attempt.learning_rate * s.plateau_lr_factor
         plateau.record_restart(output_dir, restarts, stop.verdict, attempt.learning_rate, next_lr)
-        shutil.rmtree(output_dir / run.CHECKPOINT_DIR, ignore_errors=True)  # ours; another lr cannot resume them
     settings_log = {k: v for k, v in dataclasses.asdict(s).items() if k not in ("output_dir", "progress")}
     log = run.training_log(
         trainer,
