@@ -1,5 +1,5 @@
-"""Cross-fitted mining (``train crossfit``): folds by document, and no mention is ever mined by a
-fold model whose training data contained it (checked on what the trainer and the miner were
+"""Cross-fitted mining (``train crossfit``): folds by document or by surface, and no mention is ever
+mined by a fold model whose training data contained it (by surface: nor any record of its text) (checked on what the trainer and the miner were
 actually given, and on the pairs file the command writes)."""
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 from spacy_angel.cli import get_app
 from spacy_angel.types import Mention
 from training import crossfit
-from training.crossfit import document_folds, mention_key
+from training.corpora import read_askapatient as read_mentions
+from training.crossfit import document_folds, mention_key, unit_folds
 from training.examples import read_pairs
 
-from conftest import tiny_pubtator_corpus as pubtator_corpus
+from conftest import TINY_CONCEPTS, tiny_pubtator_corpus as pubtator_corpus
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()
@@ -115,6 +116,10 @@ def test_crossfit_refuses_what_it_cannot_do(tmp_path, tiny_kb_dir, tiny_model_di
     assert result.exit_code == 1 and "cannot be cross-fitted" in result.output
     result = invoke(*base, "--folds", 11)
     assert result.exit_code == 1 and "10 document(s) cannot make 11 folds" in result.output
+    result = invoke(*base, "--fold-by", "sentence")
+    assert result.exit_code == 1 and "fold_by must be one of document, surface" in result.output
+    result = invoke(*base, "--only-fold", 2)
+    assert result.exit_code == 1 and "only_fold must be a fold number from 0 to 1" in result.output
     assert not (tmp_path / "p.jsonl").exists()
 
 
@@ -126,3 +131,68 @@ def test_read_pairs_checks_the_fold(tmp_path):
     path.write_text(json.dumps({**row, "fold": "one"}) + "\n")
     with pytest.raises(ValueError, match="p.jsonl:1: field fold"):
         list(read_pairs(path))
+
+
+def askapatient_corpus(path: Path) -> Path:
+    """AskAPatient-style records (id, concept name, text) in one 'document': every KB name of the
+    tiny KB three times (as written, upper-cased, spaces doubled), so one surface has several records."""
+    variants = lambda name: (name, name.upper(), name.replace(" ", "  "))  # noqa: E731
+    rows = [f"{cid}\t{names[0]}\t{text}" for cid, names in TINY_CONCEPTS.items() for name in names for text in variants(name)]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_surface_folds_keep_every_record_of_a_text_together():
+    mentions = [Mention.bare(t, ("C",)) for t in ("Heart attack", "heart  attack", "HEART ATTACK", "migraine", "Migraine", "iddm")]
+    folds = unit_folds(mentions, 2, seed=0, fold_by="surface")
+    assert set(folds) == {"heart attack", "migraine", "iddm"}
+    assert folds == unit_folds(list(reversed(mentions)), 2, seed=0, fold_by="surface")
+    with pytest.raises(ValueError, match="1 document.*--fold-by surface"):
+        document_folds(mentions, 2)
+
+
+def test_surface_crossfit_never_mines_a_text_its_fold_model_read(tmp_path, monkeypatch, tiny_kb_dir, tiny_model_dir):
+    corpus = askapatient_corpus(tmp_path / "aap.txt")
+    trained, mined = {}, {}
+    real_train, real_mine = crossfit.train_positive, crossfit.mine_pairs
+    surface = lambda m: " ".join(m.surface.lower().split())  # noqa: E731
+
+    def spy_train(model_dir, kb, mentions, output_dir, *args, **kwargs):
+        trained[Path(output_dir).name] = {surface(m) for m in mentions}
+        return real_train(model_dir, kb, mentions, output_dir, *args, **kwargs)
+
+    def spy_mine(model_dir, kb, mentions, *args, **kwargs):
+        mined[Path(model_dir).name] = [surface(m) for m in mentions]
+        return real_mine(model_dir, kb, mentions, *args, **kwargs)
+
+    monkeypatch.setattr(crossfit, "train_positive", spy_train)
+    monkeypatch.setattr(crossfit, "mine_pairs", spy_mine)
+    common = (
+        "--corpus-format", "askapatient", "--fold-by", "surface", "--no-hold-out-names", "--folds", 2,
+        "--max-steps", 3, "--batch-size", 8, "--synonyms-k", 1, "--top-k", 3, "--num-beams", 3,
+    )
+    parallel, pairs = tmp_path / "parallel", tmp_path / "pairs.jsonl"
+    # one process per fold (--only-fold): each trains its own fold model and writes no pairs
+    for fold in (0, 1):
+        result = invoke("train", "crossfit", tiny_model_dir, tiny_kb_dir, corpus, "--output", parallel, "--pairs", pairs, *common, "--only-fold", fold)
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        assert f"fold {fold} model ready" in result.output and not pairs.exists()
+    assert sorted(trained) == ["fold-0", "fold-1"] and mined == {}
+    record = json.loads((parallel / "fold-1" / "crossfit_fold.json").read_text())
+    assert record["held_out_surfaces"] and "held_out_documents" not in record
+
+    # the run without --only-fold reuses both models and mines every record with the model that never read its text
+    fold_models = dict(trained)
+    trained.clear()
+    result = invoke("train", "crossfit", tiny_model_dir, tiny_kb_dir, corpus, "--output", parallel, "--pairs", pairs, *common)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert trained == {} and sorted(mined) == ["fold-0", "fold-1"]
+    assert sorted(mined["fold-0"] + mined["fold-1"]) == sorted(surface(m) for m in read_mentions(corpus))
+    for fold in ("fold-0", "fold-1"):
+        assert mined[fold] and not set(mined[fold]) & fold_models[fold]
+    assert set(record["held_out_surfaces"]) == set(mined["fold-1"])
+
+    # the same folds trained one after the other in one process give the same pairs, byte for byte
+    result = invoke("train", "crossfit", tiny_model_dir, tiny_kb_dir, corpus, "--output", tmp_path / "serial", "--pairs", tmp_path / "serial.jsonl", *common)
+    assert result.exit_code == 0 and len(trained) == 2
+    assert (tmp_path / "serial.jsonl").read_bytes() == pairs.read_bytes()

@@ -72,3 +72,17 @@ def test_bad_plateau_settings_are_refused(tiny_kb, tiny_model_dir, tmp_path):
 
     with pytest.raises(TrainingDataError, match="plateau_lr_factor in \\(0, 1\\)"):
         train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "x", STUCK, plateau_lr_factor=1.5)
+
+
+def test_a_corrupt_restarts_file_is_refused_naming_it(tmp_path):
+    from training.plateau import RESTARTS_FILE, read_restarts
+
+    assert read_restarts(tmp_path) == []
+    (tmp_path / RESTARTS_FILE).write_text('[{"step": 4', encoding="utf-8")  # cut short by a crash or an editor
+    with pytest.raises(ValueError, match=rf"{RESTARTS_FILE}: not valid JSON .*remove it"):
+        read_restarts(tmp_path)
+    (tmp_path / RESTARTS_FILE).write_text('{"step": 4}', encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"{RESTARTS_FILE}: expected a list of restarts"):
+        read_restarts(tmp_path)
+    (tmp_path / RESTARTS_FILE).write_text('[{"step": 4, "learning_rate": 0.001}]', encoding="utf-8")
+    assert read_restarts(tmp_path) == [{"step": 4, "learning_rate": 0.001}]

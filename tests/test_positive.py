@@ -137,11 +137,9 @@ def test_training_makes_the_model_link_its_mentions(tiny_kb, tiny_model_dir, tmp
     assert "model.decoder.embed_positions.weight" in reloaded.state_dict()
 
 
-def test_dev_metric_selects_the_best_checkpoint(tiny_kb, tiny_model_dir, tmp_path, monkeypatch):
-    """The callback's metric reaches Trainer's best-checkpoint logic: the scripted best (2nd of 4
-    evaluations) is the checkpoint reloaded at the end, though later steps trained on."""
-    scripted = iter([0.1, 0.9, 0.3, 0.2])
-    calls = []
+def script_dev_accuracy(monkeypatch, values):
+    """Every dev evaluation returns the next of ``values``; returns the list of calls made."""
+    scripted, calls = iter(values), []
 
     def fake_dev_accuracy(model, *args, **kwargs):
         calls.append(1)
@@ -149,6 +147,13 @@ def test_dev_metric_selects_the_best_checkpoint(tiny_kb, tiny_model_dir, tmp_pat
         return {"acc1": value, "acc5": value}
 
     monkeypatch.setattr(dev_eval, "dev_accuracy", fake_dev_accuracy)
+    return calls
+
+
+def test_dev_metric_selects_the_best_checkpoint(tiny_kb, tiny_model_dir, tmp_path, monkeypatch):
+    """The callback's metric reaches Trainer's best-checkpoint logic: the scripted best (2nd of 4
+    evaluations) is the checkpoint reloaded at the end, though later steps trained on."""
+    calls = script_dev_accuracy(monkeypatch, [0.1, 0.9, 0.3, 0.2])
     mentions = corpus_mentions()
     out = train_positive(
         tiny_model_dir, tiny_kb, mentions, tmp_path / "sel", dev_mentions=mentions[:4], max_steps=20,
@@ -163,6 +168,23 @@ def test_dev_metric_selects_the_best_checkpoint(tiny_kb, tiny_model_dir, tmp_pat
     last = load_file(str(out / "checkpoints" / "checkpoint-20" / "model.safetensors"))
     assert all(torch.equal(final[k], best[k]) for k in best)
     assert any(not torch.equal(final[k], last[k]) for k in last)
+
+
+def test_the_last_step_is_scored_when_eval_steps_does_not_divide_it(tiny_kb, tiny_model_dir, tmp_path, monkeypatch):
+    """max_steps 12 with eval_steps 5: HF scores steps 5 and 10 only, and the run used to end as one
+    of those; the last step is scored too, and when it is best it is the model the run returns."""
+    script_dev_accuracy(monkeypatch, [0.1, 0.3, 0.9])
+    mentions = corpus_mentions()
+    out = train_positive(
+        tiny_model_dir, tiny_kb, mentions, tmp_path / "last", dev_mentions=mentions[:4], max_steps=12,
+        batch_size=8, learning_rate=3e-3, eval_steps=5, keep_checkpoints=True, progress=False,
+    )
+    log = json.loads((out / "training_log.json").read_text())
+    assert [(e["step"], e["eval_dev_acc1"]) for e in log["dev"]] == [(5, 0.1), (10, 0.3), (12, 0.9)]
+    assert log["best_checkpoint"] == "checkpoint-12" and log["global_step"] == 12
+    final = load_file(str(out / "model.safetensors"))
+    last = load_file(str(out / "checkpoints" / "checkpoint-12" / "model.safetensors"))
+    assert all(torch.equal(final[k], last[k]) for k in last)
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(tiny_kb, tiny_model_dir, tmp_path, kill_at):

@@ -261,7 +261,7 @@ def mine_command(
 def crossfit_command(
     model_dir: Path = typer.Argument(..., help="Starting model of the fold models (what the full positive model started from)."),
     kb_path: Path = typer.Argument(..., help="KB directory or KB file."),
-    train: Path = typer.Argument(..., help="Training corpus: split into folds by document, each fold mined by the model trained without it."),
+    train: Path = typer.Argument(..., help="Training corpus: split into folds (by document or surface), each fold mined by the model trained without it."),
     pairs: Path = typer.Option(..., "--pairs", help="Pairs JSONL (each row with its fold); stats go to PAIRS.stats.json."),
     dev: Optional[Path] = typer.Option(None, help="Dev corpus: selects each fold model's checkpoint, as in 'train positive'."),
     settings: CrossfitSettings = None,
@@ -279,6 +279,9 @@ def crossfit_command(
         found, stats = crossfit_pairs(model_dir, kb, mentions, settings, dev_mentions=_dev(dev, kb, corpus))
     except (TrainingDataError, ValueError, OSError) as err:
         _fail(str(err))
+    if settings.only_fold is not None:
+        typer.echo(f"fold {settings.only_fold} model ready in {stats['model']}; run again without --only-fold to mine every fold")
+        return
     _save_pairs(found, pairs, stats, counts,
                 f"{stats['pairs']} pairs from {stats['mentions_with_pairs']} of {len(mentions)} mentions in {settings.folds} folds "
                 f"-> {pairs} (held-out acc@1 {stats['acc@1']:.4f}; by kind: {stats['pairs_by_kind']})")

@@ -8,12 +8,19 @@ is the caller's), mine the held-out fold with it (:func:`training.negatives.mine
 write one pairs file whose rows carry their ``fold``. The pairs then train the full positive
 model (``train dpo``), as with ordinary mining.
 
-Folds are by document so that the mentions of one abstract (which share context and often the
-same surface) never sit on both sides: the sorted document ids are shuffled with
-``random.Random(seed)`` and the i-th document of that order goes to fold ``i mod folds``.
+Folds are by document (``fold_by="document"``) so that the mentions of one abstract (which share
+context and often the same surface) never sit on both sides. A corpus without documents, such as
+AskAPatient (one "document", 15,612 training records over 3,884 distinct texts), is split by
+normalised surface instead (``fold_by="surface"``): every record of one text lands in one fold,
+so a fold model has never read the texts it mines, as a test mention with a new text (35% of
+AskAPatient fold 0 test) is new to the full model. Either way the sorted unit keys are shuffled
+with ``random.Random(seed)`` and the i-th key of that order goes to fold ``i mod folds``.
+
+``only_fold`` trains (or reuses) one fold model and stops, so K processes can train the K fold
+models at once; a run without it then reuses them all and mines.
 
 Fold models are written to ``fold_dir/fold-<f>/`` with ``crossfit_fold.json`` (the held-out
-documents, a digest of the training mentions, the settings, the starting model). A fold model
+documents or surfaces, a digest of the training mentions, the settings, the starting model). A fold model
 whose record matches is reused, and a fold killed mid-training resumes from its checkpoints
 (:func:`training.positive.train_positive`), so a re-run of the same command continues.
 
@@ -51,17 +58,35 @@ PathLike = Union[str, Path]
 RECORD = "crossfit_fold.json"
 
 
-def document_folds(mentions: Sequence[Mention], folds: int, seed: int = 0) -> Dict[str, int]:
-    """Document id -> fold (module doc); every fold gets at least one document."""
+FOLD_UNITS = ("document", "surface")
+
+
+def fold_unit(m: Mention, fold_by: str, lowercase: bool = True) -> str:
+    """The key a mention is kept whole by: its document id or its normalised surface."""
+    if fold_by == "document":
+        return m.doc_id
+    if fold_by == "surface":
+        return normalize_name(m.surface, lowercase)
+    raise ValueError(f"fold_by must be one of {', '.join(FOLD_UNITS)}, got {fold_by!r}")
+
+
+def unit_folds(mentions: Sequence[Mention], folds: int, seed: int = 0, fold_by: str = "document", lowercase: bool = True) -> Dict[str, int]:
+    """Unit key (:func:`fold_unit`) -> fold (module doc); every fold gets at least one unit."""
     if folds < 2:
         raise ValueError(f"cross-fitting needs at least 2 folds, got {folds}")
-    docs = sorted({m.doc_id for m in mentions})
-    if len(docs) < folds:
+    units = sorted({fold_unit(m, fold_by, lowercase) for m in mentions})
+    if len(units) < folds:
+        hint = " (a corpus without documents can be split with --fold-by surface)" if fold_by == "document" else ""
         raise ValueError(
-            f"{len(docs)} document(s) cannot make {folds} folds: cross-fitting splits the training mentions by document"
+            f"{len(units)} {fold_by}(s) cannot make {folds} folds: cross-fitting splits the training mentions by {fold_by}{hint}"
         )
-    random.Random(seed).shuffle(docs)
-    return {doc: i % folds for i, doc in enumerate(docs)}
+    random.Random(seed).shuffle(units)
+    return {unit: i % folds for i, unit in enumerate(units)}
+
+
+def document_folds(mentions: Sequence[Mention], folds: int, seed: int = 0) -> Dict[str, int]:
+    """Document id -> fold: :func:`unit_folds` by document."""
+    return unit_folds(mentions, folds, seed, "document")
 
 
 def mention_key(m: Mention) -> str:
@@ -107,7 +132,7 @@ def crossfit_pairs(
 ) -> Tuple[List[PreferencePair], Dict[str, Any]]:
     """Train ``settings.folds`` positive models from ``init_model``, each without one fold, and mine
     each held-out fold with the model that did not see it. Returns the pairs (``fold`` set) and
-    stats (per fold: documents, training and mined mentions, the fold model's mining stats).
+    stats (per fold: documents or surfaces, training and mined mentions, the fold model's mining stats).
 
     ``settings`` (:class:`CrossfitSettings`; keyword ``overrides`` of its fields still work):
     fold ``f`` is written to ``settings.output_dir/fold-f``; ``dev_mentions`` select each fold
@@ -119,15 +144,18 @@ def crossfit_pairs(
     positive, mining, folds, seed = s.positive(), s.mining(), s.folds, s.fold_seed
     if mining.strategy not in ("angel", "all", "top10"):
         raise ValueError(f"strategy {mining.strategy!r} cannot be cross-fitted: choose angel, all or top10 ('tfidf' uses no model)")
+    if s.only_fold is not None and not 0 <= s.only_fold < folds:
+        raise ValueError(f"only_fold must be a fold number from 0 to {folds - 1}, got {s.only_fold}")
     fold_dir = Path(s.output_dir)
-    assignment = document_folds(mentions, folds, seed)
-    index = NameIndex(kb).fit()
+    assignment = unit_folds(mentions, folds, seed, s.fold_by, kb.lowercase)
+    fold_of = [assignment[fold_unit(m, s.fold_by, kb.lowercase)] for m in mentions]
+    index = NameIndex(kb).fit() if s.only_fold is None else None
     pairs: List[PreferencePair] = []
-    stats: Dict[str, Any] = {"folds": folds, "seed": seed, "init_model": str(init_model), "per_fold": []}
+    stats: Dict[str, Any] = {"folds": folds, "fold_by": s.fold_by, "seed": seed, "init_model": str(init_model), "per_fold": []}
     started = time.time()
-    for f in range(folds):
-        held = [m for m in mentions if assignment[m.doc_id] == f]
-        train = [m for m in mentions if assignment[m.doc_id] != f]
+    for f in range(folds) if s.only_fold is None else (s.only_fold,):
+        held = [m for m, g in zip(mentions, fold_of) if g == f]
+        train = [m for m, g in zip(mentions, fold_of) if g != f]
         model_dir = fold_dir / f"fold-{f}"
         hidden = held_out_surfaces(kb, held, train) if s.hold_out_names else set()
         fold_kb = without_names(kb, hidden) if hidden else kb
@@ -136,7 +164,7 @@ def crossfit_pairs(
             "folds": folds,
             "seed": seed,
             "init_model": str(init_model),
-            "held_out_documents": sorted({m.doc_id for m in held}),
+            f"held_out_{s.fold_by}s": sorted({fold_unit(m, s.fold_by, kb.lowercase) for m in held}),
             "train_mentions": len(train),
             "train_digest": mentions_digest(train),
             "hold_out_names": s.hold_out_names,
@@ -148,6 +176,9 @@ def crossfit_pairs(
             logger.info("fold %d/%d: training on %d mentions (%d held out)", f + 1, folds, len(train), len(held))
             train_positive(init_model, fold_kb, train, model_dir, dataclasses.replace(positive, output_dir=None), dev_mentions=dev_mentions)
             atomic_write_json(model_dir / RECORD, record, indent=1)
+        if s.only_fold is not None:
+            stats.update(only_fold=f, model=str(model_dir), reused_model=reused, train_mentions=len(train))
+            return [], stats
         fold_pairs, fold_stats = mine_pairs(model_dir, kb, held, mining, index=index)
         pairs.extend(dataclasses.replace(p, fold=f) for p in fold_pairs)
         stats["per_fold"].append(
@@ -155,7 +186,7 @@ def crossfit_pairs(
                 "fold": f,
                 "model": str(model_dir),
                 "reused_model": reused,
-                "documents": len(record["held_out_documents"]),
+                f"{s.fold_by}s": len(record[f"held_out_{s.fold_by}s"]),
                 "train_mentions": len(train),
                 "mined_mentions": len(held),
                 "kb_names_held_out": record["kb_names_held_out"],

@@ -12,6 +12,11 @@ and then returns that same dict object to ``_maybe_log_save_evaluate``, which ha
 ``load_best_model_at_end``; only the already-written log entry misses them, so the callback
 also adds them to the last ``state.log_history`` entry (``tests/test_positive.py`` proves both).
 
+The last step is evaluated too (:meth:`DevAccuracyCallback.on_step_end`): HF's flow evaluates
+only at multiples of ``eval_steps`` but saves the last step anyway, so a run of 750 steps with
+``eval_steps`` 500 used to end as its step-500 checkpoint, the only one with a score, silently
+dropping the steps the user asked for.
+
 The linker hooks the decoder's position embedding (per-row shifts for left-padded prompts);
 :func:`temporary_linker` puts the original module object back and restores train/eval mode, so
 whatever the linker does there, the model trains and saves (parameter names included) as before.
@@ -103,6 +108,11 @@ class DevAccuracyCallback(TrainerCallback):
         self.batch_size = batch_size
         self.context_window = context_window
         self.history: list = []
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        """Score the last step when ``eval_steps`` does not divide it (module doc), so it competes for best."""
+        if args.eval_strategy == "steps" and state.global_step >= state.max_steps and state.global_step % state.eval_steps:
+            control.should_evaluate = True
 
     def on_evaluate(
         self,

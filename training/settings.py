@@ -175,8 +175,10 @@ class CrossfitSettings(PositiveSettings):
     """Cross-fitted mining ('train crossfit'): K fold positive models, each mines the fold it never saw."""
 
     output_dir: Optional[str] = _f(None, "Directory for the fold models (fold-0, fold-1, ...).", flags=("--output", "-o"))
-    folds: int = _f(2, "Folds K: the training mentions are split by document into K parts.")
-    fold_seed: int = _f(0, "Seed of the document-to-fold assignment.")
+    folds: int = _f(2, "Folds K: the training mentions are split into K parts (see --fold-by).")
+    fold_by: str = _f("document", "What a fold holds whole: document (PubTator, BioSyn) or surface (every mention of one normalised text; corpora without documents, e.g. AskAPatient).")
+    fold_seed: int = _f(0, "Seed of the unit-to-fold assignment.")
+    only_fold: Optional[int] = _f(None, "Train (or reuse) only this fold's model and stop, writing no pairs: one process per fold runs the folds in parallel; a run without it then mines every fold.")
     hold_out_names: bool = _f(True, "Fold models train on a KB without the names that only held-out mentions have (BioSyn KBs hold train surfaces).")
     top_k: int = _f(5, "Ranking depth the pairs come from.")
     strategy: str = _f("angel", "angel (misordered pairs), all (every right x wrong) or top10.")
