@@ -27,3 +27,35 @@ def test_ablation_rows_quote_the_results_file():
         if "test_diff_vs_chosen" in row:
             lo, hi = row["test_diff_vs_chosen_ci95"]
             assert cells[5] == f"{100 * row['test_diff_vs_chosen']:+.2f} ({100 * lo:+.2f} to {100 * hi:+.2f})", line
+
+
+def _pct(x) -> str:
+    return f"{100 * x:.2f}"
+
+
+def _diff(row, label) -> str:
+    lo, hi = row[f"test_diff_{label}_ci95"]
+    return f"{100 * row[f'test_diff_{label}']:+.2f} ({100 * lo:+.2f} to {100 * hi:+.2f})"
+
+
+def test_askapatient_rows_quote_their_results_file():
+    """Lines `| what | `aap:KEY` | dev | test beam | vs own positive | test hybrid | vs own positive, hybrid |`."""
+    path = DOCS / "results" / "aap-cpu-ablations.json"
+    if not path.exists():
+        pytest.skip("no AskAPatient ablation results file yet")
+    rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+    quoted = {}
+    for line in (DOCS / "results.md").read_text(encoding="utf-8").splitlines():
+        m = re.match(r"\| [^|]+ \| `aap:(\w+)` \|", line)
+        if m:
+            quoted[m.group(1)] = [c.strip() for c in line.strip().strip("|").split("|")]
+    assert set(quoted) == set(rows), f"JSON rows {sorted(rows)} vs table rows {sorted(quoted)}"
+    for key, cells in quoted.items():
+        row = rows[key]
+        assert cells[2:4] == [_pct(row["dev_acc1"]), _pct(row["test_acc1"])], (key, cells)
+        if "test_diff_vs_own_positive" in row:  # an ANGEL model: its gains over its own positive model
+            assert cells[4] == _diff(row, "vs_own_positive"), (key, cells)
+            assert cells[5] == _pct(row["test_acc1_hybrid_vs_own_positive"]), (key, cells)
+            assert cells[6] == _diff(row, "hybrid_vs_own_positive"), (key, cells)
+        else:  # a positive model: its hybrid accuracy only
+            assert cells[4] == "" and cells[5] == _pct(row["test_acc1_hybrid"]) and cells[6] == "", (key, cells)

@@ -179,7 +179,7 @@ class CrossfitSettings(PositiveSettings):
     fold_by: str = _f("document", "What a fold holds whole: document (PubTator, BioSyn) or surface (every mention of one normalised text; corpora without documents, e.g. AskAPatient).")
     fold_seed: int = _f(0, "Seed of the unit-to-fold assignment.")
     only_fold: Optional[int] = _f(None, "Train (or reuse) only this fold's model and stop, writing no pairs: one process per fold runs the folds in parallel; a run without it then mines every fold.")
-    hold_out_names: bool = _f(True, "Fold models train on a KB without the names that only held-out mentions have (BioSyn KBs hold train surfaces).")
+    hold_out_names: bool = _f(True, "Fold models train on a KB without the names that only held-out mentions have (BioSyn KBs hold train surfaces); turn off where the KB names are not training surfaces (AskAPatient: it could leave a concept nameless).")
     top_k: int = _f(5, "Ranking depth the pairs come from.")
     strategy: str = _f("angel", "angel (misordered pairs), all (every right x wrong) or top10.")
     mine_batch_size: int = _f(64, "Mentions per decoder batch while mining.")
