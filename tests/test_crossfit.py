@@ -13,7 +13,7 @@ from spacy_angel.cli import get_app
 from spacy_angel.types import Mention
 from training import crossfit
 from training.corpora import read_askapatient as read_mentions
-from training.crossfit import document_folds, mention_key, unit_folds
+from training.crossfit import mention_key, unit_folds
 from training.examples import read_pairs
 
 from conftest import TINY_CONCEPTS, tiny_pubtator_corpus as pubtator_corpus
@@ -28,15 +28,15 @@ def invoke(*args):
 
 def test_document_folds_are_seeded_balanced_and_by_document():
     mentions = [Mention(f"d{i}", "x", 0, 1, ("C",)) for i in range(10) for _ in range(3)]
-    folds = document_folds(mentions, 3, seed=0)
+    folds = unit_folds(mentions, 3, seed=0)
     assert set(folds) == {f"d{i}" for i in range(10)}
     assert sorted(list(folds.values()).count(f) for f in range(3)) == [3, 3, 4]
-    assert folds == document_folds(list(reversed(mentions)), 3, seed=0)  # input order does not matter
-    assert any(document_folds(mentions, 3, seed=s) != folds for s in (1, 2, 3))
+    assert folds == unit_folds(list(reversed(mentions)), 3, seed=0)  # input order does not matter
+    assert any(unit_folds(mentions, 3, seed=s) != folds for s in (1, 2, 3))
     with pytest.raises(ValueError, match="at least 2 folds"):
-        document_folds(mentions, 1)
+        unit_folds(mentions, 1)
     with pytest.raises(ValueError, match="2 document"):
-        document_folds(mentions[:6], 3)
+        unit_folds(mentions[:6], 3)
 
 
 def test_crossfit_never_mines_a_mention_with_a_model_that_saw_it(tmp_path, monkeypatch, tiny_kb, tiny_kb_dir, tiny_model_dir):
@@ -148,7 +148,7 @@ def test_surface_folds_keep_every_record_of_a_text_together():
     assert set(folds) == {"heart attack", "migraine", "iddm"}
     assert folds == unit_folds(list(reversed(mentions)), 2, seed=0, fold_by="surface")
     with pytest.raises(ValueError, match="1 document.*--fold-by surface"):
-        document_folds(mentions, 2)
+        unit_folds(mentions, 2)
 
 
 def test_surface_crossfit_never_mines_a_text_its_fold_model_read(tmp_path, monkeypatch, tiny_kb_dir, tiny_model_dir):

@@ -84,10 +84,6 @@ def unit_folds(mentions: Sequence[Mention], folds: int, seed: int = 0, fold_by: 
     return {unit: i % folds for i, unit in enumerate(units)}
 
 
-def document_folds(mentions: Sequence[Mention], folds: int, seed: int = 0) -> Dict[str, int]:
-    """Document id -> fold: :func:`unit_folds` by document."""
-    return unit_folds(mentions, folds, seed, "document")
-
 
 def mention_key(m: Mention) -> str:
     """A mention's identity in fold records and tests: document, text, offsets and gold ids."""
@@ -164,7 +160,7 @@ def crossfit_pairs(
             "folds": folds,
             "seed": seed,
             "init_model": str(init_model),
-            f"held_out_{s.fold_by}s": sorted({fold_unit(m, s.fold_by, kb.lowercase) for m in held}),
+            f"held_out_{s.fold_by}s": sorted(unit for unit, g in assignment.items() if g == f),
             "train_mentions": len(train),
             "train_digest": mentions_digest(train),
             "hold_out_names": s.hold_out_names,

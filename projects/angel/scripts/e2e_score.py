@@ -119,12 +119,6 @@ def spacy_link_scores(
     return {key: round(scores[key], 4) for key in ("nel_micro_p", "nel_micro_r", "nel_micro_f")}
 
 
-def _write_json(path: Path, data: Any) -> None:
-    from spacy_angel.fileio import atomic_write_json
-
-    atomic_write_json(path, data, indent=1)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("pipeline", type=Path, help="spaCy pipeline directory (NER + angel_linker)")
@@ -141,6 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from spacy.tokens import DocBin
 
     import spacy_angel.component  # noqa: F401  (registers the angel_linker factory)
+    from spacy_angel.fileio import atomic_write_json
     from spacy_angel.kb import KnowledgeBase
 
     nlp = spacy.load(args.pipeline)
@@ -153,7 +148,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     linker_score = nlp.get_pipe("angel_linker").score if "angel_linker" in nlp.pipe_names else None
     metrics["nel"] = spacy_link_scores(gold_docs, pred_docs, kb, score=linker_score)
     metrics["documents"] = len(gold_docs)
-    _write_json(args.output, metrics)
+    atomic_write_json(args.output, metrics, indent=1)
     print(json.dumps(metrics))
     return 0
 

@@ -18,13 +18,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
-
-def _write_json(path: Path, data: Any) -> None:
-    from spacy_angel.fileio import atomic_write_json
-
-    atomic_write_json(path, data, indent=1)
+from spacy_angel.fileio import atomic_write_json  # light: no spaCy or torch before the timed command
 
 
 def resolve(command: List[str]) -> List[str]:
@@ -60,7 +56,7 @@ def run_timed(stage: str, command: List[str], log_dir: Path) -> int:
         "returncode": returncode,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    _write_json(log_dir / f"{stage}.json", record)
+    atomic_write_json(log_dir / f"{stage}.json", record, indent=1)
     print(f"[{stage}] {record['seconds']}s, peak RSS {record['peak_rss_mb']} MiB, exit {returncode}", flush=True)
     return returncode
 
