@@ -63,7 +63,7 @@ def scripts():
     """The project's scripts as importable modules (they import each other by bare name)."""
     sys.path.insert(0, str(SCRIPTS))
     try:
-        yield {name: importlib.import_module(name) for name in ("pubtator_to_docbin", "e2e_score", "for_each", "timed", "report")}
+        yield {name: importlib.import_module(name) for name in ("pubtator_to_docbin", "e2e_score", "for_each", "timed", "report", "seen_split")}
     finally:
         sys.path.remove(str(SCRIPTS))
 
@@ -418,3 +418,31 @@ def test_unpack_biosyn_unpacks_once_and_explains_a_missing_archive(tmp_path):
     missing = subprocess.run([sys.executable, str(SCRIPTS / "unpack_biosyn.py"), str(tmp_path / "none.tar.gz"),
                               "--into", str(tmp_path / "empty")], capture_output=True, text=True)
     assert missing.returncode == 1 and "spacy project assets" in missing.stderr
+
+
+def test_seen_split_separates_test_texts_read_in_training(scripts, tmp_path):
+    split = scripts["seen_split"]
+    train = tmp_path / "train.txt"
+    train.write_text("C1\tHeadache\thead  ache\nC2\tInsomnia\tcan't sleep\n", encoding="utf-8")
+
+    def report(name: str, right: list) -> Path:
+        texts = ["Head ache", "no sleep at all", "can't sleep", "sore knee"]
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"mentions": [{"mention": t, "correct@1": r} for t, r in zip(texts, right)]}))
+        return path
+
+    base, row = report("base", [True, False, True, False]), report("row", [False, True, True, True])
+    out = tmp_path / "split.json"
+    assert split.main([str(train), "--corpus-format", "askapatient", "--report", f"pos={base}", "--report", f"angel={row}",
+                       "--diff", "angel:pos", "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    # "Head ache" matches "head  ache" once case and spaces are normalised
+    assert (result["n_seen"], result["n_unseen"]) == (2, 2)
+    assert result["reports"]["pos"]["seen_acc1"] == 1.0 and result["reports"]["pos"]["unseen_acc1"] == 0.0
+    assert result["diffs"]["angel-pos"] == {"acc1": 0.25, "seen_acc1": -0.5, "unseen_acc1": 1.0}
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"mentions": [{"mention": "x", "correct@1": True}] * 4}))
+    with pytest.raises(SystemExit, match=r"mentions\[0\] is 'x'"):
+        split.main([str(train), "--corpus-format", "askapatient", "--report", f"pos={base}", "--report", f"o={other}", "--output", str(out)])
+    with pytest.raises(SystemExit, match="no --report named 'nope'"):
+        split.main([str(train), "--corpus-format", "askapatient", "--report", f"pos={base}", "--diff", "nope:pos", "--output", str(out)])
