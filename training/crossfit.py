@@ -84,7 +84,6 @@ def unit_folds(mentions: Sequence[Mention], folds: int, seed: int = 0, fold_by: 
     return {unit: i % folds for i, unit in enumerate(units)}
 
 
-
 def mention_key(m: Mention) -> str:
     """A mention's identity in fold records and tests: document, text, offsets and gold ids."""
     return json.dumps([m.doc_id, m.text, m.start, m.end, sorted(m.gold_ids)], ensure_ascii=False)

@@ -32,7 +32,7 @@ from typing import Any, Dict, Optional, Sequence
 from spacy_angel.fileio import atomic_write_text
 
 
-def _read(path: Path, what: str) -> Dict[str, Any]:
+def read_json(path: Path, what: str) -> Dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -58,7 +58,7 @@ def stage_records(directory: Path, prefix: str = "", exclude: Sequence[str] = ()
     if not directory.is_dir():
         return out
     for path in sorted(directory.glob(f"{prefix}*.json")):
-        rec = _read(path, "stage record")
+        rec = read_json(path, "stage record")
         name = rec.get("stage", path.stem)
         if not str(name).startswith(prefix) or any(str(name).startswith(x) for x in exclude if x):
             continue
@@ -88,7 +88,7 @@ def build(args: argparse.Namespace) -> Dict[str, Any]:
         path = getattr(args, name)
         if path is None:
             continue
-        reports[name] = _read(path, f"{name} report")
+        reports[name] = read_json(path, f"{name} report")
         result.update(accuracy_fields(name, reports[name], path))
     bins = {name: r["summary"]["bins"] for name, r in reports.items() if "bins" in r.get("summary", {})}
     if bins:
@@ -100,7 +100,7 @@ def build(args: argparse.Namespace) -> Dict[str, Any]:
     for spec, name, raw in diffs:
         if not raw:
             raise SystemExit(f"error: --diff {spec!r}: expected NAME=COMPARE.json")
-        fields = diff_fields(name, _read(Path(raw), "paired comparison"), Path(raw))
+        fields = diff_fields(name, read_json(Path(raw), "paired comparison"), Path(raw))
         clash = [k for k, v in fields.items() if k in result and result[k] != v]
         if clash:
             raise SystemExit(f"error: {spec}: {', '.join(clash)} already set from another comparison")
@@ -111,7 +111,7 @@ def build(args: argparse.Namespace) -> Dict[str, Any]:
         shown = {name: reports[name] for name in ("tfidf", "angel", "hybrid") if name in reports}
         plot_bins(shown, args.bins_plot, title="Acc@1 by mention-gold TF-IDF similarity (test)")
     if args.e2e is not None:
-        e2e = _read(args.e2e, "end-to-end scores")
+        e2e = read_json(args.e2e, "end-to-end scores")
         for key in ("precision", "recall", "f1"):
             result[f"e2e_{key}"] = e2e["e2e"][key]
             result[f"ner_{key}"] = e2e["ner"][key]
@@ -119,7 +119,7 @@ def build(args: argparse.Namespace) -> Dict[str, Any]:
         for key, value in (e2e.get("nel") or {}).items():  # spaCy's Scorer.score_links via the component
             result[key] = value
     if args.compare is not None:
-        cmp = _read(args.compare, "paired comparison")
+        cmp = read_json(args.compare, "paired comparison")
         for key in ("mcnemar_p", "a_only_correct", "b_only_correct"):
             if key not in cmp:
                 raise SystemExit(f"error: {args.compare}: field {key} missing (not a `train compare` output?)")

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from report import read_json  # the project's JSON reader with file-naming errors (scripts import each other by bare name)
 from spacy_angel.fileio import atomic_write_json
 from spacy_angel.kb import normalize_name
 
@@ -34,12 +35,7 @@ def _named(value: str, sep: str, what: str) -> Tuple[str, str]:
 
 
 def read_report(path: Path) -> List[Dict[str, Any]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SystemExit(f"error: report {path} does not exist")
-    except json.JSONDecodeError as err:
-        raise SystemExit(f"error: {path}:{err.lineno}: not valid JSON ({err.msg})")
+    data = read_json(path, "report")
     mentions = data.get("mentions") if isinstance(data, dict) else None
     if not isinstance(mentions, list) or not mentions:
         raise SystemExit(f"error: {path}: field mentions missing or empty (not a `train evaluate` report?)")
