@@ -63,7 +63,7 @@ def scripts():
     """The project's scripts as importable modules (they import each other by bare name)."""
     sys.path.insert(0, str(SCRIPTS))
     try:
-        yield {name: importlib.import_module(name) for name in ("pubtator_to_docbin", "e2e_score", "for_each", "timed", "report", "seen_split")}
+        yield {name: importlib.import_module(name) for name in ("pubtator_to_docbin", "e2e_score", "for_each", "timed", "report", "seen_split", "hold_out_texts")}
     finally:
         sys.path.remove(str(SCRIPTS))
 
@@ -446,3 +446,42 @@ def test_seen_split_separates_test_texts_read_in_training(scripts, tmp_path):
         split.main([str(train), "--corpus-format", "askapatient", "--report", f"pos={base}", "--report", f"o={other}", "--output", str(out)])
     with pytest.raises(SystemExit, match="no --report named 'nope'"):
         split.main([str(train), "--corpus-format", "askapatient", "--report", f"pos={base}", "--diff", "nope:pos", "--output", str(out)])
+    # --held-out: the seen mentions split once more into the part of TRAIN a hold-out model did not read and the rest
+    held = tmp_path / "held.txt"
+    held.write_text("C2\tInsomnia\tCan't  sleep\n", encoding="utf-8")
+    assert split.main([str(train), "--corpus-format", "askapatient", "--report", f"pos={base}", "--report", f"angel={row}",
+                       "--diff", "angel:pos", "--held-out", str(held), "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert (result["n_seen"], result["n_held"], result["n_read"], result["n_unseen"]) == (2, 1, 1, 2)
+    assert result["reports"]["angel"]["held_acc1"] == 1.0 and result["reports"]["angel"]["read_acc1"] == 0.0
+    assert result["diffs"]["angel-pos"]["held_acc1"] == 0.0 and result["diffs"]["angel-pos"]["read_acc1"] == -1.0
+    held.write_text("C9\tRash\tred spots\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"held.txt: 1 texts are not in"):
+        split.main([str(train), "--corpus-format", "askapatient", "--report", f"pos={base}", "--held-out", str(held), "--output", str(out)])
+
+
+def test_hold_out_texts_splits_records_by_text_as_crossfit_folds_them(scripts, tmp_path):
+    from training.corpora import read_askapatient
+    from training.crossfit import fold_unit, unit_folds
+
+    train = tmp_path / "train.txt"
+    rows = [b"C1\tHeadache\thead  ache\n", b"C1\tHeadache\tHead ache\n", b"C2\tInsomnia\tcan't sleep\n",
+            b"C3\tNausea\tfelt sick\n", b"C3\tNausea\tFelt  Sick\n", b"C4\tPain\tsore kn\xe9e\n",
+            b"C5\tRash\tred spots\n", b"C6\tFatigue\ttired all day\n"]
+    train.write_bytes(b"".join(rows))  # not UTF-8 (0xe9): decoded as latin-1, copied byte for byte
+    rest, held = tmp_path / "rest.txt", tmp_path / "held.txt"
+    assert scripts["hold_out_texts"].main([str(train), "--folds", "2", "--fold", "1", "--rest", str(rest), "--held", str(held)]) == 0
+    rest_rows, held_rows = rest.read_bytes().splitlines(keepends=True), held.read_bytes().splitlines(keepends=True)
+    assert sorted(rest_rows + held_rows) == sorted(rows) and rest_rows and held_rows
+    # the same folds as `train crossfit --fold-by surface` gives the records read by the corpus reader
+    mentions = read_askapatient(train)
+    fold_of = unit_folds(mentions, 2, 0, "surface")
+    expected_held = [m.surface for m in mentions if fold_of[fold_unit(m, "surface")] == 1]
+    assert [m.surface for m in read_askapatient(held)] == expected_held
+    # every record of one text is on one side, whatever its case and spacing
+    texts = lambda path: {" ".join(m.surface.lower().split()) for m in read_askapatient(path)}  # noqa: E731
+    assert not texts(rest) & texts(held)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(rows[0] + b"C2\tonly two columns\n")
+    with pytest.raises(SystemExit, match=r"bad.txt, line 2"):
+        scripts["hold_out_texts"].main([str(bad), "--folds", "2", "--rest", str(rest), "--held", str(held)])

@@ -20,24 +20,16 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
+from report import read_json  # the project's JSON reader with file-naming errors (scripts import each other by bare name)
 from spacy_angel.fileio import atomic_write_text
-
-
-def _read(path: Any, what: str) -> Dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SystemExit(f"error: {what} {path} does not exist")
-    except json.JSONDecodeError as err:
-        raise SystemExit(f"error: {path}:{err.lineno}: not valid JSON ({err.msg})")
 
 
 def row_fields(name: str, row: Dict[str, Any]) -> Dict[str, Any]:
     for key in ("model", "test_report", "commands"):
         if key not in row:
             raise SystemExit(f"error: row {name!r}: field {key} missing")
-    log = _read(Path(row["model"]) / "training_log.json", f"row {name!r}: training log")
-    summary = _read(row["test_report"], f"row {name!r}: test report").get("summary") or {}
+    log = read_json(Path(row["model"]) / "training_log.json", f"row {name!r}: training log")
+    summary = read_json(Path(row["test_report"]), f"row {name!r}: test report").get("summary") or {}
     if "acc@1" not in summary or "best_metric" not in log:
         raise SystemExit(f"error: row {name!r}: no test acc@1 or no dev best_metric in its files")
     out: Dict[str, Any] = {
@@ -52,7 +44,7 @@ def row_fields(name: str, row: Dict[str, Any]) -> Dict[str, Any]:
         "test_n": summary.get("n"),
     }
     if row.get("compare"):
-        cmp = _read(row["compare"], f"row {name!r}: comparison")
+        cmp = read_json(Path(row["compare"]), f"row {name!r}: comparison")
         for key in ("diff", "diff_ci95", "p_value", "acc_b"):
             if key not in cmp:
                 raise SystemExit(f"error: {row['compare']}: field {key} missing (not a `train compare ROW CHOSEN` output?)")
@@ -61,12 +53,12 @@ def row_fields(name: str, row: Dict[str, Any]) -> Dict[str, Any]:
             only_row_correct=cmp.get("a_only_correct"), only_chosen_correct=cmp.get("b_only_correct"),
         )
     for label, path in (row.get("also_compare") or {}).items():  # e.g. {"vs_positive": `train compare ROW POSITIVE`}
-        cmp = _read(path, f"row {name!r}: comparison {label}")
+        cmp = read_json(Path(path), f"row {name!r}: comparison {label}")
         out[f"test_diff_{label}"], out[f"test_diff_{label}_ci95"], out[f"test_diff_{label}_p"] = cmp["diff"], cmp["diff_ci95"], cmp["p_value"]
         if "acc_a" in cmp:  # the row's own accuracy in that comparison (e.g. in hybrid mode)
             out[f"test_acc1_{label}"] = cmp["acc_a"]
     if row.get("pairs_stats"):
-        stats = _read(row["pairs_stats"], f"row {name!r}: pairs stats")
+        stats = read_json(Path(row["pairs_stats"]), f"row {name!r}: pairs stats")
         out["mining"] = {k: stats.get(k) for k in ("strategy", "top_k", "pairs", "mentions_with_pairs", "acc@1", "pairs_by_kind", "folds")}
     out["commands"] = list(row["commands"])
     return out
@@ -91,7 +83,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("spec", type=Path)
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
-    result = build(_read(args.spec, "spec"))
+    result = build(read_json(args.spec, "spec"))
     atomic_write_text(args.output, json.dumps(result, indent=1) + "\n")
     for name, row in result["rows"].items():
         diff = row.get("test_diff_vs_chosen")
