@@ -14,23 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence
-
-
-def _write_atomic(path: Path, lines: Sequence[bytes]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.writelines(lines)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -45,6 +31,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not 0 <= args.fold < args.folds:
         raise SystemExit(f"error: --fold must be from 0 to {args.folds - 1}, got {args.fold}")
 
+    from spacy_angel.fileio import atomic_write_bytes
     from spacy_angel.types import Mention
     from training.crossfit import fold_unit, unit_folds
 
@@ -76,8 +63,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise SystemExit(f"error: {args.train}: {err}")
     held = [line for line, m in zip(lines, mentions) if m is not None and fold_of[fold_unit(m, "surface")] == args.fold]
     rest = [line for line, m in zip(lines, mentions) if m is not None and fold_of[fold_unit(m, "surface")] != args.fold]
-    _write_atomic(args.rest, rest)
-    _write_atomic(args.held, held)
+    atomic_write_bytes(args.rest, b"".join(rest))
+    atomic_write_bytes(args.held, b"".join(held))
     held_texts = sum(1 for g in fold_of.values() if g == args.fold)
     print(json.dumps({"texts": len(fold_of), "held_texts": held_texts, "held_records": len(held), "rest_records": len(rest)}))
     return 0
