@@ -98,10 +98,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise SystemExit(f"error: {paths[name]}: mentions[{i}] is {a['mention']!r}, {paths[first_name]} has {b['mention']!r}")
     texts = [normalize_name(m["mention"]) for m in first]
     groups = {"seen": [t in train_texts for t in texts], "unseen": [t not in train_texts for t in texts]}
-    if args.held_out:
-        groups.update(held=[t in held_texts for t in texts], read=[t in train_texts and t not in held_texts for t in texts])
     result: Dict[str, Any] = {"train": str(args.train)}
     if args.held_out:
+        groups.update(held=[t in held_texts for t in texts], read=[t in train_texts and t not in held_texts for t in texts])
         result["held_out"] = str(args.held_out)
     result["n"] = len(first)
     result.update({f"n_{name}": sum(flags) for name, flags in groups.items()})
