@@ -61,8 +61,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         fold_of = unit_folds(present, args.folds, args.fold_seed, "surface")
     except ValueError as err:
         raise SystemExit(f"error: {args.train}: {err}")
-    held = [line for line, m in zip(lines, mentions) if m is not None and fold_of[fold_unit(m, "surface")] == args.fold]
-    rest = [line for line, m in zip(lines, mentions) if m is not None and fold_of[fold_unit(m, "surface")] != args.fold]
+    held: List[bytes] = []
+    rest: List[bytes] = []
+    for line, m in zip(lines, mentions):
+        if m is not None:  # blank lines go to neither side, as the corpus reader skips them
+            (held if fold_of[fold_unit(m, "surface")] == args.fold else rest).append(line)
     atomic_write_bytes(args.rest, b"".join(rest))
     atomic_write_bytes(args.held, b"".join(held))
     held_texts = sum(1 for g in fold_of.values() if g == args.fold)
