@@ -40,7 +40,7 @@ def _key(*parts: Any) -> str:
 
 def cached_kb(source: Path, cache_dir: Path):
     """The KB built from ``source``, cached as a KB directory keyed by path, size and mtime."""
-    from spacy_angel.kb import KnowledgeBase
+    from spacy_angel.kb.store import KnowledgeBase
 
     source = Path(source).resolve()
     stat = source.stat()
@@ -54,7 +54,7 @@ def cached_kb(source: Path, cache_dir: Path):
 
 def cached_model(kb, kb_path: Path, cache_dir: Path, size: str = "small", seed: int = 0) -> Path:
     """An untrained ``init_model(kb, size=...)`` directory, created once per KB."""
-    from spacy_angel.modeling import init_model
+    from spacy_angel.seq2seq.offline_init import init_model
 
     path = cache_dir / f"model-{size}-seed{seed}-{kb_path.name}"
     if not (path / "config.json").exists():

@@ -46,7 +46,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def load_mentions(path: Path, kb) -> List[Any]:
-    from training.corpora import preprocess, read_corpus
+    from training.data.corpora import preprocess, read_corpus
 
     mentions, _ = preprocess(read_corpus(path), lowercase=True, expand_abbreviations=True, kb=kb)
     return list(mentions)
@@ -54,7 +54,7 @@ def load_mentions(path: Path, kb) -> List[Any]:
 
 def measure(linkers: Dict[str, Any], mentions: Sequence[Any], modes: Sequence[str], repeats: int, kb) -> Dict[str, Any]:
     """Acc@1/5 and median mentions/s for every (linker, mode), repeats interleaved across rows."""
-    from training.evaluate import accuracy_at_k
+    from training.evaluation.metrics import accuracy_at_k
 
     gold = [m.gold_ids for m in mentions]
     times: Dict[str, List[float]] = {}
@@ -79,8 +79,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from spacy_angel.kb_sources import load_kb
-    from spacy_angel.linker import AngelLinker
+    from spacy_angel.kb.readers import load_kb
+    from spacy_angel.linking.linker import AngelLinker
 
     if args.threads:
         torch.set_num_threads(args.threads)

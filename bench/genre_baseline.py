@@ -4,7 +4,7 @@ GENRE, GenBioEL and ANGEL keep the KB as a Python dict-of-dicts prefix trie over
 and decode one mention at a time with Hugging Face ``generate(prefix_allowed_tokens_fn=...)``:
 the callback is asked, for every beam of every step, which tokens may follow the beam's
 prefix. This module does exactly that with the same model, encoder input and decoder prompt
-as :class:`spacy_angel.linker.AngelLinker`, so the benchmark compares decoding strategies and
+as :class:`spacy_angel.linking.linker.AngelLinker`, so the benchmark compares decoding strategies and
 not input formats. (Benchmark code: it is never imported by the ``spacy_angel`` package.)
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
-from spacy_angel.linker import AngelLinker
-from spacy_angel.prompt import tokenize_name
+from spacy_angel.linking.linker import AngelLinker
+from spacy_angel.seq2seq.prompt import tokenize_name
 from spacy_angel.types import Candidate, Mention
 
 

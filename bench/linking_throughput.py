@@ -85,7 +85,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def setup(args: argparse.Namespace, batch_size: Optional[int] = None):
     import torch
 
-    from spacy_angel.linker import AngelLinker
+    from spacy_angel.linking.linker import AngelLinker
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -104,7 +104,7 @@ def setup(args: argparse.Namespace, batch_size: Optional[int] = None):
 
 
 def read_mentions(args: argparse.Namespace, limit: Optional[int] = None):
-    from training.corpora import read_pubtator
+    from training.data.corpora import read_pubtator
 
     mentions = list(read_pubtator(args.corpus))
     limit = limit if limit is not None else args.limit
@@ -125,7 +125,7 @@ def rss_worker(args: argparse.Namespace) -> Dict[str, Any]:
     mentions = read_mentions(args, args.rss_limit)
     import torch  # noqa: F401  (import cost counted in rss_after_imports)
 
-    import spacy_angel.linker  # noqa: F401
+    import spacy_angel.linking.linker  # noqa: F401
 
     out["rss_after_imports_mb"] = current_rss_mb()
     from common import cached_kb
@@ -158,7 +158,7 @@ def rss_worker(args: argparse.Namespace) -> Dict[str, Any]:
         import scipy.sparse  # noqa: F401  (imports are not the index: counted apart)
         import sklearn.feature_extraction.text  # noqa: F401
 
-        from spacy_angel.candidates import NameIndex
+        from spacy_angel.retrieval.tfidf import NameIndex
 
         out["index_imports_rss_mb"] = current_rss_mb() - out["rss_after_load_mb"]
         before = current_rss_mb()
@@ -171,7 +171,7 @@ def rss_worker(args: argparse.Namespace) -> Dict[str, Any]:
         out["rss_after_load_mb"] = current_rss_mb()
         linker.link(mentions, top_k=args.top_k, mode="hybrid")
     elif side == "rerank":
-        from spacy_angel.candidates import NameIndex
+        from spacy_angel.retrieval.tfidf import NameIndex
 
         index = NameIndex(kb).fit()
         out["rss_after_load_mb"] = current_rss_mb()
@@ -215,7 +215,7 @@ def explain_differences(linker, mentions, ours, base) -> List[Dict[str, Any]]:
 
 
 def accuracy(predictions, mentions, kb) -> Dict[str, float]:
-    from training.evaluate import accuracy_at_k
+    from training.evaluation.metrics import accuracy_at_k
 
     return accuracy_at_k(predictions, [m.gold_ids for m in mentions], ks=(1, 5), kb=kb)
 
@@ -226,7 +226,7 @@ def sub_kb(kb, size: int, seed: int = 0):
     Synthetic names are 1-6 words drawn from MEDIC's own word list (so they tokenize like
     real names) and attached to synthetic concept ids.
     """
-    from spacy_angel.kb import KnowledgeBase
+    from spacy_angel.kb.store import KnowledgeBase
 
     out = KnowledgeBase(lowercase=kb.lowercase)
     if size <= kb.num_names:
@@ -258,8 +258,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     import torch
 
-    from spacy_angel.linker import AngelLinker
-    from spacy_angel.name_trie import build_trie
+    from spacy_angel.linking.linker import AngelLinker
+    from spacy_angel.trie.kb_trie import build_trie
 
     report: Dict[str, Any] = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}}
     kb, kb_path, model_dir, linker = setup(args)
@@ -286,17 +286,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         baseline = GenreBaseline(linker, dict_trie, name_of)
     index = None
     if args.rerank_candidates > 0:
-        from spacy_angel.candidates import NameIndex
+        from spacy_angel.retrieval.tfidf import NameIndex
 
         index = NameIndex(kb).fit()
-        from spacy_angel.fusion import FusionWeights
+        from spacy_angel.linking.fusion import FusionWeights
 
         linker.name_index = index  # the hybrid side retrieves from the same index
         linker.fusion = FusionWeights.for_model(model_dir)
         linker.num_candidates = args.rerank_candidates
     int8 = None
     if args.int8 == "on":
-        from spacy_angel.hf import load_model_and_tokenizer
+        from spacy_angel.seq2seq.loading import load_model_and_tokenizer
 
         int8 = AngelLinker(load_model_and_tokenizer(model_dir, device="cpu", dtype="int8")[0], linker.tokenizer, kb,
                            linker.trie, num_beams=args.num_beams, batch_size=args.batch_size)

@@ -65,7 +65,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 # ----------------------------------------------------------------------------- data
 def read_documents(corpus: Path) -> Tuple[List[Doc], int]:
     """NCBI documents with their mention spans (non-overlapping, as ``doc.ents`` needs); and the mention count read."""
-    from training.corpora import read_pubtator
+    from training.data.corpora import read_pubtator
 
     docs: Dict[str, Doc] = {}
     read = 0
@@ -137,7 +137,7 @@ def run_pipe(docs: Sequence[Doc], model_dir: Path, kb_path: Path, args: argparse
 
 
 def run_ray(docs: Sequence[Doc], model_dir: Path, kb_path: Path, args: argparse.Namespace, workers: int, tmp: Path) -> Dict[str, Any]:
-    from spacy_angel.scale import link_corpus
+    from spacy_angel.apps.ray_linking import link_corpus
 
     src, out = tmp / f"ray{workers}-in", tmp / f"ray{workers}-out"
     src.mkdir()

@@ -65,7 +65,7 @@ def length_distribution(args: argparse.Namespace) -> np.ndarray:
     if args.lengths == "chars":
         lengths = np.array([max(1, math.ceil(len(n) / 3.5)) for n in kb.names], dtype=np.int32)
     else:
-        from spacy_angel.hf import load_model_and_tokenizer
+        from spacy_angel.seq2seq.loading import load_model_and_tokenizer
 
         _, tok = load_model_and_tokenizer(cached_model(kb, kb_path, args.cache_dir), device="cpu")
         lengths = np.array([len(x) for x in tok([" " + n for n in kb.names], add_special_tokens=False)["input_ids"]], dtype=np.int32)
@@ -115,7 +115,7 @@ def load_worker(args: argparse.Namespace) -> Dict[str, Any]:
     """RSS of a trie loaded from disk into a fresh process (what a linker process holds)."""
     import shutil
 
-    from spacy_angel.trie import TokenTrie
+    from spacy_angel.trie.token_trie import TokenTrie
 
     before = current_rss_mb()
     t0 = time.perf_counter()
@@ -131,7 +131,7 @@ def worker(args: argparse.Namespace) -> Dict[str, Any]:
         return load_worker(args)
     # Import first: module memory must not count as trie memory.
     from genre_baseline import DictTrie
-    from spacy_angel.trie import TokenTrie
+    from spacy_angel.trie.token_trie import TokenTrie
 
     flat, lengths = synthetic_names(args.size, length_distribution(args), args.vocab, args.zipf, args.seed)
     out: Dict[str, Any] = {"names": args.size, "tokens": int(flat.size), "input_mb": (flat.nbytes + lengths.nbytes) / 1e6}
@@ -201,10 +201,10 @@ def query_speed(trie, seed: int) -> Dict[str, float]:
 
 def root_mask_ms(trie, vocab: int = 50_000, reps: int = 10) -> Dict[str, float]:
     """Milliseconds of the whole trie-mask step at the root for 160 beams: (row, token) pairs vs
-    the cached dense mask (``spacy_angel.trie_constraint.DENSE_FANOUT``), same masked scores."""
+    the cached dense mask (``spacy_angel.decoding.trie_constraint.DENSE_FANOUT``), same masked scores."""
     import torch
 
-    import spacy_angel.trie_constraint as tc
+    import spacy_angel.decoding.trie_constraint as tc
 
     scores = torch.randn(160, max(vocab, int(trie.edge_token.max()) + 1))
     at_root = torch.zeros((160, 0), dtype=torch.long)

@@ -136,8 +136,8 @@ step "bf16 linking throughput (and fp32 for comparison)"
 import json, sys, time
 from pathlib import Path
 import torch
-from spacy_angel.linker import AngelLinker
-from training.corpora import read_pubtator
+from spacy_angel.linking.linker import AngelLinker
+from training.data.corpora import read_pubtator
 
 proj, out = Path(sys.argv[1]), Path(sys.argv[2])
 mentions = list(read_pubtator(proj / "corpus/ncbi/test.txt"))
@@ -161,7 +161,7 @@ EOF
 step "link --engine ray: 2 actors sharing the GPU"
 "$PY" - "$PROJ/corpus/ncbi/test.txt" "$WORK/ray_in.jsonl" <<'EOF'
 import json, sys
-from training.corpora import read_pubtator
+from training.data.corpora import read_pubtator
 docs = {}
 for m in read_pubtator(sys.argv[1]):
     docs.setdefault(m.doc_id, {"id": m.doc_id, "text": m.text, "spans": []})["spans"].append({"start": m.start, "end": m.end})

@@ -1,5 +1,5 @@
 """spacy-angel: generative biomedical entity linking for spaCy (ANGEL method)."""
-from .types import Candidate, Mention
+from spacy_angel.types import Candidate, Mention
 
 __version__ = "0.1.0"
 

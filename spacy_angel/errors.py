@@ -9,13 +9,13 @@ and reading one through the class prefixes its code::
 
 Codes are grouped by room, in blocks that leave room to grow:
 
-* ``E001``-``E019``: loading and saving models (:mod:`spacy_angel.hf`)
-* ``E020``-``E039``: tries and their fit to a KB / tokenizer (:mod:`spacy_angel.name_trie`,
-  :mod:`spacy_angel.trie`)
-* ``E040``-``E049``: the input format (:mod:`spacy_angel.prompt`)
-* ``E050``-``E059``: constrained decoding and scoring (:mod:`spacy_angel.decoding`)
-* ``E060``-``E099``: the linker (:mod:`spacy_angel.linker`)
-* ``E100``-``E109``: the spaCy component (:mod:`spacy_angel.component`)
+* ``E001``-``E019``: loading and saving models (:mod:`spacy_angel.seq2seq.loading`)
+* ``E020``-``E039``: tries and their fit to a KB / tokenizer (:mod:`spacy_angel.trie.kb_trie`,
+  :mod:`spacy_angel.trie.token_trie`)
+* ``E040``-``E049``: the input format (:mod:`spacy_angel.seq2seq.prompt`)
+* ``E050``-``E059``: constrained decoding and scoring (:mod:`spacy_angel.decoding.decoder`)
+* ``E060``-``E099``: the linker (:mod:`spacy_angel.linking.linker`)
+* ``E100``-``E109``: the spaCy component (:mod:`spacy_angel.pipeline.linker_component`)
 * ``E110``-``E139``: input files and outputs at the edges: JSONL and report files, fusion.json,
   output directories, command-line ranges (the rows of ``tests/test_bad_inputs.py``)
 * ``E140`` and up: free; a new room takes the next free block.
@@ -23,6 +23,10 @@ Codes are grouped by room, in blocks that leave room to grow:
 A message keeps its code for good: reword it freely, but never reuse a retired number.
 """
 from __future__ import annotations
+
+from typing import Optional
+
+from spacy_angel.types import PathLike
 
 
 class ErrorsWithCodes(type):
@@ -97,7 +101,7 @@ class Errors(metaclass=ErrorsWithCodes):
     E060 = "num_beams and batch_size must be at least 1"
     E061 = (
         "rerank(candidates='tfidf') needs index=<a fitted TF-IDF name index>, "
-        "e.g. spacy_angel.candidates.load_or_build_index(kb, kb_dir)"
+        "e.g. spacy_angel.retrieval.tfidf.load_or_build_index(kb, kb_dir)"
     )
     E062 = "unknown candidate source {source!r}: use 'trie', 'tfidf' or lists of KB names"
     E063 = "got {lists} candidate lists for {mentions} mentions"
@@ -142,6 +146,19 @@ class Errors(metaclass=ErrorsWithCodes):
     E115 = "{option} must be at least 1, got {value}"
     E116 = "{path} is not a report written by `spacy-angel train evaluate` ({err})"
     E117 = "{path} is a directory ({option} names a file)"
+    E118 = "{path} is plain text: name an NER pipeline with --ner (or give JSONL with spans)"
+
+    # ---- runtime rooms moved to numbered errors in the sub-package layout (E140-E299)
+    # (RUNTIME-ANCHOR: new runtime codes go above this line)
+
+    # ---- training (E300-E399)
+    # (TRAINING-ANCHOR: new training codes go above this line)
+
+
+class Warnings(metaclass=ErrorsWithCodes):
+    """Numbered warnings (logged or ``warnings.warn``), read as ``Warnings.W001`` -> ``"[W001] ..."``."""
+
+    # (WARNINGS-ANCHOR: new warning codes go above this line)
 
 
 class LinkerError(ValueError):
@@ -152,4 +169,50 @@ class TrieError(ValueError):
     """A trie file is missing, corrupt, or does not belong to the model/KB it is used with."""
 
 
-__all__ = ["Errors", "ErrorsWithCodes", "LinkerError", "TrieError"]
+class TrainingDataError(ValueError):
+    """Training input that cannot be used; the message names the file/line or the reason."""
+
+
+class PreferenceTrainingError(ValueError):
+    """The pairs, the loss option or the models cannot be used for preference training."""
+
+
+class CorpusFormatError(ValueError):
+    """A corpus line that cannot be parsed; the message names the file and 1-based line."""
+
+    def __init__(self, path: PathLike, line: int, message: str) -> None:
+        self.path = str(path)
+        self.line = line
+        super().__init__(f"{path}:{line}: {message}")
+
+
+class KBFormatError(ValueError):
+    """A KB source or stored KB is malformed; the message names the file, 1-based line and field."""
+
+    def __init__(self, message: str, path: Optional[PathLike] = None, line: Optional[int] = None,
+                 field: Optional[str] = None) -> None:
+        self.path = None if path is None else str(path)
+        self.line = line
+        self.field = field
+        where = "" if self.path is None else self.path + (f":{line}" if line is not None else "")
+        if field is not None:
+            message = f"field {field!r}: {message}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class NameIndexError(ValueError):
+    """A saved index that cannot be used for this KB (unreadable, another KB, other settings)."""
+
+
+class FusionError(LinkerError):
+    """A fusion.json that cannot be used (missing or unknown features, non-finite weights).
+
+    A :class:`LinkerError` (so a ``ValueError``): whoever loads a linker already reports those."""
+
+
+class ScaleError(ValueError):
+    """The corpus, the output directory or the Ray settings cannot be used."""
+
+
+__all__ = ["CorpusFormatError", "Errors", "ErrorsWithCodes", "Warnings", "FusionError", "KBFormatError", "LinkerError", "NameIndexError",
+           "PreferenceTrainingError", "ScaleError", "TrainingDataError", "TrieError"]

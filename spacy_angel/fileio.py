@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, Tuple, Type, Union
 
-from .errors import Errors
+from spacy_angel.errors import Errors
 
 PathLike = Union[str, Path]
 

@@ -1,8 +1,11 @@
 """The two records every stage shares: a mention in its text, and a ranked KB candidate."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Tuple
+from typing import Tuple, Union
+
+PathLike = Union[str, "os.PathLike[str]"]  # what every reader and writer takes as a path
 
 
 @dataclass(frozen=True)
@@ -47,3 +50,6 @@ class Candidate:
         import math
 
         return math.exp(self.score)
+
+
+NIL = "NIL"  # the kb_id_ of a span left unlinked: the string spaCy's EntityLinker uses (EntityLinker.NIL)

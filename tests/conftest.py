@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from spacy_angel.kb import KnowledgeBase
+from spacy_angel.kb.store import KnowledgeBase
 
 TINY_CONCEPTS = {
     "D003924": ["type 2 diabetes mellitus", "diabetes mellitus type 2", "niddm", "adult onset diabetes"],
@@ -49,7 +49,7 @@ def tiny_kb_dir(tmp_path_factory, tiny_kb) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_kb) -> Path:
     """An untrained ``init-model --size tiny`` model + tokenizer (a few seconds to build)."""
-    from spacy_angel.modeling import init_model
+    from spacy_angel.seq2seq.offline_init import init_model
 
     path = tmp_path_factory.mktemp("model") / "tiny_model"
     init_model(tiny_kb, path, size="tiny", seed=0)

@@ -3,11 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from spacy_angel.abbreviations import (
-    expand_abbreviations,
-    expand_mention,
-    find_abbreviations,
-)
+from spacy_angel.pipeline.abbreviations import expand_abbreviations, expand_mention, find_abbreviations
 
 DMD_TEXT = "Duchenne muscular dystrophy (DMD) is a severe disease. Boys with DMD lose ambulation."
 
@@ -92,7 +88,7 @@ spacy = pytest.importorskip("spacy")
 
 
 def _nlp():
-    import spacy_angel.abbreviations  # noqa: F401  (registers the factory)
+    import spacy_angel.pipeline.abbreviations  # noqa: F401  (registers the factory)
 
     nlp = spacy.blank("en")
     ruler = nlp.add_pipe("entity_ruler")

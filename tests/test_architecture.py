@@ -66,7 +66,7 @@ def test_the_import_scan_sees_lazy_and_dynamic_imports():
     code = (
         "import os\n"
         "def f():\n    from training.cli import app\n"
-        "def g():\n    import importlib\n    return importlib.import_module('training.positive')\n"
+        "def g():\n    import importlib\n    return importlib.import_module('training.stages.positive')\n"
         "h = __import__('training')\n"
         "from spacy_angel import kb\n"
     )

@@ -103,7 +103,7 @@ def _invoke(app_getter: Callable[[], object], args: Sequence[str], ctx: Ctx) -> 
 
 
 def _main_app() -> object:
-    from spacy_angel.cli import get_app
+    from spacy_angel.apps.cli import get_app
 
     return get_app()
 
@@ -216,9 +216,9 @@ def config_string_beams(ctx: Ctx) -> str:
 
 
 def _linker_with_trie(ctx: Ctx, trie_for: Callable[[object, object], object]) -> str:
-    from spacy_angel.hf import load_model_and_tokenizer
-    from spacy_angel.kb_sources import load_kb
-    from spacy_angel.linker import AngelLinker
+    from spacy_angel.seq2seq.loading import load_model_and_tokenizer
+    from spacy_angel.kb.readers import load_kb
+    from spacy_angel.linking.linker import AngelLinker
 
     kb = load_kb(ctx.kb_dir)
     model, tokenizer = load_model_and_tokenizer(ctx.model_dir, device="cpu")
@@ -229,15 +229,15 @@ def _linker_with_trie(ctx: Ctx, trie_for: Callable[[object, object], object]) ->
 def trie_of_other_tokenizer(ctx: Ctx) -> str:
     from transformers import AutoTokenizer
 
-    from spacy_angel.name_trie import build_trie
+    from spacy_angel.trie.kb_trie import build_trie
 
     other = AutoTokenizer.from_pretrained(str(ctx.other_tokenizer))
     return _linker_with_trie(ctx, lambda kb, tokenizer: build_trie(kb, other))
 
 
 def trie_of_other_kb(ctx: Ctx) -> str:
-    from spacy_angel.kb import KnowledgeBase
-    from spacy_angel.name_trie import build_trie
+    from spacy_angel.kb.store import KnowledgeBase
+    from spacy_angel.trie.kb_trie import build_trie
 
     smaller = KnowledgeBase()
     smaller.add("D001943", "breast cancer")
@@ -246,15 +246,15 @@ def trie_of_other_kb(ctx: Ctx) -> str:
 
 def link_ray_without_extra(ctx: Ctx) -> Outcome:
     """``--engine ray`` where the [scale] extra is not installed (the import is made to fail)."""
-    saved = sys.modules.get("spacy_angel.scale")
-    sys.modules["spacy_angel.scale"] = None  # type: ignore[assignment]  # makes `from .scale import` fail
+    saved = sys.modules.get("spacy_angel.apps.ray_linking")
+    sys.modules["spacy_angel.apps.ray_linking"] = None  # type: ignore[assignment]  # makes `from .scale import` fail
     try:
         return _invoke(_main_app, ["link", "{model}", "{kb}", "{tmp}/in.jsonl", "-o", "{out}", "--engine", "ray"], ctx)
     finally:
         if saved is None:
-            del sys.modules["spacy_angel.scale"]
+            del sys.modules["spacy_angel.apps.ray_linking"]
         else:
-            sys.modules["spacy_angel.scale"] = saved
+            sys.modules["spacy_angel.apps.ray_linking"] = saved
 
 
 def needs_ray(ctx: Ctx) -> None:
@@ -560,7 +560,7 @@ def _snapshot(root: Path) -> Dict[str, str]:
 @pytest.fixture(scope="module")
 def other_tokenizer(tmp_path_factory, tiny_kb) -> Path:
     """A second tokenizer (a smaller vocabulary than the tiny model's), saved where a trie records its name."""
-    from spacy_angel.modeling import train_tokenizer
+    from spacy_angel.seq2seq.offline_init import train_tokenizer
 
     path = tmp_path_factory.mktemp("other") / "other_tokenizer"
     other = train_tokenizer(tiny_kb, 300)

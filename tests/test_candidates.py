@@ -1,4 +1,4 @@
-"""spacy_angel.candidates: the TF-IDF name index saved beside the KB (.npz + JSON), stale-index
+"""spacy_angel.retrieval.tfidf: the TF-IDF name index saved beside the KB (.npz + JSON), stale-index
 rebuilds, cosine of given names, and the lazy scikit-learn import."""
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spacy_angel.candidates import INDEX_ARRAYS, INDEX_CONFIG, NameIndex, NameIndexError, load_or_build_index
-from spacy_angel.kb import KnowledgeBase
+from spacy_angel.retrieval.tfidf import INDEX_ARRAYS, INDEX_CONFIG, NameIndex, load_or_build_index
+from spacy_angel.errors import NameIndexError
+from spacy_angel.kb.store import KnowledgeBase
 
 NAMES = {
     "D1": ["type 2 diabetes mellitus", "diabetes mellitus type 2", "t2dm", "niddm"],
@@ -107,6 +108,6 @@ def test_cosine_agrees_with_nearest_names(index: NameIndex) -> None:
 
 
 def test_importing_candidates_does_not_import_sklearn() -> None:
-    probe = "import sys, spacy_angel.candidates, spacy_angel.kb; print(int('sklearn' in sys.modules))"
+    probe = "import sys, spacy_angel.retrieval.tfidf, spacy_angel.kb.store; print(int('sklearn' in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0"

@@ -5,7 +5,7 @@ import json
 
 from typer.testing import CliRunner
 
-from spacy_angel.cli import get_app
+from spacy_angel.apps.cli import get_app
 
 runner = CliRunner()
 TSV = "D001943\tbreast cancer\nD001943\tbreast carcinoma\nD008881\tmigraine\nD006973\thypertension\tHigh blood pressure.\n"
@@ -85,10 +85,10 @@ def test_train_is_found_through_the_entry_point_group():
     import subprocess
     import sys
 
-    from spacy_angel import cli
+    from spacy_angel.apps import cli
 
     assert [(ep.name, ep.value) for ep in cli._cli_entry_points()] == [("train", "training.cli:app")]
-    no_plugins = "import spacy_angel.cli as c, sys; c._cli_entry_points = lambda: []; "
+    no_plugins = "import spacy_angel.apps.cli as c, sys; c._cli_entry_points = lambda: []; "
     probe = no_plugins + "c.get_app(); print(any(m.split('.')[0] == 'training' for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

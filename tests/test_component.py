@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import spacy
 
-from spacy_angel.component import AngelLinkerComponent
+from spacy_angel.pipeline.linker_component import AngelLinkerComponent
 
 
 PATTERNS = [
@@ -121,8 +121,8 @@ def test_missing_model_or_kb_config_is_a_clear_error():
 
 def test_medic_kb_with_untrained_model(tmp_path, shared_data):
     """Issue 2's acceptance check on the real MEDIC KB: the constraint holds for an untrained model."""
-    from spacy_angel.kb import KnowledgeBase
-    from spacy_angel.modeling import init_model
+    from spacy_angel.kb.store import KnowledgeBase
+    from spacy_angel.seq2seq.offline_init import init_model
 
     kb = KnowledgeBase.from_files([shared_data.need("medic/CTD_diseases_2017.tsv.gz")])
     kb.to_disk(tmp_path / "kb")

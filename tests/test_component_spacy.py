@@ -12,7 +12,8 @@ import spacy
 from spacy.tokens import Doc, DocBin, Span
 from spacy.training import Example
 
-from spacy_angel.component import NIL, AngelLinkerComponent
+from spacy_angel.types import NIL
+from spacy_angel.pipeline.linker_component import AngelLinkerComponent
 
 PATTERNS = [{"label": "DISEASE", "pattern": p} for p in ["breast cancer", "migraine", "heart attack", "cystic fibrosis"]]
 TEXTS = ["Women with breast cancer and migraine.", "A heart attack; cystic fibrosis is rare.", "Nothing here."]

@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 
 from spacy_angel.types import Mention
-from training.corpora import (
-    CorpusFormatError,
-    MentionList,
+from spacy_angel.errors import CorpusFormatError
+from training.data.records import MentionList
+from spacy_angel.kb.normalize import normalize_id
+from training.data.preprocess import preprocess
+from training.data.corpora import (
     mention_context,
-    normalize_id,
-    preprocess,
     read_askapatient,
     read_biosyn_dir,
     read_corpus,
@@ -343,7 +343,7 @@ def test_real_biosyn_test(shared_data) -> None:
 
 
 def test_corpus_ids_use_the_kb_rule() -> None:
-    from spacy_angel import kb
-    from training import corpora
+    from spacy_angel.kb import normalize
+    from training.data import corpora
 
-    assert corpora.normalize_id is kb.normalize_id  # one rule for gold ids and KB ids
+    assert corpora.normalize_id is normalize.normalize_id  # one rule for gold ids and KB ids

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from spacy_angel.cli import get_app
+from spacy_angel.apps.cli import get_app
 from spacy_angel.types import Mention
-from training import crossfit
-from training.corpora import read_askapatient as read_mentions
-from training.crossfit import mention_key, unit_folds
-from training.examples import read_pairs
+from training.stages import crossfit
+from training.data.corpora import read_askapatient as read_mentions
+from training.stages.crossfit import mention_key, unit_folds
+from training.examples.pair_files import read_pairs
 
 from conftest import TINY_CONCEPTS, tiny_pubtator_corpus as pubtator_corpus
 

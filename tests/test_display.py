@@ -8,8 +8,9 @@ import spacy
 from spacy import displacy
 from typer.testing import CliRunner
 
-from spacy_angel.cli import get_app
-from spacy_angel.display import kb_family, kb_url, kb_url_template, render_html, render_mentions, write_html
+from spacy_angel.apps.cli import get_app
+from spacy_angel.kb.id_families import kb_family, kb_url, kb_url_template
+from spacy_angel.apps.displacy_html import render_html, render_mentions, write_html
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ ACCELERATE_DIR = Path(__file__).resolve().parents[1] / "projects" / "angel" / "c
 
 # ---------------------------------------------------------------------------- helpers
 def test_outside_a_launcher_the_process_is_rank_0_of_1(monkeypatch):
-    from training import distributed
+    from training.runs import distributed
 
     for var in ("RANK", "WORLD_SIZE", distributed.ACCUMULATION_ENV):
         monkeypatch.delenv(var, raising=False)
@@ -35,7 +35,7 @@ def test_outside_a_launcher_the_process_is_rank_0_of_1(monkeypatch):
 
 def test_only_the_main_process_touches_the_output(monkeypatch, tmp_path):
     """Rank 1 (as the launcher's environment names it) neither clears checkpoints nor writes the model."""
-    from training import run
+    from training.runs import bookkeeping as run
 
     ckpt = tmp_path / "out" / run.CHECKPOINT_DIR
     (ckpt / "stale").mkdir(parents=True)
@@ -58,7 +58,7 @@ def _launch_env(config: Path, *extra: str) -> dict:
     from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
 
     args = launch_command_parser().parse_args(
-        ["--config_file", str(config), "--num_processes", "2", *extra, "-m", "spacy_angel.cli", "train", "positive"]
+        ["--config_file", str(config), "--num_processes", "2", *extra, "-m", "spacy_angel.apps.cli", "train", "positive"]
     )
     args, defaults, _ = _validate_launch_command(args)
     if args.use_deepspeed:
@@ -73,7 +73,7 @@ def test_deepspeed_zero2_config_is_bf16_zero2_with_accumulation(monkeypatch):
     """Valid for accelerate, and the Trainer reads the same accumulation DeepSpeed gets (else it refuses)."""
     from accelerate.utils import DeepSpeedPlugin
 
-    from training import distributed
+    from training.runs import distributed
 
     env = _launch_env(ACCELERATE_DIR / "deepspeed_zero2.yaml")
     assert env["ACCELERATE_USE_DEEPSPEED"] == "true" and env["ACCELERATE_DEEPSPEED_ZERO_STAGE"] == "2"
@@ -129,7 +129,7 @@ def _launch(*args: object, timeout: int = 600) -> subprocess.CompletedProcess:
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--main_process_port", "0",  # a free port: not torchrun's fixed 29500, which a parallel job may hold
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "spacy_angel.cli", *map(str, args)]
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "spacy_angel.apps.cli", *map(str, args)]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
@@ -138,7 +138,7 @@ def _launch(*args: object, timeout: int = 600) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_positive_and_dpo_run_under_accelerate_launch_on_two_processes(tmp_path, tiny_model_dir, tiny_kb_dir):
-    from spacy_angel.linker import AngelLinker
+    from spacy_angel.linking.linker import AngelLinker
     from spacy_angel.types import Mention
 
     train, pairs = tmp_path / "train.txt", tmp_path / "pairs.jsonl"

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from spacy_angel.kb import KnowledgeBase
+from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.types import Candidate, Mention
-from training.evaluate import (
+from training.evaluation.metrics import (
     accuracy_at_k,
     bootstrap_ci,
     compare_reports,
@@ -18,7 +18,7 @@ from training.evaluate import (
     plot_bins,
     write_report,
 )
-from training.tfidf import NameIndex
+from training.evaluation.similarity_bins import NameIndex
 
 
 def C(*ids: str, name: str = "n", score: float = -0.1) -> Candidate:

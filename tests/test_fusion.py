@@ -6,19 +6,19 @@ import json
 import numpy as np
 import pytest
 
-from spacy_angel.fusion import (
+from spacy_angel.linking.fusion import (
     FEATURES,
     FUSION_FILE,
     ConceptEvidence,
-    FusionError,
     FusionWeights,
     NameEvidence,
     concept_evidence,
     fuse,
 )
+from spacy_angel.errors import FusionError
 
 pytest.importorskip("sklearn")
-from training.fuse import FusionData, acc_at_1, fit_fusion  # noqa: E402
+from training.stages.fuse import FusionData, acc_at_1, fit_fusion  # noqa: E402
 
 
 def test_fusion_json_round_trip(tmp_path):

@@ -11,11 +11,12 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from spacy_angel.cli import get_app
-from training import negatives, positive
-from training.examples import PreferencePair, read_pairs
-from training.kb_subsets import HELD_OUT_FILE, sample_held_out_names
-from training.positive import TrainingDataError, train_positive
+from spacy_angel.apps.cli import get_app
+from training.stages import mining as negatives, positive
+from training.examples.pair_files import PreferencePair, read_pairs
+from training.data.kb_subsets import HELD_OUT_FILE, sample_held_out_names
+from spacy_angel.errors import TrainingDataError
+from training.stages.positive import train_positive
 
 from conftest import tiny_pubtator_corpus
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from spacy_angel import modeling
-from spacy_angel.kb import KnowledgeBase
+from spacy_angel.kb.readers import load_files
+from spacy_angel.seq2seq import offline_init as modeling
+from spacy_angel.kb.store import KnowledgeBase
 from training.hpo_default import build as hb
 from training.hpo_default import data as hd
 from training.hpo_default import main as hm
@@ -100,7 +101,7 @@ def obo(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def hpo_kb(obo) -> KnowledgeBase:
-    return KnowledgeBase.from_files([obo], format="obo")
+    return load_files([obo], format="obo")
 
 
 def test_split_holds_out_synonyms_that_stay_linkable(hpo_kb):
@@ -139,10 +140,10 @@ def test_phenotype_subtree_and_ruler_patterns(obo, hpo_kb):
 
 def test_copy_examples_encode_like_bare_mentions(tmp_path, tiny_kb, tiny_model_dir):
     """The pre-formatted copy records give the same token ids as a bare mention of the name."""
-    from spacy_angel.linker import AngelLinker
+    from spacy_angel.linking.linker import AngelLinker
     from spacy_angel.types import Mention
-    from training.examples import seq2seq_example
-    from training.positive import read_pretraining_jsonl
+    from training.examples.encoding import seq2seq_example
+    from training.stages.positive import read_pretraining_jsonl
 
     linker = AngelLinker.from_pretrained(tiny_model_dir, tiny_kb, device="cpu")
     path = hd.copy_examples_file(tiny_kb, tmp_path / "copy.jsonl", linker.tokenizer)
@@ -157,7 +158,7 @@ def test_copy_examples_encode_like_bare_mentions(tmp_path, tiny_kb, tiny_model_d
 
 
 def test_tfidf_pairs_prefer_own_synonym_over_other_concepts(hpo_kb):
-    from spacy_angel.candidates import NameIndex
+    from spacy_angel.retrieval.tfidf import NameIndex
 
     index = NameIndex(hpo_kb).fit()
     pairs = hd.tfidf_pairs(hpo_kb, index, count=100, negatives=2, seed=0)
@@ -210,7 +211,7 @@ def test_main_job_builds_reports_links_and_caches(tmp_path, obo, capsys):
     assert metrics["model"] in ("positive", "dpo") and metrics["hybrid"]["model"] == metrics["model"]
     assert (root / metrics["model"] / "fusion.json").is_file()  # the hybrid weights the pipeline links with
     assert f"after DPO {metrics['dpo']['test']['acc1']:.3f}" in out.out and "30 + 2 steps" in out.out
-    kb_ids = set(KnowledgeBase.from_files([obo], format="obo").concept_ids)
+    kb_ids = set(load_files([obo], format="obo").concept_ids)
     lines = [line.split() for line in out.out.splitlines() if line.startswith("  '")]
     assert [line[0] for line in lines] == ["'seizures'", "'short", "'hypertelorism'", "'muscle"]
     assert all(any(tok in kb_ids for tok in line) for line in lines)  # each sample entity linked

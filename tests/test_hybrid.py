@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from spacy_angel.candidates import NameIndex
+from spacy_angel.retrieval.tfidf import NameIndex
 from spacy_angel.errors import LinkerError
-from spacy_angel.fusion import FUSION_FILE, FusionWeights
-from spacy_angel.linker import AngelLinker
+from spacy_angel.linking.fusion import FUSION_FILE, FusionWeights
+from spacy_angel.linking.linker import AngelLinker
 from spacy_angel.types import Mention
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -20,9 +20,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from spacy_angel.kb import KBFormatError, KnowledgeBase
-from spacy_angel.kb_sources import LOADERS, load_files
-from training.corpora import CorpusFormatError, MentionList, read_askapatient, read_biosyn_dir, read_pubtator
+from spacy_angel.errors import KBFormatError
+from spacy_angel.kb.store import KnowledgeBase
+from spacy_angel.kb.readers import LOADERS, load_files
+from spacy_angel.errors import CorpusFormatError
+from training.data.records import MentionList
+from training.data.corpora import read_askapatient, read_biosyn_dir, read_pubtator
 
 SETTINGS = settings(max_examples=35, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
@@ -172,7 +175,7 @@ def test_kb_build_leaves_a_complete_directory_or_none(raw: bytes) -> None:
     file and no output at all, not even a temp directory beside it."""
     from typer.testing import CliRunner
 
-    from spacy_angel.cli import get_app
+    from spacy_angel.apps.cli import get_app
 
     with tempfile.TemporaryDirectory() as tmp:
         path = _write(tmp, "kb.tsv", raw)

@@ -1,4 +1,4 @@
-"""Tests for spacy_angel.kb: normalisation, every loader, persistence and error messages."""
+"""Tests for spacy_angel.kb.store: normalisation, every loader, persistence and error messages."""
 from __future__ import annotations
 
 import gzip
@@ -8,14 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spacy_angel.kb import (
-    KBFormatError,
-    KnowledgeBase,
-    build_kb,
-    detect_format,
-    normalize_id,
-    normalize_name,
-)
+from spacy_angel.kb.readers import load_files
+from spacy_angel.errors import KBFormatError
+from spacy_angel.kb.readers import detect_format
+from spacy_angel.kb.store import KnowledgeBase
+from spacy_angel.retrieval.kb_build import build_kb
+from spacy_angel.kb.normalize import normalize_id, normalize_name
 
 
 
@@ -117,7 +115,7 @@ def test_tsv_and_gz(tmp_path: Path) -> None:
     for name in ("kb.tsv", "kb.tsv.gz"):
         p = write(tmp_path / name, text)
         assert detect_format(p) == "tsv"
-        kb = KnowledgeBase.from_files([p])
+        kb = load_files([p])
         assert len(kb) == 2 and kb.num_names == 3
         assert kb.definition("D001943") == "Tumors of the breast."
         assert kb.ids_for("cirrhosis, familial") == ("215600",)
@@ -131,7 +129,7 @@ def test_tsv_and_gz(tmp_path: Path) -> None:
 def test_tsv_malformed_line(tmp_path: Path, line: str, field: str) -> None:
     p = write(tmp_path / "bad.tsv", "D000\tok\n# c\n" + line)
     with pytest.raises(KBFormatError) as ei:
-        KnowledgeBase.from_files([p], format="tsv")
+        load_files([p], format="tsv")
     msg = str(ei.value)
     assert "bad.tsv:3" in msg and field in msg
     assert ei.value.line == 3 and ei.value.field == field
@@ -147,7 +145,7 @@ def test_biosyn(tmp_path: Path) -> None:
         "D001943||breast cancer\n",
     )
     assert detect_format(p) == "biosyn"
-    kb = KnowledgeBase.from_files([p])
+    kb = load_files([p])
     assert len(kb) == 2
     assert kb.canonical_id("OMIM:613097") == "C567755"
     assert kb.names_for("613097") == ("tooth agenesis selective 6", "sthag6")
@@ -159,7 +157,7 @@ def test_biosyn(tmp_path: Path) -> None:
 def test_biosyn_missing_separator(tmp_path: Path) -> None:
     p = write(tmp_path / "dict.txt", "D1||a\nD2|b\n")
     with pytest.raises(KBFormatError, match=r"dict\.txt:2"):
-        KnowledgeBase.from_files([p], format="biosyn")
+        load_files([p], format="biosyn")
 
 
 def test_medic_biosyn_style(tmp_path: Path) -> None:
@@ -169,7 +167,7 @@ def test_medic_biosyn_style(tmp_path: Path) -> None:
         "114480|D001943||Breast Neoplasms|Breast Cancer|BREAST CANCER, FAMILIAL\n",
     )
     for fmt in ("auto", "medic", "biosyn"):
-        kb = KnowledgeBase.from_files([p], format=fmt)
+        kb = load_files([p], format=fmt)
         assert len(kb) == 2
         for q in ("MESH:D001943", "D001943", "OMIM:114480", "114480"):
             assert kb.canonical_id(q) == "114480"
@@ -191,7 +189,7 @@ MEDIC_TSV = (
 def test_medic_tsv(tmp_path: Path) -> None:
     p = write(tmp_path / "CTD_diseases.tsv.gz", MEDIC_TSV)
     assert detect_format(p) == "medic"
-    kb = KnowledgeBase.from_files([p])
+    kb = load_files([p])
     assert len(kb) == 3
     for q in ("MESH:D001943", "D001943", "OMIM:114480", "114480", "DOID:1612"):
         assert kb.canonical_id(q) == "D001943"
@@ -243,7 +241,7 @@ def test_obo(tmp_path: Path) -> None:
     for name in ("hp.obo", "hp.obo.gz", "ontology.txt"):
         p = write(tmp_path / name, OBO)
         assert detect_format(p) == "obo"
-        kb = KnowledgeBase.from_files([p])
+        kb = load_files([p])
         assert kb.concept_ids == ["HP:0001250", "HP:0000118"]
         assert "HP:0000001" not in kb and kb.ids_for("old seizure") == () and kb.ids_for("part of") == ()
         assert kb.canonical_id("HP:0002279") == "HP:0001250"
@@ -251,7 +249,7 @@ def test_obo(tmp_path: Path) -> None:
         assert kb.definition("HP:0001250") == 'An intermittent "abnormality" of nervous system.'
         assert kb.ids_for('fit "attack"') == ("HP:0001250",)
         assert set(kb.names_for("HP:0001250")) == {"seizure", "epileptic seizure", "seizures", 'fit "attack"'}
-    kb = KnowledgeBase.from_files([p], synonym_scopes=["EXACT"])
+    kb = load_files([p], synonym_scopes=["EXACT"])
     assert set(kb.names_for("HP:0001250")) == {"seizure", "epileptic seizure"}
 
 
@@ -290,7 +288,7 @@ def test_umls(tmp_path: Path) -> None:
     d = _umls(tmp_path)
     conso = d / "MRCONSO.RRF"
     assert detect_format(conso) == "umls"
-    kb = KnowledgeBase.from_files([conso])
+    kb = load_files([conso])
     assert len(kb) == 2
     assert kb.preferred_name("C0011849") == "Diabetes Mellitus"  # first TS=P, STT=PF, ISPREF=Y row
     assert set(kb.names_for("C0011849")) == {"diabetes", "diabetes mellitus", "diabetes mellitus (disorder)"}
@@ -298,18 +296,18 @@ def test_umls(tmp_path: Path) -> None:
     assert kb.definition("C0011849") == "A metabolic disease."
     assert kb.semantic_types("C0011849") == ("T047",)
     # language filter
-    kb = KnowledgeBase.from_files([conso], languages=None)
+    kb = load_files([conso], languages=None)
     assert kb.ids_for("diabète") == ("C0011849",)
     # source filter
-    kb = KnowledgeBase.from_files([conso], sources=["MSH"])
+    kb = load_files([conso], sources=["MSH"])
     assert kb.concept_ids == ["C0011849"] and kb.ids_for("diabetes mellitus (disorder)") == ()
     # semantic type filter, by TUI or by name
     for st in (["T121"], ["Pharmacologic Substance"]):
-        kb = KnowledgeBase.from_files([conso], semantic_types=st, mrsty=d / "MRSTY.RRF")
+        kb = load_files([conso], semantic_types=st, mrsty=d / "MRSTY.RRF")
         assert kb.concept_ids == ["C0000001"]
     # all rows filtered away -> empty KB error
     with pytest.raises(KBFormatError, match="no names found"):
-        KnowledgeBase.from_files([conso], sources=["NOPE"])
+        load_files([conso], sources=["NOPE"])
 
 
 def test_umls_bad_field_count(tmp_path: Path) -> None:
@@ -317,7 +315,7 @@ def test_umls_bad_field_count(tmp_path: Path) -> None:
     with open(d / "MRCONSO.RRF", "a", encoding="utf-8") as fh:
         fh.write("C1|ENG|P|too few|\n")
     with pytest.raises(KBFormatError, match=r"MRCONSO\.RRF:8"):
-        KnowledgeBase.from_files([d / "MRCONSO.RRF"])
+        load_files([d / "MRCONSO.RRF"])
 
 
 def test_json(tmp_path: Path) -> None:
@@ -326,19 +324,19 @@ def test_json(tmp_path: Path) -> None:
         "D001943": [["synonym/secondary", "breast cancer"], ["primary", "breast neoplasms"]],
     }))
     assert detect_format(p) == "json"
-    kb = KnowledgeBase.from_files([p])
+    kb = load_files([p])
     assert kb.canonical_id("613097") == "C567755"
     assert kb.preferred_name("D001943") == "breast neoplasms"
     p2 = write(tmp_path / "plain.txt", '{"X1": ["Foo", "Bar"]}')
     assert detect_format(p2) == "json"
-    kb = KnowledgeBase.from_files([p2])
+    kb = load_files([p2])
     assert kb.names_for("X1") == ("foo", "bar") and kb.preferred_name("X1") == "Foo"
 
 
 def test_multiple_files(tmp_path: Path) -> None:
     a = write(tmp_path / "a.tsv", "D1\tfoo\n")
     b = write(tmp_path / "b.txt", "D1|OMIM:5||bar\n")
-    kb = KnowledgeBase.from_files([a, b])
+    kb = load_files([a, b])
     assert len(kb) == 1 and kb.names_for("5") == ("foo", "bar")
 
 
@@ -351,22 +349,22 @@ def test_unknown_format(tmp_path: Path) -> None:
         detect_format(p)
     assert "mystery.dat" in str(ei.value) and "biosyn" in str(ei.value) and "umls" in str(ei.value)
     with pytest.raises(KBFormatError, match="mystery.dat"):
-        KnowledgeBase.from_files([p])
+        load_files([p])
     with pytest.raises(KBFormatError, match="unknown format"):
-        KnowledgeBase.from_files([p], format="xml")
+        load_files([p], format="xml")
 
 
 def test_empty_kb(tmp_path: Path) -> None:
     p = write(tmp_path / "empty.tsv", "# only a comment\n\n")
     with pytest.raises(KBFormatError, match=r"no names found in .*empty\.tsv"):
-        KnowledgeBase.from_files([p], format="tsv")
+        load_files([p], format="tsv")
 
 
 # --------------------------------------------------------------------------- persistence
 
 
 def test_round_trip(tmp_path: Path) -> None:
-    kb = KnowledgeBase.from_files([write(tmp_path / "CTD_diseases.tsv", MEDIC_TSV)])
+    kb = load_files([write(tmp_path / "CTD_diseases.tsv", MEDIC_TSV)])
     kb.add("HP:1", "Seizure", definition="d", semantic_types=["T1", "T2"])
     out = tmp_path / "kb"
     kb.to_disk(out)
@@ -427,7 +425,7 @@ def test_from_disk_errors(tmp_path: Path) -> None:
 
 
 def test_real_ctd_medic(shared_data) -> None:
-    kb = KnowledgeBase.from_files([shared_data.need("medic/CTD_diseases_2017.tsv.gz")])
+    kb = load_files([shared_data.need("medic/CTD_diseases_2017.tsv.gz")])
     assert len(kb) == 11865
     assert "breast neoplasms" in kb.names_for("D001943")
     assert "D001943" in kb.ids_for("Breast Neoplasms")

@@ -1,4 +1,4 @@
-"""spacy_angel.kb_sources: the LOADERS table, load_kb on directories and files, strict UTF-8,
+"""spacy_angel.kb.readers: the LOADERS table, load_kb on directories and files, strict UTF-8,
 and ``kb build``'s refusal to replace a directory it did not write."""
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from spacy_angel import kb as kb_module
-from spacy_angel.cli import get_app
-from spacy_angel.kb import KBFormatError, KnowledgeBase, is_kb_directory
-from spacy_angel.kb_sources import FORMATS, LOADERS, build_kb, detect_format, load_kb
+from spacy_angel.apps.cli import get_app
+from spacy_angel.errors import KBFormatError
+from spacy_angel.kb.store import KnowledgeBase, is_kb_directory
+from spacy_angel.kb.readers import FORMATS, LOADERS, detect_format, load_kb
+from spacy_angel.retrieval.kb_build import build_kb
 
 # One tiny source per format; every one defines D1 "breast cancer" so the tests can share asserts.
 SOURCES = {
@@ -50,8 +51,6 @@ def test_loaders_table_covers_every_format() -> None:
         params = list(inspect.signature(loader).parameters.values())
         assert [p.name for p in params[:2]] == ["kb", "path"], name
         assert params[-1].kind is inspect.Parameter.VAR_KEYWORD, f"{name} must ignore other formats' options"
-    # old imports keep working
-    assert kb_module.FORMATS == FORMATS and kb_module.detect_format is detect_format
 
 
 @pytest.mark.parametrize("fmt", sorted(SOURCES))

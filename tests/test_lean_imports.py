@@ -6,7 +6,7 @@ import sys
 import pytest
 
 PROBE = (
-    "import sys, spacy_angel.linker, transformers.generation.candidate_generator as cg; "
+    "import sys, spacy_angel.linking.linker, transformers.generation.candidate_generator as cg; "
     "print(int('sklearn' in sys.modules), int(cg.is_sklearn_available()))"
 )
 

@@ -7,13 +7,13 @@ import shutil
 import pytest
 import torch
 
-from spacy_angel.kb import KnowledgeBase
+from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.errors import LinkerError
-from spacy_angel.hf import load_model_and_tokenizer
-from spacy_angel.linker import AngelLinker
-from spacy_angel.decoding import TrieConstraint
-from spacy_angel.name_trie import build_trie, load_or_build_trie
-from spacy_angel.prompt import tokenize_name
+from spacy_angel.seq2seq.loading import load_model_and_tokenizer
+from spacy_angel.linking.linker import AngelLinker
+from spacy_angel.decoding.decoder import TrieConstraint
+from spacy_angel.trie.kb_trie import build_trie, load_or_build_trie
+from spacy_angel.seq2seq.prompt import tokenize_name
 from spacy_angel.types import Mention
 
 TEXT = (

@@ -3,9 +3,14 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from spacy_angel.cli import get_app
-from spacy_angel.kb import KnowledgeBase
-from spacy_angel.model_card import info_from_training_log, kb_summary, render_model_card, write_model_card
+from spacy_angel.apps.cli import get_app
+from spacy_angel.kb.store import KnowledgeBase
+from spacy_angel.apps.model_card import (
+    info_from_training_log,
+    kb_summary,
+    render_model_card,
+    write_model_card,
+)
 
 
 def front_matter(card: str) -> dict:

@@ -1,7 +1,7 @@
 """``nlp.pipe(texts, n_process=2)`` returns, and returns what ``n_process=1`` does, warm and cold.
 
 Each check runs in a subprocess with a timeout: the bug was a hang (forked workers waiting on
-libgomp's barrier for threads that did not survive the fork, see ``spacy_angel.fork_safety``), and
+libgomp's barrier for threads that did not survive the fork, see ``spacy_angel.pipeline.fork_safety``), and
 a hang must fail this test instead of blocking the suite. "warm": the parent has linked a batch on
 two torch threads before forking (the case that hung); "cold": it has not.
 """
@@ -83,7 +83,7 @@ def test_fork_hooks_restore_the_parent_and_set_one_thread_in_the_child():
     tokenizers serial; the parent's environment and thread count are untouched."""
     code = r"""
 import os, json, torch
-from spacy_angel.fork_safety import install_fork_hooks
+from spacy_angel.pipeline.fork_safety import install_fork_hooks
 os.environ.pop("TOKENIZERS_PARALLELISM", None)
 torch.set_num_threads(2)
 (torch.randn(512, 512) @ torch.randn(512, 512)).sum()  # start the OpenMP team

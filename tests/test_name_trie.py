@@ -8,10 +8,10 @@ import logging
 import pytest
 
 from spacy_angel.errors import LinkerError
-from spacy_angel.hf import load_model_and_tokenizer
-from spacy_angel.kb import KnowledgeBase
-from spacy_angel.modeling import train_tokenizer
-from spacy_angel.name_trie import build_trie, check_trie, load_or_build_trie, tokenizer_fingerprint
+from spacy_angel.seq2seq.loading import load_model_and_tokenizer
+from spacy_angel.kb.store import KnowledgeBase
+from spacy_angel.seq2seq.offline_init import train_tokenizer
+from spacy_angel.trie.kb_trie import build_trie, check_trie, load_or_build_trie, tokenizer_fingerprint
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +56,13 @@ def test_other_kb_is_refused(tiny_kb, tok):
 def test_directory_trie_of_another_tokenizer_is_rebuilt_with_a_warning(tmp_path, tiny_kb, tok, other_tok, caplog):
     path = tmp_path / "trie"
     build_trie(tiny_kb, other_tok).to_disk(path)
-    with caplog.at_level(logging.INFO, logger="spacy_angel.name_trie"):
+    with caplog.at_level(logging.INFO, logger="spacy_angel.trie.kb_trie"):
         rebuilt = load_or_build_trie(tiny_kb, tok, path)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "E021" in warnings[0].getMessage() and "rebuilding" in warnings[0].getMessage()
     assert rebuilt.meta["tokenizer_fingerprint"] == tokenizer_fingerprint(tok)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="spacy_angel.name_trie"):
+    with caplog.at_level(logging.INFO, logger="spacy_angel.trie.kb_trie"):
         assert load_or_build_trie(tiny_kb, tok, path).meta == rebuilt.meta  # saved: loads silently now
     assert not caplog.records
 
@@ -72,7 +72,7 @@ def test_directory_trie_of_an_older_kb_is_rebuilt_quietly(tmp_path, tiny_kb, tok
     small.add("D1", "breast cancer")
     path = tmp_path / "trie"
     build_trie(small, tok).to_disk(path)
-    with caplog.at_level(logging.INFO, logger="spacy_angel.name_trie"):
+    with caplog.at_level(logging.INFO, logger="spacy_angel.trie.kb_trie"):
         rebuilt = load_or_build_trie(tiny_kb, tok, path)
     assert rebuilt.num_names == tiny_kb.num_names
     assert [r.levelno for r in caplog.records] == [logging.INFO]

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from spacy_angel.types import Candidate, Mention
-from training.negatives import STRATEGIES, closest_gold_names, mine_pairs, select_pairs
-from training.tfidf import NameIndex
+from training.stages.mining import STRATEGIES, closest_gold_names, mine_pairs, select_pairs
+from training.evaluation.similarity_bins import NameIndex
 
 
 def C(name: str, *ids: str) -> Candidate:

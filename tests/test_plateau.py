@@ -1,4 +1,4 @@
-"""Plateau restarts (training.plateau): a positive run whose first dev evaluation links almost
+"""Plateau restarts (training.runs.plateau): a positive run whose first dev evaluation links almost
 nothing starts again from the same model at a lower learning rate, exactly as a run started at that
 rate would, and a run killed after a restart resumes the attempt it was in."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.positive import train_positive
+from training.stages.positive import train_positive
 from training.settings import PositiveSettings
 
 from test_run import _mentions
@@ -68,14 +68,14 @@ def test_a_run_killed_after_a_restart_resumes_that_attempt(tiny_kb, tiny_model_d
 
 
 def test_bad_plateau_settings_are_refused(tiny_kb, tiny_model_dir, tmp_path):
-    from training.positive import TrainingDataError
+    from spacy_angel.errors import TrainingDataError
 
     with pytest.raises(TrainingDataError, match="plateau_lr_factor in \\(0, 1\\)"):
         train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "x", STUCK, plateau_lr_factor=1.5)
 
 
 def test_a_corrupt_restarts_file_is_refused_naming_it(tmp_path):
-    from training.plateau import RESTARTS_FILE, read_restarts
+    from training.runs.plateau import RESTARTS_FILE, read_restarts
 
     assert read_restarts(tmp_path) == []
     (tmp_path / RESTARTS_FILE).write_text('[{"step": 4', encoding="utf-8")  # cut short by a crash or an editor

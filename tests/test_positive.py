@@ -7,23 +7,23 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from spacy_angel.hf import load_model_and_tokenizer
-from spacy_angel.name_trie import build_trie
+from spacy_angel.seq2seq.loading import load_model_and_tokenizer
+from spacy_angel.trie.kb_trie import build_trie
 from spacy_angel.types import Mention
-from training import dev_eval
-from training.corpora import MentionList
-from training.dev_eval import dev_accuracy, temporary_linker
-from training.examples import IGNORE_INDEX
-from training.positive import (
+from training.evaluation import dev_accuracy as dev_eval
+from training.data.records import MentionList
+from training.evaluation.dev_accuracy import dev_accuracy, temporary_linker
+from training.examples.encoding import IGNORE_INDEX
+from training.stages.positive import (
     Seq2SeqCollator,
-    TrainingDataError,
     kb_name_examples,
     mention_examples,
     pretraining_examples,
     train_positive,
 )
-from training.pretraining import write_pretraining_data
-from training.tfidf import NameIndex
+from spacy_angel.errors import TrainingDataError
+from training.examples.pretraining import write_pretraining_data
+from training.evaluation.similarity_bins import NameIndex
 
 from conftest import TINY_CONCEPTS
 

@@ -16,12 +16,13 @@ from safetensors.torch import load_file
 from trl import CPOTrainer, DPOTrainer
 
 from conftest import TINY_CONCEPTS
-from spacy_angel.hf import load_model_and_tokenizer, save_pretrained_atomic
+from spacy_angel.seq2seq.loading import load_model_and_tokenizer, save_pretrained_atomic
 from spacy_angel.types import Mention
-from training.dev_eval import temporary_linker
-from training.examples import IGNORE_INDEX, PreferencePair, name_target, seq2seq_example
+from training.evaluation.dev_accuracy import temporary_linker
+from training.examples.encoding import IGNORE_INDEX, name_target, seq2seq_example
+from training.examples.pair_files import PreferencePair
 from training.settings import PreferenceSettings
-from training.preference import (
+from training.stages.preference import (
     AngelCPOTrainer,
     AngelDPOTrainer,
     PairCollator,

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from spacy_angel.kb import KnowledgeBase
-from training.pretraining import iter_pretraining_examples, write_pretraining_data
-from training.tfidf import NameIndex
+from spacy_angel.kb.store import KnowledgeBase
+from training.examples.pretraining import iter_pretraining_examples, write_pretraining_data
+from training.evaluation.similarity_bins import NameIndex
 
 CONCEPTS = {
     "D1": ["type 2 diabetes mellitus", "diabetes mellitus type ii", "t2dm", "adult onset diabetes"],

@@ -122,7 +122,7 @@ def _inner_commands(tokens: List[str]) -> List[List[str]]:
         args = launch_command_parser().parse_args(tokens[2:])
         assert (PROJECT / args.config_file).is_file(), f"accelerate config {args.config_file} is missing"
         if args.module:
-            assert args.training_script == "spacy_angel.cli", args.training_script
+            assert args.training_script == "spacy_angel.apps.cli", args.training_script
             out += _inner_commands(["spacy-angel", *args.training_script_args])
         else:
             out += _inner_commands(["python", args.training_script, *args.training_script_args])
@@ -136,9 +136,9 @@ def test_all_workflow_trains_through_accelerate(project_copy, capsys):
     project_run(project_copy, "all", dry=True, overrides={"vars.gpu.num_gpus": 4})
     out = capsys.readouterr().out
     zero2 = "accelerate launch --config_file configs/accelerate/deepspeed_zero2.yaml --num_processes 4"
-    ddp = "accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes 4 -m spacy_angel.cli"
+    ddp = "accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes 4 -m spacy_angel.apps.cli"
     assert f"{zero2} --gradient_accumulation_steps 16 scripts/pretrain_positive.py" in out
-    assert f"{zero2} --gradient_accumulation_steps 1 -m spacy_angel.cli train dpo" in out
+    assert f"{zero2} --gradient_accumulation_steps 1 -m spacy_angel.apps.cli train dpo" in out
     assert f"-- {ddp} train positive" in out and f"-- {ddp} train dpo" in out
     assert out.count("accelerate launch") == 4
 
@@ -152,7 +152,7 @@ def _script_help(path: Path) -> str:
 def test_every_command_exists_with_its_options(config):
     import typer
 
-    from spacy_angel.cli import get_app
+    from spacy_angel.apps.cli import get_app
 
     root = typer.main.get_command(get_app())
     helps: Dict[str, str] = {}
@@ -242,7 +242,7 @@ def test_pubtator_to_docbin_keeps_gold_spans_and_ids(scripts, tmp_path):
     from spacy.tokens import DocBin
     from spacy.vocab import Vocab
 
-    from training.corpora import read_docbin, read_pubtator
+    from training.data.corpora import read_docbin, read_pubtator
 
     conv = scripts["pubtator_to_docbin"]
     src = tmp_path / "tiny.txt"
@@ -298,7 +298,7 @@ def test_e2e_score_docs_on_converted_gold(scripts, tmp_path):
     from spacy.tokens import DocBin
     from spacy.vocab import Vocab
 
-    from spacy_angel.component import install_extensions
+    from spacy_angel.pipeline.linker_component import install_extensions
 
     install_extensions()
     conv, e2e = scripts["pubtator_to_docbin"], scripts["e2e_score"]
@@ -461,8 +461,8 @@ def test_seen_split_separates_test_texts_read_in_training(scripts, tmp_path):
 
 
 def test_hold_out_texts_splits_records_by_text_as_crossfit_folds_them(scripts, tmp_path):
-    from training.corpora import read_askapatient
-    from training.crossfit import fold_unit, unit_folds
+    from training.data.corpora import read_askapatient
+    from training.stages.crossfit import fold_unit, unit_folds
 
     train = tmp_path / "train.txt"
     rows = [b"C1\tHeadache\thead  ache\n", b"C1\tHeadache\tHead ache\n", b"C2\tInsomnia\tcan't sleep\n",

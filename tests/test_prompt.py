@@ -6,7 +6,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from spacy_angel.errors import Errors, LinkerError
-from spacy_angel.prompt import (
+from spacy_angel.seq2seq.prompt import (
     PromptFormat,
     mention_of_prompt,
     normalize_text,

@@ -18,7 +18,7 @@ from spacy.language import Language
 from spacy.util import registry
 
 import spacy_angel
-from spacy_angel.cli import get_app
+from spacy_angel.apps.cli import get_app
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "public_surface.json"
 FACTORIES = ("angel_linker", "angel_abbreviations")

@@ -135,7 +135,7 @@ def run_commands(commands: Sequence[Command], root: Path, include_slow: bool) ->
     """Run ``commands`` in order in ``root`` (each must exit 0); returns what was not run, and why."""
     from typer.testing import CliRunner
 
-    from spacy_angel.cli import get_app
+    from spacy_angel.apps.cli import get_app
 
     not_run: List[str] = []
     for cmd in commands:

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from spacy_angel.errors import LinkerError
-from spacy_angel.linker import AngelLinker
-from spacy_angel.prompt import tokenize_name
+from spacy_angel.linking.linker import AngelLinker
+from spacy_angel.seq2seq.prompt import tokenize_name
 from spacy_angel.types import Mention
 
 TEXT = "Patients with breast cancer and high blood pressure often report a migraine at night."
@@ -117,7 +117,7 @@ def test_trie_candidates_reproduce_link(linker):
 def test_tfidf_candidates_need_an_index_and_use_it(linker, tiny_kb):
     with pytest.raises(LinkerError, match="index="):
         linker.rerank(MENTIONS, "tfidf")
-    from spacy_angel.candidates import NameIndex
+    from spacy_angel.retrieval.tfidf import NameIndex
 
     index = NameIndex(tiny_kb).fit()
     results = linker.rerank(MENTIONS, "tfidf", top_k=3, num_candidates=4, index=index)

@@ -1,4 +1,4 @@
-"""Reproducible budgets (training.run, training.settings): a run's length is its step count and
+"""Reproducible budgets (training.runs.bookkeeping, training.settings): a run's length is its step count and
 seed, so the same command gives the same weights, and a run cut short and re-run with resume ends
 where an uninterrupted one does; the wall-clock cap is only a safety net that says when it cuts."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from spacy_angel.types import Mention
-from training.positive import train_positive
+from training.stages.positive import train_positive
 from training.settings import PositiveSettings, PreferenceSettings, resolve
 
 from conftest import TINY_CONCEPTS
@@ -51,7 +51,7 @@ def test_same_seed_same_weights_other_seed_other_weights(tiny_kb, tiny_model_dir
 
 def test_threads_setting_pins_torch_and_is_logged(tiny_kb, tiny_model_dir, tmp_path):
     """A fixed thread count is what makes a recipe's weights the same on machines with other core
-    counts (training.run.pin_threads); the run must use it and say so."""
+    counts (training.runs.bookkeeping.pin_threads); the run must use it and say so."""
     before = torch.get_num_threads()
     try:
         out = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "a", SETTINGS, max_steps=2, threads=2)
@@ -121,7 +121,7 @@ def test_cli_options_come_from_the_settings(tiny_kb_dir):
 
 
 def test_a_run_that_links_no_dev_mention_is_flagged():
-    from training.run import plateau_warning
+    from training.runs.bookkeeping import plateau_warning
 
     stuck = {"best_metric": 0.0, "loss": [{"loss": 8.3}, {"loss": 6.87}]}
     assert "8.30 -> 6.87" in plateau_warning(stuck) and "--learning-rate" in plateau_warning(stuck)

@@ -20,11 +20,18 @@ import torch
 import ray  # noqa: F401  (fail, do not skip, when the dev extra is incomplete)
 from typer.testing import CliRunner
 
-from spacy_angel.cli import get_app
+from spacy_angel.apps.cli import get_app
 from spacy_angel.fileio import iter_jsonl
-from spacy_angel.scale import (
-    MANIFEST, ScaleError, Shard, ShardLinker, input_files, link_corpus, plan_shards, read_shard,
+from spacy_angel.apps.ray_linking import (
+    MANIFEST,
+    Shard,
+    ShardLinker,
+    input_files,
+    link_corpus,
+    plan_shards,
+    read_shard,
 )
+from spacy_angel.errors import ScaleError
 
 TEXTS = [
     ("Patients with type 2 diabetes mellitus and hypertension were enrolled.", ["type 2 diabetes mellitus", "hypertension"]),
@@ -73,7 +80,7 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def ray_session():
     """One small local Ray for the module (``link_corpus`` joins it and leaves it running)."""
-    from spacy_angel.scale import OBJECT_STORE_BYTES
+    from spacy_angel.apps.ray_linking import OBJECT_STORE_BYTES
 
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False,
              configure_logging=False)
@@ -178,7 +185,7 @@ def test_ray_job_resumes_a_killed_run_and_equals_single_process(
 
 
 def test_cli_imports_ray_only_for_the_ray_engine():
-    probe = "import sys, spacy_angel.cli; print(int('ray' in sys.modules), int('spacy_angel.scale' in sys.modules))"
+    probe = "import sys, spacy_angel.apps.cli; print(int('ray' in sys.modules), int('spacy_angel.apps.ray_linking' in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0", "0"]
 
@@ -202,7 +209,7 @@ def test_ray_engine_errors_name_the_problem(tiny_model_dir, tiny_kb_dir, tmp_pat
 def test_killed_ray_job_resumes_where_it_stopped(corpus, single_process, tiny_model_dir, tiny_kb_dir, tmp_path):
     """A real kill: SIGKILL the CLI (and its local Ray) once the first shard is on disk, then re-run."""
     out = tmp_path / "linked"
-    cmd = [sys.executable, "-m", "spacy_angel.cli", "link", str(tiny_model_dir), str(tiny_kb_dir), str(corpus),
+    cmd = [sys.executable, "-m", "spacy_angel.apps.cli", "link", str(tiny_model_dir), str(tiny_kb_dir), str(corpus),
            "--output", str(out), "--engine", "ray", "--workers", "1", "--shard-size", "1", "--device", "cpu"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

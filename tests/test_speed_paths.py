@@ -7,11 +7,11 @@ import pytest
 import spacy
 import torch
 
-from spacy_angel.candidates import NameIndex
+from spacy_angel.retrieval.tfidf import NameIndex
 from spacy_angel.errors import LinkerError
-from spacy_angel.hf import load_model_and_tokenizer
-from spacy_angel.linker import AngelLinker
-from spacy_angel.prefix_scoring import PrefixTree
+from spacy_angel.seq2seq.loading import load_model_and_tokenizer
+from spacy_angel.linking.linker import AngelLinker
+from spacy_angel.decoding.prefix_scoring import PrefixTree
 from spacy_angel.types import Mention
 
 TEXT = "Patients with breast cancer and high blood pressure often report a migraine at night after a heart attack."
@@ -120,7 +120,7 @@ def test_an_int8_pipeline_saves_float32_weights_and_reloads(tiny_model_dir, tiny
 
 def test_dense_trie_masks_give_the_same_beams(linker, monkeypatch):
     """Every node masked densely (as the root of a UMLS-size trie is) == (row, token) pairs."""
-    import spacy_angel.trie_constraint as trie_constraint
+    import spacy_angel.decoding.trie_constraint as trie_constraint
 
     linker.clear_cache()
     pairs = linker.link(MENTIONS, top_k=5)

@@ -1,4 +1,4 @@
-"""TF-IDF name index (spacy_angel.candidates, re-exported by training.tfidf): ANGEL positives/negatives,
+"""TF-IDF name index (spacy_angel.retrieval.tfidf, re-exported by training.evaluation.similarity_bins): ANGEL positives/negatives,
 chunked nearest names, baseline, similarity bins, persistence."""
 from __future__ import annotations
 
@@ -7,9 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from spacy_angel.kb import KnowledgeBase
+from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.types import Candidate
-from training.tfidf import DEFAULT_EDGES, NameIndex, bin_labels, similarity_bin, value_to_bin
+from training.evaluation.similarity_bins import (
+    DEFAULT_EDGES,
+    NameIndex,
+    bin_labels,
+    similarity_bin,
+    value_to_bin,
+)
 
 CONCEPTS = {
     "D1": ["type 2 diabetes mellitus", "diabetes mellitus type 2", "t2dm", "adult onset diabetes", "niddm"],

@@ -8,7 +8,7 @@ from typing import List, Tuple
 import pytest
 from typer.testing import CliRunner
 
-from spacy_angel.cli import get_app
+from spacy_angel.apps.cli import get_app
 
 from conftest import TINY_CONCEPTS
 
@@ -57,7 +57,7 @@ def train_docs():
 
 
 def test_cli_chain_to_spacy(tmp_path, tiny_kb_dir, tiny_kb):
-    import training.preference  # noqa: F401  (TRL is in the dev extra: missing, this fails; it must not skip the only CLI chain)
+    import training.stages.preference  # noqa: F401  (TRL is in the dev extra: missing, this fails; it must not skip the only CLI chain)
     train = tmp_path / "train.txt"
     train.write_text(pubtator(train_docs()), encoding="utf-8")
     test = tmp_path / "test.txt"

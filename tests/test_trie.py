@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from spacy_angel.trie import ROOT, TokenTrie, TrieError
+from spacy_angel.trie.token_trie import ROOT, TokenTrie, TrieError
 
 EOS = 2
 

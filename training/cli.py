@@ -4,8 +4,8 @@ Found by ``spacy-angel`` through the ``spacy_angel_cli`` entry point group (``tr
 training.cli:app`` in setup.cfg); also runs as ``python -m training.cli``. The options of each
 command are generated from the settings dataclasses of :mod:`training.settings`
 (:func:`settings_options`), so a default or help text exists once. Every command reads corpora
-with :func:`training.corpora.read_corpus` and normalises them with
-:func:`training.corpora.preprocess` (lowercasing, abbreviation expansion from the document,
+with :func:`training.data.corpora.read_corpus` and normalises them with
+:func:`training.data.corpora.preprocess` (lowercasing, abbreviation expansion from the document,
 dropping mentions whose ids are not in the KB), printing what was read and dropped. Heavy imports
 (torch, transformers, TRL) happen inside the commands so ``--help`` stays fast.
 """
@@ -24,8 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import typer
 
 from spacy_angel.errors import Errors
-
-from .settings import (
+from training.settings import (
     CorpusSettings,
     CrossfitSettings,
     EvaluateSettings,
@@ -93,7 +92,7 @@ def settings_options(required: Sequence[str] = (), **groups: type) -> Callable[[
 
 
 def _pin_threads(threads: int) -> None:
-    from .run import pin_threads
+    from training.runs.bookkeeping import pin_threads
 
     try:
         pin_threads(threads)
@@ -113,7 +112,7 @@ def _check_output_file(path: Path, option: str) -> None:
 
 
 def _setup_logging(verbose: bool = True) -> None:
-    from .distributed import is_main_process  # under accelerate launch, one process tells the story
+    from training.runs.distributed import is_main_process  # under accelerate launch, one process tells the story
 
     logging.basicConfig(
         level=logging.INFO if verbose and is_main_process() else logging.WARNING,
@@ -124,8 +123,8 @@ def _setup_logging(verbose: bool = True) -> None:
 
 def _load_kb(path: Path):
     """A KB directory (``spacy-angel kb build``) or a KB source file in any supported format."""
-    from spacy_angel.kb import KBFormatError
-    from spacy_angel.kb_sources import load_kb
+    from spacy_angel.errors import KBFormatError
+    from spacy_angel.kb.readers import load_kb
 
     if not path.exists():
         _fail(f"KB path {path} does not exist")
@@ -139,8 +138,7 @@ def _load_kb(path: Path):
 def _save_pairs(pairs: Any, output: Path, stats: Dict[str, Any], counts: Dict[str, Any], summary: str) -> None:
     """A pairs file and its ``.stats.json`` (with the corpus counts), both written atomically; then the summary."""
     from spacy_angel.fileio import atomic_write_json
-
-    from .examples import write_pairs
+    from training.examples.pair_files import write_pairs
 
     write_pairs(pairs, output)
     stats["corpus"] = counts
@@ -150,7 +148,8 @@ def _save_pairs(pairs: Any, output: Path, stats: Dict[str, Any], counts: Dict[st
 
 def _load_mentions(path: Path, kb: Any, corpus: CorpusSettings, label: str = "corpus"):
     """Read + preprocess a corpus; prints the counts; returns (mentions, counts dict)."""
-    from .corpora import CorpusFormatError, preprocess, read_corpus
+    from spacy_angel.errors import CorpusFormatError
+    from training.data.corpora import preprocess, read_corpus
 
     if not path.exists():
         _fail(f"{label} {path} does not exist")
@@ -191,7 +190,8 @@ def positive_command(
     peak memory). Interrupted runs resume from OUTPUT/checkpoints.
     """
     _setup_logging()
-    from .positive import TrainingDataError, train_positive
+    from spacy_angel.errors import TrainingDataError
+    from training.stages.positive import train_positive
 
     kb = _load_kb(kb_path)
     mentions, _ = _load_mentions(train, kb, corpus, label="train")
@@ -205,7 +205,7 @@ def positive_command(
         f"model written to {out}: {log['global_step']} steps, final loss {last_loss}, "
         f"best dev acc@1 {log['best_metric']}, {log['wall_time_s']}s, peak RSS {log['peak_rss_mb']} MiB"
     )
-    from .run import plateau_warning
+    from training.runs.bookkeeping import plateau_warning
 
     if (warning := plateau_warning(log)) is not None:
         typer.echo(f"warning: {warning}", err=True)
@@ -224,7 +224,7 @@ def mine_command(
 ) -> None:
     """Decode the training mentions and write (chosen, rejected) name pairs by the ANGEL rule."""
     _setup_logging()
-    from .negatives import STRATEGIES, mine_pairs
+    from training.stages.mining import STRATEGIES, mine_pairs
 
     if settings.strategy not in STRATEGIES:
         _fail(f"unknown strategy {settings.strategy!r}: choose one of {', '.join(STRATEGIES)}")
@@ -239,7 +239,7 @@ def mine_command(
             f"(acc@1 on these mentions: {stats.get('acc@1', 'n/a')}; by kind: {stats['pairs_by_kind']})"
         )
         if settings.held_out_kb_names:
-            from .kb_subsets import read_held_out_names
+            from training.data.kb_subsets import read_held_out_names
 
             names, kb_without = read_held_out_names(model_dir, kb)
             more, held = mine_pairs(model_dir, kb_without, names, mining)
@@ -269,8 +269,8 @@ def crossfit_command(
 ) -> None:
     """Cross-fitted mining: K positive models, each trained without one fold, mine that fold."""
     _setup_logging()
-    from .crossfit import crossfit_pairs
-    from .positive import TrainingDataError
+    from spacy_angel.errors import TrainingDataError
+    from training.stages.crossfit import crossfit_pairs
 
     _check_output_file(pairs, "--pairs")
     kb = _load_kb(kb_path)
@@ -300,7 +300,7 @@ def dpo_command(
 ) -> None:
     """Negative-aware preference training (ANGEL stage 2) on mined pairs."""
     _setup_logging()
-    from .examples import read_pairs
+    from training.examples.pair_files import read_pairs
 
     kb = _load_kb(kb_path)
     if not pairs_path.exists():
@@ -312,7 +312,7 @@ def dpo_command(
     if not pairs:
         _fail(f"{pairs_path} holds no pairs")
     dev_mentions = _dev(dev, kb, corpus)
-    from .preference import train_preference  # lazy: TRL is only needed here
+    from training.stages.preference import train_preference  # lazy: TRL is only needed here
 
     try:
         out = train_preference(model_dir, kb, pairs, settings=settings, dev_mentions=dev_mentions)
@@ -334,7 +334,7 @@ def iterate_command(
 ) -> None:
     """ANGEL's online loop: mine pairs on a chunk with the current model, DPO-train, repeat."""
     _setup_logging()
-    from .negatives import iterative_rounds
+    from training.stages.iterate import iterative_rounds
 
     kb = _load_kb(kb_path)
     mentions, _ = _load_mentions(train, kb, corpus, label="train")
@@ -359,7 +359,7 @@ def pretrain_data_command(
 ) -> None:
     """KB pre-training examples (synonym / definition templates -> closest other synonym) as JSONL."""
     _setup_logging()
-    from .pretraining import write_pretraining_data
+    from training.examples.pretraining import write_pretraining_data
 
     if output.exists() and not output.is_dir():
         _fail(Errors.E114.format(path=output, option="--output"))
@@ -391,10 +391,9 @@ def evaluate_command(
     """Link a test corpus and write a per-mention report with Acc@1..k."""
     _setup_logging(verbose=False)
     from spacy_angel.errors import LinkerError
-    from spacy_angel.linker import AngelLinker
-
-    from .evaluate import evaluation_report, plot_bins, write_report
-    from spacy_angel.candidates import NameIndex
+    from spacy_angel.linking.linker import AngelLinker
+    from spacy_angel.retrieval.tfidf import NameIndex
+    from training.evaluation.metrics import evaluation_report, plot_bins, write_report
 
     s = settings
     if s.top_k < 1:  # else num_beams = max(.., top_k) could be 0 and the error would blame num_beams
@@ -449,10 +448,9 @@ def fuse_command(
     """Fit the hybrid mode's fusion weights on dev and write MODEL/fusion.json (atomically)."""
     _setup_logging(verbose=False)
     from spacy_angel.errors import LinkerError
-    from spacy_angel.linker import AngelLinker
-
-    from .evaluate import write_report
-    from .fuse import fit_linker_fusion
+    from spacy_angel.linking.linker import AngelLinker
+    from training.evaluation.metrics import write_report
+    from training.stages.fuse import fit_linker_fusion
 
     s = settings
     kb = _load_kb(kb_path)
@@ -493,7 +491,7 @@ def compare_command(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the comparison as JSON."),
 ) -> None:
     """Paired bootstrap + McNemar test of Acc@1 between two reports on the same mentions."""
-    from .evaluate import compare_reports, plot_bins, read_report, write_report
+    from training.evaluation.metrics import compare_reports, plot_bins, read_report, write_report
 
     for p in (report_a, report_b):
         if not p.exists():

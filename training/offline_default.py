@@ -4,7 +4,7 @@ The code lives in the package :mod:`training.hpo_default` (data, recipe, build, 
 """
 import sys
 
-from .hpo_default.main import main  # noqa: F401  (the package sets OMP_WAIT_POLICY before torch loads)
+from training.hpo_default.main import main  # noqa: F401  (the package sets OMP_WAIT_POLICY before torch loads)
 
 if __name__ == "__main__":
     sys.exit(main())

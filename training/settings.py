@@ -8,7 +8,7 @@ functions take these objects, the ``spacy-angel train`` options are generated fr
 
 Training length is a number of steps (or epochs) with a fixed seed, so a run gives the same
 weights on every machine; ``max_minutes`` is only a safety cap, and a run it cuts says so in its
-log and on stdout (:mod:`training.run`).
+log and on stdout (:mod:`training.runs.bookkeeping`).
 
 Field metadata keys: ``help`` (the option's help), ``flags`` (CLI spellings when the default
 ``--field-name`` does not fit), ``cli`` (``False``: not a command-line option).
@@ -199,7 +199,7 @@ class CrossfitSettings(PositiveSettings):
 
 @dataclass
 class HybridSettings(RankingSettings):
-    """Hybrid linking: TF-IDF top names + the constrained beam, fused (spacy_angel.hybrid)."""
+    """Hybrid linking: TF-IDF top names + the constrained beam, fused (spacy_angel.linking.hybrid)."""
 
     num_candidates: int = _f(20, "TF-IDF names per mention added to the beam's in hybrid and rerank modes.")
 
@@ -223,7 +223,7 @@ class EvaluateSettings(HybridSettings):
 
 @dataclass
 class CorpusSettings:
-    """How a corpus is read and normalised (:func:`training.corpora.preprocess`)."""
+    """How a corpus is read and normalised (:func:`training.data.corpora.preprocess`)."""
 
     corpus_format: str = _f("auto", "Corpus format: auto, pubtator, biosyn, askapatient or docbin.")
     lowercase: bool = _f(True, "Lowercase mentions and context.", flags=("--lowercase/--keep-case",))

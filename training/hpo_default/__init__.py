@@ -16,8 +16,3 @@ import os
 # the cores (measured here: 60x slower steps on a shared 2-core machine); passive waiting costs
 # next to nothing when the machine is idle. Set before anything below imports torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from .build import METRICS_FILE, MODEL_NAME, Build  # noqa: E402
-from .recipe import Recipe  # noqa: E402
-
-__all__ = ["Build", "METRICS_FILE", "MODEL_NAME", "Recipe"]

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from spacy_angel.fileio import atomic_directory, atomic_write_json
-from spacy_angel.kb import KnowledgeBase
+from spacy_angel.kb.readers import load_files
+from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.types import Mention
-
-from . import data
-from .recipe import Recipe
+from training.hpo_default import data
+from training.hpo_default.recipe import Recipe
 
 MODEL_NAME = "hpo-default"
 STATE_FILE = "state.json"
@@ -40,7 +40,7 @@ def _training_log(path: Path) -> Dict[str, Any]:
 
 
 def _accuracy(predictions: Sequence[Any], kb: KnowledgeBase, mentions: Sequence[Mention]) -> Dict[str, float]:
-    from ..evaluate import accuracy_at_k
+    from training.evaluation.metrics import accuracy_at_k
 
     acc = accuracy_at_k(predictions, [m.gold_ids for m in mentions], ks=(1, 5), kb=kb)
     return {"acc1": round(acc["acc@1"], 4), "acc5": round(acc["acc@5"], 4), "n": len(mentions)}
@@ -48,7 +48,7 @@ def _accuracy(predictions: Sequence[Any], kb: KnowledgeBase, mentions: Sequence[
 
 def heldout_accuracy(model_dir: Path, kb: KnowledgeBase, mentions: Sequence[Mention], recipe: Recipe) -> Dict[str, float]:
     """Acc@1/Acc@5 of constrained beam search on held-out synonyms (against the training KB)."""
-    from spacy_angel.linker import AngelLinker
+    from spacy_angel.linking.linker import AngelLinker
 
     linker = AngelLinker.from_pretrained(model_dir, kb, device="cpu", num_beams=recipe.num_beams, batch_size=recipe.eval_batch)
     return _accuracy(linker.link(list(mentions), top_k=min(5, recipe.num_beams)), kb, mentions)
@@ -67,7 +67,7 @@ def build_pipeline(model_dir: Path, kb_dir: Path, patterns: List[Dict[str, str]]
     """
     import spacy
 
-    import spacy_angel.component  # noqa: F401  (registers the factory without the entry point)
+    import spacy_angel.pipeline.linker_component  # noqa: F401  (registers the factory without the entry point)
 
     nlp = spacy.blank("en")
     ruler = nlp.add_pipe("entity_ruler", config={"phrase_matcher_attr": "LOWER", "validate": False})
@@ -110,7 +110,7 @@ class Build:
     def _stage(self, name: str, fn: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
         if name in self.state["stages"]:
             return self.state["stages"][name]
-        from ..run import peak_rss_mb  # only while building: keeps the cached start-up light
+        from training.runs.bookkeeping import peak_rss_mb  # only while building: keeps the cached start-up light
 
         say(f"stage {name} ...")
         started = time.time()
@@ -125,7 +125,7 @@ class Build:
     def name_index(self, train_kb: KnowledgeBase) -> Any:
         """The training KB's TF-IDF index, fitted once per build (evaluation, DPO negatives, fusion)."""
         if self._name_index is None:
-            from spacy_angel.candidates import NameIndex
+            from spacy_angel.retrieval.tfidf import NameIndex
 
             self._name_index = NameIndex(train_kb).fit()
         return self._name_index
@@ -138,7 +138,7 @@ class Build:
 
     # -- the stages
     def stage_kb(self) -> Dict[str, Any]:
-        full = KnowledgeBase.from_files([self.obo], format="obo")
+        full = load_files([self.obo], format="obo")
         split = data.split_synonyms(full, self.recipe.n_dev, self.recipe.n_test, seed=self.recipe.seed)
         full.to_disk(self.root / "kb-full")
         split.train_kb.to_disk(self.root / "kb-train")
@@ -147,7 +147,7 @@ class Build:
         return {**counts, "dev": len(split.dev), "test": len(split.test)}
 
     def stage_init(self, train_kb: KnowledgeBase) -> Dict[str, Any]:
-        from spacy_angel.modeling import init_model
+        from spacy_angel.seq2seq.offline_init import init_model
 
         path = init_model(train_kb, self.root / "init", dims=self.recipe.dims(), seed=self.recipe.seed)
         return {"dir": str(path)}
@@ -155,7 +155,7 @@ class Build:
     def stage_positive(self, train_kb: KnowledgeBase) -> Dict[str, Any]:
         from transformers import AutoTokenizer
 
-        from ..positive import train_positive
+        from training.stages.positive import train_positive
 
         r = self.recipe
         copy_file = None
@@ -186,8 +186,8 @@ class Build:
         return out
 
     def stage_dpo(self, train_kb: KnowledgeBase) -> Dict[str, Any]:
-        from ..examples import write_pairs
-        from ..preference import train_preference
+        from training.examples.pair_files import write_pairs
+        from training.stages.preference import train_preference
 
         r = self.recipe
         pairs = data.tfidf_pairs(train_kb, self.name_index(train_kb), r.dpo_pairs, r.dpo_negatives, r.seed)
@@ -205,9 +205,8 @@ class Build:
 
     def stage_fuse(self, train_kb: KnowledgeBase, dev: List[Mention], test: List[Mention]) -> Dict[str, Any]:
         """Hybrid linking for the chosen model: fusion weights fitted on dev (fusion.json), then scored."""
-        from spacy_angel.linker import AngelLinker
-
-        from ..fuse import fit_linker_fusion
+        from spacy_angel.linking.linker import AngelLinker
+        from training.stages.fuse import fit_linker_fusion
 
         r = self.recipe
         model_dir = self.root / self.chosen_model()

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from spacy_angel.fileio import atomic_open
-from spacy_angel.kb import KnowledgeBase
-from spacy_angel.prompt import PromptFormat
+from spacy_angel.kb.store import KnowledgeBase
+from spacy_angel.seq2seq.prompt import PromptFormat
 from spacy_angel.types import Mention
-
-from ..kb_subsets import holdable_names, without_names
+from training.data.kb_subsets import holdable_names, without_names
 
 PHENOTYPE_ROOT = "HP:0000118"  # "Phenotypic abnormality": the ruler ignores inheritance modes, onsets, ...
 ENTITY_LABEL = "PHENOTYPE"
@@ -140,7 +139,7 @@ def copy_examples_file(kb: KnowledgeBase, path: Path, tokenizer: Any) -> Path:
 
     Written as text records rather than bare mentions because ``train_positive`` would rank
     every mention's concept names with TF-IDF first (about a minute for HPO), only to find the
-    name itself. The text is the runtime's own format (:class:`spacy_angel.prompt.PromptFormat`
+    name itself. The text is the runtime's own format (:class:`spacy_angel.seq2seq.prompt.PromptFormat`
     of a bare mention), so the token ids are those of a bare mention of the name.
     """
     fmt = PromptFormat(tokenizer, context_window=0)
@@ -155,7 +154,7 @@ def copy_examples_file(kb: KnowledgeBase, path: Path, tokenizer: Any) -> Path:
 def tfidf_pairs(kb: KnowledgeBase, index: Any, count: int, negatives: int, seed: int) -> List[Any]:
     """DPO pairs from KB names: chosen = the TF-IDF-closest other name of the same concept (the
     positive stage's target), rejected = the TF-IDF-closest names of *other* concepts."""
-    from ..examples import PreferencePair
+    from training.examples.pair_files import PreferencePair
 
     rng = random.Random(seed)
     anchors: List[Tuple[str, str, str]] = []

@@ -15,9 +15,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .build import METRICS_FILE, MODEL_NAME, Build, say
-from .data import hpo_obo_path
-from .recipe import Recipe
+from training.hpo_default.build import METRICS_FILE, MODEL_NAME, Build, say
+from training.hpo_default.data import hpo_obo_path
+from training.hpo_default.recipe import Recipe
 
 DEFAULT_CACHE = Path(os.environ.get("SPACY_ANGEL_CACHE", "~/.cache/spacy-angel")).expanduser()
 SAMPLE_TEXT = (
@@ -47,7 +47,7 @@ def ensure_model(
 def load_pipeline(path: Path) -> Any:
     import spacy
 
-    import spacy_angel.component  # noqa: F401  (registers the factory without the entry point)
+    import spacy_angel.pipeline.linker_component  # noqa: F401  (registers the factory without the entry point)
 
     return spacy.load(path)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from ..settings import PositiveSettings, PreferenceSettings
+from training.settings import PositiveSettings, PreferenceSettings
 
 
 def _f(default: Any, help: str) -> Any:
@@ -31,7 +31,7 @@ class Recipe:
     seed: int = _f(0, "Seed of the split, the weights, the data order and the DPO pairs.")
     n_dev: int = _f(300, "Held-out synonyms for choosing between the positive and the DPO model.")
     n_test: int = _f(500, "Held-out synonyms that only report.")
-    # between the ``tiny`` and ``small`` sizes of spacy_angel.modeling: small enough to see the
+    # between the ``tiny`` and ``small`` sizes of spacy_angel.seq2seq.offline_init: small enough to see the
     # ~40k HPO names about once in the step budget on 2 CPU cores
     d_model: int = _f(192, "Model width.")
     layers: int = _f(2, "Encoder and decoder layers (each).")
@@ -61,7 +61,7 @@ class Recipe:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def dims(self) -> Dict[str, int]:
-        """Model dimensions for :func:`spacy_angel.modeling.init_model`."""
+        """Model dimensions for :func:`spacy_angel.seq2seq.offline_init.init_model`."""
         return dict(d_model=self.d_model, layers=self.layers, heads=self.heads, ffn=self.ffn, vocab=self.vocab)
 
     def positive(self, copy_file: Optional[Path]) -> PositiveSettings:

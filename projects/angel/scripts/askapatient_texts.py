@@ -1,7 +1,7 @@
 """Write the mention column of an AskAPatient split as UTF-8 text, one mention a line.
 
 Why: ``spacy-angel init-model --corpus`` fits the tokenizer on plain UTF-8 text, and the
-AskAPatient files are not all UTF-8; :func:`training.corpora.read_askapatient` already knows
+AskAPatient files are not all UTF-8; :func:`training.data.corpora.read_askapatient` already knows
 how to read them, so this reuses it instead of a second parser.
 
 Usage: python scripts/askapatient_texts.py AskAPatient.fold-0.train.txt --output texts.txt
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from spacy_angel.fileio import atomic_write_text
-from training.corpora import read_askapatient
+from training.data.corpora import read_askapatient
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

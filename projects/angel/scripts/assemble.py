@@ -2,7 +2,7 @@
 
 Why: NER and linker are trained separately (spaCy's trainer vs ``spacy-angel train``); the
 deliverable is one directory that ``spacy.load`` restores, model + KB + trie included
-(``nlp.to_disk`` serialises the linker's files, see ``spacy_angel.component``).
+(``nlp.to_disk`` serialises the linker's files, see ``spacy_angel.pipeline.linker_component``).
 
 Usage: python scripts/assemble.py NER_MODEL LINKER_MODEL KB_DIR --output PIPELINE_DIR
        [--num-beams 5] [--top-k 5] [--threshold 0.0] [--batch-size 32] [--device auto]
@@ -38,7 +38,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 1
     import spacy
 
-    import spacy_angel.component  # noqa: F401  (registers the factory)
+    import spacy_angel.pipeline.linker_component  # noqa: F401  (registers the factory)
 
     nlp = spacy.load(args.ner)
     if "ner" not in nlp.pipe_names:

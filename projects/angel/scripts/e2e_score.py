@@ -39,7 +39,7 @@ def _prf(tp: int, n_pred: int, n_gold: int) -> Dict[str, float]:
 
 def gold_ids(field: str) -> Set[str]:
     """Ids of a gold ``kb_id_`` field (``|`` composite, ``+`` conjunct), normalised like the KB."""
-    from spacy_angel.kb import normalize_id
+    from spacy_angel.kb.normalize import normalize_id
 
     return {normalize_id(t) for t in re.split(r"[|+]", field) if t.strip() and t.strip() != "-1"}
 
@@ -96,7 +96,8 @@ def spacy_link_scores(
     from spacy.tokens import Span
     from spacy.training import Example
 
-    from spacy_angel.component import NIL, angel_linker_score
+    from spacy_angel.types import NIL
+    from spacy_angel.pipeline.factories import angel_linker_score
 
     canon = kb.canonical_id if kb is not None else (lambda x: x)
     examples = []
@@ -134,9 +135,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import spacy
     from spacy.tokens import DocBin
 
-    import spacy_angel.component  # noqa: F401  (registers the angel_linker factory)
+    import spacy_angel.pipeline.linker_component  # noqa: F401  (registers the angel_linker factory)
     from spacy_angel.fileio import atomic_write_json
-    from spacy_angel.kb import KnowledgeBase
+    from spacy_angel.kb.store import KnowledgeBase
 
     nlp = spacy.load(args.pipeline)
     gold_docs = list(DocBin().from_disk(args.gold).get_docs(nlp.vocab))

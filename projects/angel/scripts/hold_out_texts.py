@@ -4,7 +4,7 @@ Why: the hold-out ablation of cpu-aap (``docs/results.md``, rows ``holdout_*``) 
 model without a share of the training texts, mines those texts with it (``train mine`` on the held
 file) and runs DPO on what it got wrong, so the preference stage acts on texts the model has not
 read. The folds are ``train crossfit --fold-by surface``'s: the same normalised-text key and the
-same seeded assignment (:func:`training.crossfit.unit_folds`), so every record of one text lands on
+same seeded assignment (:func:`training.stages.crossfit.unit_folds`), so every record of one text lands on
 one side. Lines are copied byte for byte (AskAPatient files are not always UTF-8; they are decoded for
 the key as the corpus reader decodes them).
 
@@ -33,7 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from spacy_angel.fileio import atomic_write_bytes
     from spacy_angel.types import Mention
-    from training.crossfit import fold_unit, unit_folds
+    from training.stages.crossfit import fold_unit, unit_folds
 
     try:
         raw = args.train.read_bytes()

@@ -2,7 +2,7 @@
 
 Why one script per project rather than per benchmark: every benchmark ships differently
 (PubTator files, a zip, one corpus + PMID lists, COMETA's TSV, AskAPatient folds), but the
-linker commands read only PubTator / AskAPatient / DocBin (``training.corpora.read_corpus``).
+linker commands read only PubTator / AskAPatient / DocBin (``training.data.corpora.read_corpus``).
 This writes, under ``OUT/BENCHMARK/``:
 
 * ``ncbi``, ``bc5cdr``: ``{train,dev,test}.txt`` (PubTator, copied) and ``.spacy`` (DocBin

@@ -21,8 +21,8 @@ from typing import List, Optional, Sequence
 
 def build_pairs(records, negatives: int = 1) -> List:
     """One pair per (record, rejected name) for the first ``negatives`` rejected names."""
-    from spacy_angel.prompt import mention_of_prompt
-    from training.examples import PreferencePair
+    from spacy_angel.seq2seq.prompt import mention_of_prompt
+    from training.examples.pair_files import PreferencePair
 
     pairs = []
     for rec in records:
@@ -48,8 +48,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--max-pairs", type=int, default=None, help="random sample of at most N pairs")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from training.examples import write_pairs
-    from training.positive import TrainingDataError, read_pretraining_jsonl
+    from training.examples.pair_files import write_pairs
+    from spacy_angel.errors import TrainingDataError
+    from training.stages.positive import read_pretraining_jsonl
 
     try:
         records = [rec for _, _, rec in read_pretraining_jsonl(args.pretrain_data)]

@@ -2,7 +2,7 @@
 
 Why a script: ``spacy-angel train positive`` takes a training corpus, while pre-training (ANGEL
 Sec. 3.3) learns only from ``train pretrain-data`` examples (and, optionally, every KB name as a
-mention). This calls the same :func:`training.positive.train_positive` with no mentions.
+mention). This calls the same :func:`training.stages.positive.train_positive` with no mentions.
 
 Usage: python scripts/pretrain_positive.py MODEL KB_DIR PRETRAIN_DIR --output OUT
        [--epochs] [--max-steps] [--learning-rate] [--batch-size] [--warmup-ratio] [--label-smoothing]
@@ -41,8 +41,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     import logging
 
-    from spacy_angel.kb import KnowledgeBase
-    from training.positive import TrainingDataError, train_positive
+    from spacy_angel.kb.store import KnowledgeBase
+    from spacy_angel.errors import TrainingDataError
+    from training.stages.positive import train_positive
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:

@@ -2,10 +2,10 @@
 
 Why: spaCy's NER trains on DocBins, and the end-to-end scorer compares a pipeline's entities
 with these gold entities. Each entity keeps its gold id field in ``kb_id_`` (``|`` composite,
-``+`` conjunct, exactly as in the corpus), so ``training.corpora.read_docbin`` reads the same
+``+`` conjunct, exactly as in the corpus), so ``training.data.corpora.read_docbin`` reads the same
 mentions back for linking; ``doc.user_data["doc_id"]`` holds the PMID.
 
-Parsing is ``training.corpora.read_pubtator_documents``, the same parser the linker's corpus
+Parsing is ``training.data.corpora.read_pubtator_documents``, the same parser the linker's corpus
 reader uses. Choices: offsets index ``title + " " + abstract`` (PubTator convention). A span that does not
 fall on token boundaries is first shrunk (``contract``) then grown (``expand``) to tokens;
 overlapping spans keep the longest (:func:`spacy.util.filter_spans`). Counts of both are
@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence, Set, Tuple
 
 from spacy_angel.fileio import atomic_write_bytes
-from training.corpora import CorpusFormatError, PubTatorDocument, read_pubtator_documents
+from spacy_angel.errors import CorpusFormatError
+from training.data.corpora import PubTatorDocument, read_pubtator_documents
 
-#: A malformed PubTator line (file and line in the message); the parser is ``training.corpora``'s.
+#: A malformed PubTator line (file and line in the message); the parser is ``training.data.corpora``'s.
 PubTatorError = CorpusFormatError
 
 

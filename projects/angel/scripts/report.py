@@ -106,7 +106,7 @@ def build(args: argparse.Namespace) -> Dict[str, Any]:
             raise SystemExit(f"error: {spec}: {', '.join(clash)} already set from another comparison")
         result.update(fields)
     if args.bins_plot is not None:
-        from training.evaluate import plot_bins
+        from training.evaluation.metrics import plot_bins
 
         shown = {name: reports[name] for name in ("tfidf", "angel", "hybrid") if name in reports}
         plot_bins(shown, args.bins_plot, title="Acc@1 by mention-gold TF-IDF similarity (test)")

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from report import read_json  # the project's JSON reader with file-naming errors (scripts import each other by bare name)
 from spacy_angel.fileio import atomic_write_json
-from spacy_angel.kb import normalize_name
+from spacy_angel.kb.normalize import normalize_name
 
 
 def _named(value: str, sep: str, what: str) -> Tuple[str, str]:
@@ -76,7 +76,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
 
-    from training.corpora import read_corpus  # after argument errors: it imports the corpus readers
+    from training.data.corpora import read_corpus  # after argument errors: it imports the corpus readers
 
     train_texts = {normalize_name(m.surface) for m in read_corpus(args.train, format=args.corpus_format)}
     held_texts = {normalize_name(m.surface) for m in read_corpus(args.held_out, format=args.corpus_format)} if args.held_out else set()

@@ -1,0 +1,468 @@
+"""KB source formats: one loader per format, the ``LOADERS`` table, and :func:`load_kb`.
+
+Users point ``kb build`` at whatever they downloaded, so every reader fails loudly, naming file,
+line and field, instead of building a silently smaller KB. Files are strict UTF-8 (an invalid byte
+is an error, never a U+FFFD inside a name); ``.gz`` is recognised by its magic bytes. A loader is
+``loader(kb, path, **options)``: it adds the file's names to ``kb`` and ignores other formats'
+options. :func:`load_kb` is how the CLI, the component and training load "a KB directory or file".
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import re
+import zlib
+from pathlib import Path
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
+
+from spacy_angel.errors import KBFormatError
+from spacy_angel.kb.normalize import normalize_id
+from spacy_angel.kb.store import KnowledgeBase
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+Loader = Callable[..., None]
+
+
+_OBO_SCOPES = ("EXACT", "RELATED", "BROAD", "NARROW")
+
+
+def _is_gzip(path: PathLike) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def _open_text(path: PathLike) -> IO[str]:
+    """Open as strict UTF-8 text, gunzipping when the file starts with the gzip magic bytes."""
+    if _is_gzip(path):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, "r", encoding="utf-8", newline="")
+
+
+def _utf8_error(path: PathLike) -> KBFormatError:
+    """The first invalid UTF-8 byte as ``file:line: ... byte offset N``. A text stream only knows its
+    decode buffer, so the raw bytes are scanned again (lines end as in text mode: \\n, \\r\\n, \\r)."""
+    p, offset, lineno = Path(path), 0, 1
+    gz = _is_gzip(p)
+    with (gzip.open(p, "rb") if gz else open(p, "rb")) as fh:
+        for raw in fh:
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                lineno += raw[: e.start].count(b"\r") - raw[: e.start].count(b"\r\n")
+                where = f"byte offset {offset + e.start}" + (" of the decompressed text" if gz else "")
+                msg = f"invalid UTF-8 byte 0x{raw[e.start]:02x} at {where}; convert the file to UTF-8"
+                return KBFormatError(msg, p, lineno)
+            offset += len(raw)
+            lineno += 1 + raw.count(b"\r") - raw.count(b"\r\n")
+    return KBFormatError("invalid UTF-8", p)
+
+
+def _read_error(path: PathLike, lineno: int, err: BaseException) -> KBFormatError:
+    """A truncated or corrupt gzip stream (or an I/O error) at ``lineno``, as the project's own error."""
+    what = "the gzip stream is truncated or corrupt" if _is_gzip(path) else "cannot read the file"
+    return KBFormatError(f"{what} ({type(err).__name__}: {err})", path, lineno)
+
+
+def _lines(path: PathLike) -> Iterator[Tuple[int, str]]:
+    """Yield ``(1-based line number, line without its line ending)``, streaming."""
+    lineno = 0
+    with _open_text(path) as fh:
+        try:
+            for lineno, line in enumerate(fh, 1):
+                yield lineno, line.rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise _utf8_error(path) from None
+        except (OSError, EOFError, zlib.error) as err:  # a broken .gz: never a bare EOFError
+            raise _read_error(path, lineno + 1, err) from None
+
+
+def _strip_gz(name: str) -> str:
+    return name[:-3] if name.lower().endswith(".gz") else name
+
+
+def load_tsv(kb: KnowledgeBase, path: Path, **_: Any) -> None:
+    """``id<TAB>name[<TAB>definition]``; ``#`` comments and blank lines skipped."""
+    for lineno, line in _lines(path):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2:
+            raise KBFormatError("expected id<TAB>name[<TAB>definition], found no TAB", path, lineno, "name")
+        if not fields[0].strip() or not normalize_id(fields[0]):
+            raise KBFormatError("empty id", path, lineno, "id")
+        if not fields[1].strip():
+            raise KBFormatError("empty name", path, lineno, "name")
+        definition = fields[2] if len(fields) > 2 and fields[2].strip() else None
+        kb.add(fields[0], fields[1], definition=definition)
+
+
+def _split_ids(field: str) -> List[str]:
+    return [i for i in (normalize_id(x) for x in field.split("|")) if i]
+
+
+def _add_multi(kb: KnowledgeBase, ids: List[str], names: Iterable[str], first_preferred: bool = False) -> None:
+    """Add names for a concept known under several ids; if one id is already known (as primary
+    or alias), the line joins that concept rather than creating a second one."""
+    primary = ids[0]
+    for i in ids:
+        cid = kb.canonical_id(i)
+        if cid is not None:
+            primary = cid
+            break
+    kb.add_alias_ids(primary, ids)
+    for k, n in enumerate(names):
+        kb.add(primary, n, preferred=first_preferred and k == 0)
+
+
+def load_biosyn(kb: KnowledgeBase, path: Path, **_: Any) -> None:
+    """BioSyn ``ID1|ID2||name`` and the BioSyn MEDIC ``IDS||name|synonym|...`` (names '|'-split)."""
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        if "||" not in line:
+            raise KBFormatError("expected IDS||name (no '||' separator)", path, lineno)
+        id_field, name_field = line.split("||", 1)
+        ids = _split_ids(id_field)
+        if not ids:
+            raise KBFormatError("empty id", path, lineno, "id")
+        names = [n for n in name_field.split("|") if n.strip()]
+        if not names:
+            raise KBFormatError("empty name", path, lineno, "name")
+        _add_multi(kb, ids, names)
+
+
+def _medic_id(raw: str) -> str:
+    """CTD ids: ``MESH:``/``OMIM:`` dropped by normalize_id; ``DO:DOID:n`` -> ``DOID:n`` (the DO id)."""
+    s = raw.strip()
+    if s[:8].upper() == "DO:DOID:":
+        s = s[3:]
+    return normalize_id(s)
+
+
+def load_medic(kb: KnowledgeBase, path: Path, **_: Any) -> None:
+    """CTD MEDIC TSV (DiseaseName, DiseaseID, AltDiseaseIDs, Definition, ..., Synonyms, ...).
+    A BioSyn-style MEDIC file (``IDS||names``) is delegated to the biosyn loader."""
+    for lineno, line in _lines(path):
+        if not line.strip() or line.startswith("#"):
+            continue
+        if "\t" not in line and "||" in line:
+            load_biosyn(kb, path)
+            return
+        break
+    for lineno, line in _lines(path):
+        if not line.strip() or line.startswith("#"):
+            continue
+        f = line.split("\t")
+        if len(f) < 2:
+            raise KBFormatError(f"expected 9 TAB-separated MEDIC columns, found {len(f)}", path, lineno)
+        f += [""] * (9 - len(f))
+        name, did = f[0], _medic_id(f[1])
+        if not did:
+            raise KBFormatError("empty id", path, lineno, "DiseaseID")
+        if not name.strip():
+            raise KBFormatError("empty name", path, lineno, "DiseaseName")
+        kb.add(did, name, definition=f[3] or None, preferred=True)
+        kb.add_alias_ids(did, [_medic_id(a) for a in f[2].split("|") if a.strip()])
+        for syn in f[7].split("|"):
+            if syn.strip():
+                kb.add(did, syn)
+
+
+_OBO_ESC = {"n": "\n", "t": "\t", "W": " "}
+
+
+def _obo_quoted(value: str) -> Tuple[Optional[str], str]:
+    """Parse a leading ``"..."`` (backslash escapes honoured); return (text, rest of line)."""
+    v = value.lstrip()
+    if not v.startswith('"'):
+        return None, v
+    out: List[str] = []
+    i = 1
+    while i < len(v):
+        ch = v[i]
+        if ch == "\\" and i + 1 < len(v):
+            out.append(_OBO_ESC.get(v[i + 1], v[i + 1]))
+            i += 2
+            continue
+        if ch == '"':
+            return "".join(out), v[i + 1 :]
+        out.append(ch)
+        i += 1
+    return None, v  # unterminated
+
+
+def _obo_unescape(value: str) -> str:
+    return re.sub(r"\\(.)", lambda m: _OBO_ESC.get(m.group(1), m.group(1)), value)
+
+
+def load_obo(kb: KnowledgeBase, path: Path, *, synonym_scopes: Optional[Sequence[str]] = None, **_: Any) -> None:
+    """OBO 1.2/1.4 ``[Term]`` stanzas: id, name, synonyms (scope filter), def, alt_id; obsolete skipped."""
+    scopes = {s.upper() for s in (synonym_scopes or _OBO_SCOPES)}
+    old_tags = {f"{scope.lower()}_synonym": scope for scope in _OBO_SCOPES}  # OBO 1.0 exact_synonym: ... tags
+    term: Optional[dict] = None
+
+    def flush(t: Optional[dict]) -> None:
+        if t is None or t.get("obsolete") or not t.get("id"):
+            return
+        tid = t["id"]
+        if t.get("name"):
+            kb.add(tid, t["name"], definition=t.get("def"), preferred=True)
+        elif t.get("def"):
+            kb.add(tid, "", definition=t["def"])
+        for syn in t["syn"]:
+            kb.add(tid, syn)
+        if t["alt"]:
+            kb.add_alias_ids(tid, t["alt"])
+
+    for lineno, line in _lines(path):
+        s = line.strip()
+        if not s or s.startswith("!"):
+            continue
+        if s.startswith("["):
+            flush(term)
+            term = {"syn": [], "alt": [], "line": lineno} if s == "[Term]" else None
+            continue
+        if term is None or ":" not in s:
+            continue
+        tag, value = s.split(":", 1)
+        value = value.strip()
+        if tag == "id":
+            term["id"] = _obo_unescape(value.split(" !", 1)[0].strip())
+            if not normalize_id(term["id"]):
+                raise KBFormatError("empty id", path, lineno, "id")
+        elif tag == "name":
+            term["name"] = _obo_unescape(value)
+        elif tag == "def":
+            text, _ = _obo_quoted(value)
+            if text is None:
+                raise KBFormatError("def: value is not a quoted string", path, lineno, "def")
+            term["def"] = text
+        elif tag == "synonym" or tag in old_tags:
+            text, rest = _obo_quoted(value)
+            if text is None:
+                raise KBFormatError("synonym: value is not a quoted string", path, lineno, "synonym")
+            scope = old_tags.get(tag)
+            if scope is None:
+                tok = rest.split()
+                scope = tok[0].upper() if tok and tok[0].upper() in _OBO_SCOPES else "RELATED"
+            if scope in scopes:
+                term["syn"].append(text)
+        elif tag == "alt_id":
+            term["alt"].append(value.split(" !", 1)[0].strip())
+        elif tag == "is_obsolete" and value.lower().startswith("true"):
+            term["obsolete"] = True
+    flush(term)
+
+
+_SUPPRESSED = {"O", "E", "Y"}
+
+
+def _sibling(path: Path, name: str) -> Optional[Path]:
+    return next((c for c in (path.parent / name, path.parent / (name + ".gz")) if c.is_file()), None)
+
+
+def _rrf_rows(path: Path, nfields: int) -> Iterator[Tuple[int, List[str]]]:
+    """RRF rows: ``nfields`` pipe-separated fields plus the trailing ``|``; other counts are errors."""
+    for lineno, line in _lines(path):
+        if not line:
+            continue
+        f = line.split("|")
+        if len(f) == nfields + 1 and f[-1] == "":
+            f.pop()
+        if len(f) != nfields:
+            raise KBFormatError(f"expected {nfields} '|'-separated fields, found {len(f)}", path, lineno)
+        yield lineno, f
+
+
+def load_umls(kb: KnowledgeBase, path: Path, *, languages: Optional[Sequence[str]] = ("ENG",),
+              sources: Optional[Sequence[str]] = None, semantic_types: Optional[Sequence[str]] = None,
+              mrdef: Optional[PathLike] = None, mrsty: Optional[PathLike] = None, **_: Any) -> None:
+    """UMLS MRCONSO (+ MRSTY for semantic types/filter, + MRDEF for definitions), streaming."""
+    langs = {x.upper() for x in languages} if languages else None
+    sabs = set(sources) if sources else None
+    sty_path = Path(mrsty) if mrsty else _sibling(path, "MRSTY.RRF")
+    if semantic_types and sty_path is None:
+        raise KBFormatError("semantic_types filter needs MRSTY.RRF (pass mrsty=)", path)
+    cui_types: Dict[str, List[str]] = {}  # CUI -> TUIs (stored on the concepts)
+    wanted = set(semantic_types) if semantic_types else None
+    allowed: Optional[Set[str]] = set() if wanted is not None else None
+    if sty_path is not None:
+        for _, f in _rrf_rows(sty_path, 6):  # CUI|TUI|STN|STY|ATUI|CVF
+            cui_types.setdefault(f[0], []).append(f[1])
+            if allowed is not None and wanted is not None and (f[1] in wanted or f[3] in wanted):
+                allowed.add(f[0])
+    typed: Set[str] = set()
+    for lineno, f in _rrf_rows(path, 18):
+        cui, lat, ts, stt, ispref, sab, sup, name = f[0], f[1], f[2], f[4], f[6], f[11], f[16], f[14]
+        if not normalize_id(cui):
+            raise KBFormatError("empty CUI", path, lineno, "CUI")
+        if ((langs is not None and lat.upper() not in langs) or (sabs is not None and sab not in sabs)
+                or sup in _SUPPRESSED or (allowed is not None and cui not in allowed)):
+            continue
+        types: Sequence[str] = ()
+        if cui not in typed and cui in cui_types:
+            types = cui_types[cui]
+            typed.add(cui)
+        kb.add(cui, name, semantic_types=types, preferred=(ts == "P" and stt == "PF" and ispref == "Y"))
+    del cui_types, typed
+    def_path = Path(mrdef) if mrdef else _sibling(path, "MRDEF.RRF")
+    if def_path is not None:
+        for _, f in _rrf_rows(def_path, 8):  # CUI|AUI|ATUI|SATUI|SAB|DEF|SUPPRESS|CVF
+            if f[6] not in _SUPPRESSED and f[0] in kb:
+                kb.add(f[0], "", definition=f[5])  # the first definition of a concept is kept
+
+
+def load_json(kb: KnowledgeBase, path: Path, **_: Any) -> None:
+    """``{id: [name, ...]}`` or ``{id: [[kind, name], ...]}`` (rescnn ontology JSON; kind
+    ``primary`` = preferred). ``ID1|ID2`` keys are one concept with several ids."""
+    try:
+        with _open_text(path) as fh:
+            text = fh.read()
+        data = json.loads(text)
+    except UnicodeDecodeError:
+        raise _utf8_error(path) from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise _read_error(path, 1, e) from None
+    except RecursionError:
+        raise KBFormatError("invalid JSON (nested too deeply)", path) from None
+    except ValueError as e:
+        raise KBFormatError(f"invalid JSON ({e})", path, getattr(e, "lineno", None)) from e
+    if not isinstance(data, dict):
+        raise KBFormatError("expected a JSON object {id: [names]}", path, 1)
+
+    def line_of(key: str) -> Optional[int]:
+        """The line where ``key`` is written, so that an error about its entry points there."""
+        for spelled in dict.fromkeys((json.dumps(key, ensure_ascii=False), json.dumps(key))):
+            m = re.search(re.escape(spelled) + r"\s*:", text)
+            if m:
+                return text.count("\n", 0, m.start()) + 1
+        return None
+
+    for key, entries in data.items():
+        ids = _split_ids(str(key))
+        if not ids:
+            raise KBFormatError(f"empty id {key!r}", path, line_of(key), "id")
+        if isinstance(entries, str):
+            entries = [entries]
+        if not isinstance(entries, list):
+            raise KBFormatError(f"names of {key!r} must be a list", path, line_of(key), "names")
+        names: List[str] = []
+        pref_first = False
+        for e in entries:
+            if isinstance(e, str):
+                names.append(e)
+            elif isinstance(e, list) and len(e) == 2 and all(isinstance(x, str) for x in e):
+                if e[0] == "primary":
+                    names.insert(0, e[1])
+                    pref_first = True
+                else:
+                    names.append(e[1])
+            else:
+                raise KBFormatError(f"bad name entry {e!r} for {key!r}", path, line_of(key), "names")
+        _add_multi(kb, ids, names, first_preferred=pref_first)
+
+
+#: Format name -> loader; ``FORMATS`` (and the CLI's ``--format`` help) follow this table.
+LOADERS: Dict[str, Loader] = {"tsv": load_tsv, "biosyn": load_biosyn, "medic": load_medic, "obo": load_obo,
+                              "umls": load_umls, "json": load_json}
+
+
+FORMATS: Tuple[str, ...] = tuple(LOADERS)
+
+
+def detect_format(path: PathLike) -> str:
+    """One of ``FORMATS`` from the file name and first non-comment line; unknown files are an error."""
+    p = Path(path)
+    low = _strip_gz(p.name).lower()
+    if "mrconso" in low:
+        return "umls"
+    if low.endswith(".obo"):
+        return "obo"
+    if low.endswith(".json"):
+        return "json"
+    if not p.is_file():
+        raise KBFormatError("file not found", p)
+    medic_header = False
+    seen_text = False
+    try:
+        for lineno, line in _lines(p):
+            s = line.strip()
+            if not s:
+                continue
+            seen_text = True
+            if s.startswith("format-version:") or s.startswith("[Term]"):
+                return "obo"
+            if s.startswith("#"):
+                if "DiseaseName" in s or "DiseaseID" in s:
+                    medic_header = True
+                if lineno > 1000:
+                    break
+                continue
+            if medic_header:
+                return "medic"
+            if s.startswith("{") or s.startswith("["):
+                return "json"
+            if "\t" in line and "||" not in line.split("\t", 1)[0]:
+                return "medic" if line.count("\t") == 8 else "tsv"
+            if "||" in line:
+                return "biosyn"
+            if line.count("|") >= 18 and low.endswith(".rrf"):
+                return "umls"
+            break
+    except (OSError, EOFError, zlib.error) as e:
+        raise KBFormatError(f"cannot read file ({e})", p) from e
+    if medic_header:
+        return "medic"
+    if not seen_text:
+        raise KBFormatError("the file is empty (no KB names)", p)
+    raise KBFormatError("cannot detect the KB format; pass format= one of " + ", ".join(FORMATS), p)
+
+
+def load_files(paths: Union[PathLike, Sequence[PathLike]], format: str = "auto", lowercase: bool = True, *,
+               languages: Optional[Sequence[str]] = ("ENG",), sources: Optional[Sequence[str]] = None,
+               semantic_types: Optional[Sequence[str]] = None, mrdef: Optional[PathLike] = None,
+               mrsty: Optional[PathLike] = None, synonym_scopes: Optional[Sequence[str]] = None) -> KnowledgeBase:
+    """Build a KB from one or more source files (with ``auto``, each file's format is detected).
+
+    UMLS options: ``languages`` (LAT; ``None`` = all), ``sources`` (SAB; ``None`` = all),
+    ``semantic_types`` (TUIs or STY names; needs ``mrsty``, else ``MRSTY.RRF`` next to
+    MRCONSO), ``mrdef`` for definitions. ``synonym_scopes`` restricts OBO synonyms.
+    A file that contributes no name is an error (a wrong ``format`` usually causes it).
+    """
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    options = dict(languages=languages, sources=sources, semantic_types=semantic_types, mrdef=mrdef, mrsty=mrsty,
+                   synonym_scopes=synonym_scopes)
+    kb = KnowledgeBase(lowercase=lowercase)
+    for p in map(Path, paths):
+        if not p.is_file():
+            raise KBFormatError("file not found", p)
+        fmt = detect_format(p) if format == "auto" else format
+        loader = LOADERS.get(fmt)
+        if loader is None:
+            raise KBFormatError(f"unknown format {fmt!r}; known formats: {', '.join(FORMATS)}", p)
+        before = kb._n_added
+        loader(kb, p, **options)
+        if kb._n_added == before:
+            raise KBFormatError(f"no names found in {p}", p)
+    if kb.num_names == 0:
+        raise KBFormatError("no names found in " + ", ".join(map(str, paths)), paths[0] if paths else None)
+    kb._freeze()
+    return kb
+
+
+def load_kb(path_or_dir: Union[PathLike, Sequence[PathLike]], format: str = "auto", **options: Any) -> KnowledgeBase:
+    """A KB directory written by ``kb build`` / :meth:`KnowledgeBase.to_disk`, or KB file(s) in any
+    format; ``format`` and ``options`` (see :func:`load_files`) apply to files only."""
+    if isinstance(path_or_dir, (str, os.PathLike)):
+        p = Path(path_or_dir)
+        if not p.exists():
+            raise FileNotFoundError(f"KB path {p} does not exist")
+        if p.is_dir():
+            if format != "auto" or options:
+                raise ValueError(f"{p} is a KB directory: format and loader options apply to KB files only")
+            return KnowledgeBase.from_disk(p)
+    return load_files(path_or_dir, format=format, **options)

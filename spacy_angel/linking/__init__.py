@@ -1,0 +1,1 @@
+"""The linker: mentions -> ranked concepts (beam, rerank, hybrid), hybrid evidence and fusion."""

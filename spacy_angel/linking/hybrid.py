@@ -1,0 +1,94 @@
+"""Hybrid linking: retrieve (char 3-gram TF-IDF), generate (constrained beam), fuse.
+
+Why a room of its own: it is the one mode that needs the candidate index, the decoder and the
+fusion weights together. For each batch of mentions the encoder runs once; the beam search
+and the teacher-forced scoring of the TF-IDF names the beam did not find both reuse its output,
+and the beam's own scores are kept for the names it found (same quantity: the length-normalised
+log-probability). Features and the fused ranking live in :mod:`spacy_angel.linking.fusion`.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Dict, List, Protocol, Sequence, Tuple
+
+from spacy_angel.decoding.decoder import EncodedInput, Ranked
+from spacy_angel.linking.fusion import NameEvidence, concept_evidence, fuse
+from spacy_angel.linking.result_cache import ResultCache, batches
+from spacy_angel.types import Candidate, Mention
+
+if TYPE_CHECKING:
+    from spacy_angel.decoding.decoder import ConstrainedDecoder
+    from spacy_angel.kb.store import KnowledgeBase
+    from spacy_angel.linking.fusion import FusionWeights
+    from spacy_angel.retrieval.tfidf import NameIndex
+
+
+class HybridParts(Protocol):
+    """What hybrid linking needs of a linker (spacy-llm's ``ty.py`` idea: a Protocol, not the class),
+    so this module never imports :class:`~spacy_angel.linking.linker.AngelLinker`."""
+
+    kb: "KnowledgeBase"
+    decoder: "ConstrainedDecoder"
+    name_index: "NameIndex"
+    fusion: "FusionWeights"
+    num_candidates: int
+    batch_size: int
+
+    def encode(self, mention: Mention) -> EncodedInput: ...
+
+
+EvidenceKey = Tuple[EncodedInput, str]
+
+
+def _batch_evidence(
+    linker: HybridParts, chunk: Sequence[EvidenceKey], retrieved: Dict[EvidenceKey, List[Tuple[int, float]]]
+) -> List[List[NameEvidence]]:
+    """Evidence for one batch of unique (encoded input, surface) keys: one encoder pass."""
+    cos = [dict(retrieved[item]) for item in chunk]  # name index -> TF-IDF cosine, per input
+
+    def not_in_beam(beams: List[Ranked]) -> List[Tuple[int, ...]]:
+        return [tuple(idx for idx in c if idx not in {i for i, _ in beam}) for c, beam in zip(cos, beams)]
+
+    beams, scored = linker.decoder.beam_then_score([key for key, _ in chunk], not_in_beam)
+    in_beam = [{idx for idx, _ in beam} for beam in beams]
+    # TF-IDF cosine of beam names the retriever did not return
+    missing = [[idx for idx in found if idx not in c] for c, found in zip(cos, in_beam)]
+    for c, miss, miss_cos in zip(cos, missing, linker.name_index.cosine([surface for _, surface in chunk], missing)):
+        c.update(zip(miss, (float(x) for x in miss_cos)))
+    out: List[List[NameEvidence]] = []
+    for item, beam, extra, c in zip(chunk, beams, scored, cos):
+        surface_idx = linker.kb.name_index(item[1])
+        evidence = [NameEvidence(idx, float(score), c[idx], idx == surface_idx, rank) for rank, (idx, score) in enumerate(beam)]
+        evidence.extend(NameEvidence(idx, float(score), c[idx], idx == surface_idx, None) for idx, score in extra)
+        out.append(evidence)
+    return out
+
+
+def hybrid_evidence(
+    linker: HybridParts, mentions: Sequence[Mention], num_candidates: int, cache: ResultCache, progress: bool = False
+) -> List[List[NameEvidence]]:
+    """Per mention: the TF-IDF top-``num_candidates`` names and the beam's names, with features.
+
+    The TF-IDF query is the mention's surface form, as in the TF-IDF baseline. Identical
+    (input, surface) pairs are computed once and cached across calls like beam results.
+    """
+    keys: List[EvidenceKey] = [(linker.encode(m), m.surface) for m in mentions]
+    todo = sorted({k for k in keys if k not in cache}, key=lambda k: (len(k[0][0]), len(k[0][1])))
+    retrieved: Dict[EvidenceKey, List[Tuple[int, float]]] = {}
+    if todo:
+        hits = linker.name_index.nearest_names([surface for _, surface in todo], num_candidates)
+        retrieved = {k: [(int(i), float(s)) for i, s in row] for k, row in zip(todo, hits)}
+    fresh: Dict[EvidenceKey, List[NameEvidence]] = {}
+    for chunk in batches(todo, linker.batch_size, "hybrid linking", progress):
+        for key, evidence in zip(chunk, _batch_evidence(linker, chunk, retrieved)):
+            fresh[key] = evidence
+            cache.remember(key, evidence)
+    return [fresh[k] if k in fresh else cache[k] for k in keys]
+
+
+def link_hybrid(
+    linker: HybridParts, mentions: Sequence[Mention], top_k: int, cache: ResultCache, progress: bool = False
+) -> List[List[Candidate]]:
+    """Top-k concepts per mention by the fused score (a log-probability over the candidates)."""
+    kb = linker.kb
+    evidence = hybrid_evidence(linker, mentions, linker.num_candidates, cache, progress=progress)
+    return [fuse(concept_evidence(ev, kb.ids_for_index), linker.fusion, kb.names, top_k) for ev in evidence]

@@ -1,0 +1,95 @@
+"""Every registration of the runtime, in one module (spaCy's ``registrations.py`` idea).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional
+
+from spacy.language import Language
+from spacy.util import registry
+
+from spacy_angel.pipeline.abbreviation_component import AbbreviationDetector
+from spacy_angel.pipeline.linker_component import AngelLinkerComponent
+from spacy_angel.pipeline.scoring import angel_linker_score
+
+
+@registry.scorers("spacy_angel.linker_scorer.v1")
+def make_angel_linker_scorer() -> Callable[..., Dict[str, Any]]:
+    """The default ``scorer`` of ``angel_linker`` (registered so a config can swap it, as in spaCy)."""
+    return angel_linker_score
+
+
+@Language.factory(
+    "angel_linker",
+    assigns=["token.ent_kb_id", "span._.cui", "span._.cui_score", "span._.kb_name", "span._.candidates", "span._.kb_ents"],
+    requires=["doc.ents"],
+    default_score_weights={"nel_micro_f": 1.0, "nel_micro_r": None, "nel_micro_p": None},
+    default_config={
+        "model": None,
+        "kb": None,
+        "num_beams": 5,
+        "top_k": 5,
+        "spans_key": None,
+        "context_window": 0,
+        "batch_size": 32,
+        "device": "auto",
+        "dtype": None,
+        "threshold": 0.0,
+        "lowercase": True,
+        "expand_abbreviations": True,
+        "mode": "hybrid",
+        "num_candidates": 20,
+        "fusion": None,
+        "scorer": {"@scorers": "spacy_angel.linker_scorer.v1"},
+    },
+)
+def make_angel_linker(
+    nlp: Language,
+    name: str,
+    model: Optional[str],
+    kb: Optional[str],
+    num_beams: int,
+    top_k: int,
+    spans_key: Optional[str],
+    context_window: int,
+    batch_size: int,
+    device: str,
+    dtype: Optional[str],
+    threshold: float,
+    lowercase: bool,
+    expand_abbreviations: bool,
+    mode: str,
+    num_candidates: int,
+    fusion: Optional[Dict[str, float]],
+    scorer: Optional[Callable[..., Dict[str, Any]]],
+) -> "AngelLinkerComponent":
+    """Create the component. ``model``: a local directory or hub id; ``kb``: a KB directory or KB file."""
+    return AngelLinkerComponent(
+        nlp.vocab,
+        name=name,
+        model=model,
+        kb=kb,
+        num_beams=num_beams,
+        top_k=top_k,
+        spans_key=spans_key,
+        context_window=context_window,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        threshold=threshold,
+        lowercase=lowercase,
+        expand_abbreviations=expand_abbreviations,
+        mode=mode,
+        num_candidates=num_candidates,
+        fusion=fusion,
+        scorer=scorer,
+    )
+
+
+@Language.factory(
+    "angel_abbreviations",
+    assigns=["doc._.abbreviations", "span._.long_form"],
+    requires=["doc.ents"],
+)
+def make_abbreviation_detector(nlp: Language, name: str) -> AbbreviationDetector:
+    """Factory for ``nlp.add_pipe("angel_abbreviations")`` (add it after "ner")."""
+    return AbbreviationDetector(nlp, name)

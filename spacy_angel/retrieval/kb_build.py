@@ -1,0 +1,23 @@
+"""A KB directory from source files: the KB's arrays plus its retrieval index (``kb build``).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence, Union
+
+from spacy_angel.fileio import PathLike
+from spacy_angel.kb.readers import load_files
+from spacy_angel.kb.store import KnowledgeBase, check_kb_output, kb_directory
+
+
+def build_kb(paths: Union[PathLike, Sequence[PathLike]], output: PathLike, format: str = "auto",
+             lowercase: bool = True, *, overwrite: bool = False, index: bool = False, **options: Any) -> KnowledgeBase:
+    """Source files -> KB directory (``kb build``), plus the TF-IDF name index if ``index``. ``output``
+    is checked before the (possibly long) load, then written atomically (see ``kb.check_kb_output``)."""
+    check_kb_output(output, overwrite)
+    kb = load_files(paths, format=format, lowercase=lowercase, **options)
+    with kb_directory(output, overwrite=overwrite) as tmp:
+        kb.write_files(tmp)
+        if index:
+            from spacy_angel.retrieval.tfidf import NameIndex
+            NameIndex(kb).fit().to_disk(tmp)
+    return kb

@@ -1,0 +1,1 @@
+"""The seq2seq model: loading (device, dtype, int8), offline init, and the prompt format."""

@@ -1,0 +1,1 @@
+"""Training examples in the linker's decoding format: seq2seq rows, preference pairs, KB pre-training data."""
