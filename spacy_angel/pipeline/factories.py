@@ -2,20 +2,40 @@
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Union
 
 from spacy.language import Language
 from spacy.util import registry
 
+from spacy_angel.kb.readers import load_kb
+from spacy_angel.kb.store import KnowledgeBase
+from spacy_angel.linking.linker import Retriever
 from spacy_angel.pipeline.abbreviation_component import AbbreviationDetector
 from spacy_angel.pipeline.linker_component import AngelLinkerComponent
 from spacy_angel.pipeline.scoring import angel_linker_score
+from spacy_angel.retrieval.tfidf import load_or_build_index
 
 
 @registry.scorers("spacy_angel.linker_scorer.v1")
 def make_angel_linker_scorer() -> Callable[..., Dict[str, Any]]:
     """The default ``scorer`` of ``angel_linker`` (registered so a config can swap it, as in spaCy)."""
     return angel_linker_score
+
+
+@registry.misc("spacy_angel.load_kb.v1")
+def make_kb_loader() -> Callable[[Union[str, Path]], KnowledgeBase]:
+    """The ``kb_loader`` of ``angel_linker``: a ``kb build`` directory or a KB file in any supported
+    format (spaCy's registered ``load_kb`` idea; register another to read a KB kept elsewhere)."""
+    return load_kb
+
+
+@registry.misc("spacy_angel.tfidf_retriever.v1")
+def make_tfidf_retriever() -> Retriever:
+    """The ``retriever`` of ``angel_linker`` (hybrid and rerank modes): the char 3-gram TF-IDF index
+    saved beside the KB, fitted and saved there when missing or stale (spaCy's
+    ``spacy.CandidateGenerator.v1`` idea: a swappable part, not a mode string)."""
+    return load_or_build_index
 
 
 @Language.factory(
@@ -40,6 +60,8 @@ def make_angel_linker_scorer() -> Callable[..., Dict[str, Any]]:
         "num_candidates": 20,
         "fusion": None,
         "scorer": {"@scorers": "spacy_angel.linker_scorer.v1"},
+        "kb_loader": {"@misc": "spacy_angel.load_kb.v1"},
+        "retriever": {"@misc": "spacy_angel.tfidf_retriever.v1"},
     },
 )
 def make_angel_linker(
@@ -61,6 +83,8 @@ def make_angel_linker(
     num_candidates: int,
     fusion: Optional[Dict[str, float]],
     scorer: Optional[Callable[..., Dict[str, Any]]],
+    kb_loader: Callable[[Union[str, Path]], KnowledgeBase],
+    retriever: Retriever,
 ) -> "AngelLinkerComponent":
     """Create the component. ``model``: a local directory or hub id; ``kb``: a KB directory or KB file."""
     return AngelLinkerComponent(
@@ -82,6 +106,8 @@ def make_angel_linker(
         num_candidates=num_candidates,
         fusion=fusion,
         scorer=scorer,
+        kb_loader=kb_loader,
+        retriever=retriever,
     )
 
 

@@ -24,7 +24,7 @@ from spacy_angel.fileio import atomic_write_json
 from spacy_angel.kb.readers import load_kb
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.linking.fusion import FusionWeights
-from spacy_angel.linking.linker import AngelLinker
+from spacy_angel.linking.linker import AngelLinker, Retriever
 from spacy_angel.pipeline.config_checks import validate_config
 from spacy_angel.pipeline.fork_safety import install_fork_hooks
 from spacy_angel.pipeline.scoring import angel_linker_score
@@ -82,6 +82,8 @@ class AngelLinkerComponent:
         num_candidates: int = 20,
         fusion: Optional[Dict[str, float]] = None,
         scorer: Optional[Callable[..., Dict[str, Any]]] = angel_linker_score,
+        kb_loader: Callable[[Union[str, Path]], KnowledgeBase] = load_kb,
+        retriever: Optional[Retriever] = None,
     ) -> None:
         install_extensions()
         install_fork_hooks()  # nlp.pipe(n_process=N) forks: see spacy_angel.pipeline.fork_safety
@@ -106,6 +108,8 @@ class AngelLinkerComponent:
         }
         validate_config(self.cfg)
         self.scorer = scorer
+        self.kb_loader = kb_loader
+        self.retriever = retriever
         self._kb_object = kb if isinstance(kb, KnowledgeBase) else None
         self._linker: Optional[AngelLinker] = None
 
@@ -121,19 +125,20 @@ class AngelLinkerComponent:
         if model_path is None:
             raise ValueError(Errors.E102.format(name=self.name))
         kb_dir = Path(kb) if not isinstance(kb, KnowledgeBase) and kb is not None and Path(kb).is_dir() else None
-        kb = kb if isinstance(kb, KnowledgeBase) else self._load_kb(kb, self.name)
+        kb = kb if isinstance(kb, KnowledgeBase) else self._load_kb(kb, self.name, self.kb_loader)
         model, tokenizer = load_model_and_tokenizer(str(model_path), self.cfg["device"], self.cfg["dtype"])
         trie = load_or_build_trie(kb, tokenizer, None)
         fusion = FusionWeights.for_model(model_path) if Path(str(model_path)).is_dir() else FusionWeights()
         return self._make_linker(model, tokenizer, kb, trie, fusion=fusion, index_dir=kb_dir)
 
     @staticmethod
-    def _load_kb(kb: Optional[Union[str, Path]], name: str = "angel_linker") -> KnowledgeBase:
+    def _load_kb(kb: Optional[Union[str, Path]], name: str = "angel_linker",
+                 kb_loader: Callable[[Union[str, Path]], KnowledgeBase] = load_kb) -> KnowledgeBase:
         if kb is None:
             raise ValueError(Errors.E103.format(name=name))
         if not Path(kb).exists():
             raise ValueError(Errors.E104.format(path=kb))
-        return load_kb(kb)
+        return kb_loader(kb)
 
     def initialize(
         self,
@@ -184,6 +189,7 @@ class AngelLinkerComponent:
             num_candidates=self.cfg["num_candidates"],
             fusion=fusion,
             index_dir=index_dir,  # the TF-IDF index is loaded (or fitted) when hybrid / rerank first needs it
+            retriever=self.retriever,
         )
 
     # -------------------------------------------------------------- processing

@@ -30,6 +30,9 @@ DTYPES = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfl
 
 
 QUANTIZED = ("int8",)  # dynamic int8 linear layers (CPU): loaded in float32, then quantised
+FLOAT32 = (None, "", "float32", "fp32")
+#: every ``dtype`` setting a model loads with (the component's config check reads this list)
+DTYPE_NAMES = tuple(d for d in FLOAT32 if d != "") + tuple(DTYPES) + QUANTIZED
 
 
 def load_model_and_tokenizer(
@@ -97,7 +100,7 @@ def resolve_device(device: str) -> torch.device:
 
 def parse_dtype(dtype: Optional[str]) -> Optional[torch.dtype]:
     """``float16`` / ``bfloat16`` (or ``fp16`` / ``bf16``); None, ``""``, ``float32`` and ``int8`` load float32."""
-    if dtype in (None, "", "float32", "fp32") or dtype in QUANTIZED:
+    if dtype in FLOAT32 or dtype in QUANTIZED:
         return None
     if dtype not in DTYPES:
         raise LinkerError(Errors.E007.format(dtype=dtype))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
 
+from spacy_angel.kb.normalize import collapse_whitespace
 from spacy_angel.errors import Errors, LinkerError
 from spacy_angel.types import Mention
 
@@ -50,10 +51,9 @@ def tokenize_names(tokenizer, names: Sequence[str]) -> List[List[int]]:
     return tokenizer([" " + n for n in names], add_special_tokens=False)["input_ids"]
 
 
-def normalize_text(text: str, lowercase: bool = True) -> str:
-    """Collapse whitespace (and lowercase): the form the model reads and KB names are kept in."""
-    text = " ".join(text.split())
-    return text.lower() if lowercase else text
+#: Collapse whitespace (and lowercase): the form the model reads. KB names get NFKC on top
+#: (:func:`spacy_angel.kb.normalize.normalize_name`); mention text keeps what the user wrote.
+normalize_text = collapse_whitespace
 
 
 def split_context(text: str, start: int, end: int, window_words: int) -> Tuple[str, str, str]:

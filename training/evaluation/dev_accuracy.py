@@ -10,7 +10,7 @@ and then returns that same dict object to ``_maybe_log_save_evaluate``, which ha
 ``_determine_best_metric`` before saving the checkpoint. A callback that adds keys to
 ``metrics`` in place therefore makes them visible to ``metric_for_best_model`` and
 ``load_best_model_at_end``; only the already-written log entry misses them, so the callback
-also adds them to the last ``state.log_history`` entry (``tests/test_positive.py`` proves both).
+also adds them to the last ``state.log_history`` entry (``tests/training/stages/test_positive.py`` proves both).
 
 The last step is evaluated too (:meth:`DevAccuracyCallback.on_step_end`): HF's flow evaluates
 only at multiples of ``eval_steps`` but saves the last step anyway, so a run of 750 steps with

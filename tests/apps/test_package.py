@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import spacy
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "projects" / "angel" / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[2] / "projects" / "angel" / "scripts"
 PATTERNS = [{"label": "DISEASE", "pattern": p} for p in ("breast cancer", "migraine", "heart attack")]
 TEXTS = ["Women with breast cancer and migraine.", "A heart attack.", "Nothing."]
 NAME, VERSION = "angel_tiny", "0.0.1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import spacy
 
+from spacy_angel.kb.readers import load_kb
 from spacy_angel.pipeline.linker_component import AngelLinkerComponent
 
 
@@ -121,10 +122,9 @@ def test_missing_model_or_kb_config_is_a_clear_error():
 
 def test_medic_kb_with_untrained_model(tmp_path, shared_data):
     """Issue 2's acceptance check on the real MEDIC KB: the constraint holds for an untrained model."""
-    from spacy_angel.kb.store import KnowledgeBase
     from spacy_angel.seq2seq.offline_init import init_model
 
-    kb = KnowledgeBase.from_files([shared_data.need("medic/CTD_diseases_2017.tsv.gz")])
+    kb = load_kb(shared_data.need("medic/CTD_diseases_2017.tsv.gz"))
     kb.to_disk(tmp_path / "kb")
     init_model(kb, tmp_path / "model", size="tiny")
     nlp = make_nlp(tmp_path / "model", tmp_path / "kb")

@@ -17,7 +17,7 @@ from spacy_angel.pipeline.linker_component import AngelLinkerComponent
 
 PATTERNS = [{"label": "DISEASE", "pattern": p} for p in ["breast cancer", "migraine", "heart attack", "cystic fibrosis"]]
 TEXTS = ["Women with breast cancer and migraine.", "A heart attack; cystic fibrosis is rare.", "Nothing here."]
-SCRIPTS = Path(__file__).resolve().parents[1] / "projects" / "angel" / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[2] / "projects" / "angel" / "scripts"
 
 
 def make_nlp(model_dir, kb_dir, **config):

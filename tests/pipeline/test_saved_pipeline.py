@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import spacy
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def _links(nlp, texts):

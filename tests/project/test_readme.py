@@ -25,11 +25,11 @@ import pytest
 
 from conftest import TINY_CONCEPTS
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 #: lines that are not ``spacy-angel`` commands: what runs them instead
 NOT_RUN_HERE = {
-    "bash scripts/main.sh": "builds the offline HPO default (minutes); tests/test_hpo_default.py runs its main()",
+    "bash scripts/main.sh": "builds the offline HPO default (minutes); tests/training/test_hpo_default.py runs its main()",
     "bash scripts/test.sh": "is this test suite",
     "pip install": "installs packages from the network",
 }

@@ -16,7 +16,7 @@ from typing import Dict, List
 
 import pytest
 
-PROJECT = Path(__file__).resolve().parents[1] / "projects" / "angel"
+PROJECT = Path(__file__).resolve().parents[2] / "projects" / "angel"
 SCRIPTS = PROJECT / "scripts"
 GPU_STAGES = [
     "build-kb", "pretrain-data", "pretrain-positive", "pretrain-dpo", "finetune-positive", "mine",

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import TINY_CONCEPTS
 
-ACCELERATE_DIR = Path(__file__).resolve().parents[1] / "projects" / "angel" / "configs" / "accelerate"
+ACCELERATE_DIR = Path(__file__).resolve().parents[3] / "projects" / "angel" / "configs" / "accelerate"
 
 
 # ---------------------------------------------------------------------------- helpers

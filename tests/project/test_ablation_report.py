@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "projects" / "angel" / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[2] / "projects" / "angel" / "scripts"
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from spacy_angel.apps.cli import get_app
 from spacy_angel.errors import KBFormatError
-from spacy_angel.kb.store import KnowledgeBase, is_kb_directory
-from spacy_angel.kb.readers import FORMATS, LOADERS, detect_format, load_kb
+from spacy_angel.kb.store import is_kb_directory
+from spacy_angel.kb.readers import FORMATS, LOADERS, detect_format, load_files, load_kb
 from spacy_angel.retrieval.kb_build import build_kb
 
 # One tiny source per format; every one defines D1 "breast cancer" so the tests can share asserts.
@@ -58,7 +58,7 @@ def test_load_kb_on_each_file_format_and_on_a_directory(tmp_path: Path, fmt: str
     name, text = SOURCES[fmt]
     src = write(tmp_path / name, text)
     assert detect_format(src) == fmt
-    for kb in (load_kb(src), load_kb(src, format=fmt), load_kb([src]), KnowledgeBase.from_files([src])):
+    for kb in (load_kb(src), load_kb(src, format=fmt), load_kb([src]), load_files([src])):
         assert kb.ids_for("breast cancer") == ("D1",) and kb.ids_for("migraine") == ("D2",)
     out = tmp_path / "kbdir"
     built = build_kb(src, out)
@@ -118,7 +118,7 @@ def test_kb_build_refuses_a_foreign_directory_and_keeps_its_files(tmp_path: Path
     with pytest.raises(FileExistsError):
         build_kb(src, out)
     with pytest.raises(FileExistsError):
-        KnowledgeBase.from_files(src).to_disk(out)
+        load_files(src).to_disk(out)
     assert user_file.read_text() == "my notes"
     # --overwrite replaces the directory with the KB
     result = invoke("kb", "build", src, "--output", out, "--overwrite")
