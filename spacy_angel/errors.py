@@ -287,7 +287,6 @@ class Errors(metaclass=ErrorsWithCodes):
     E276 = "--engine ray needs the [scale] extra: pip install 'spacy-angel[scale]' ({err})"
     E277 = "training needs the [train] extra: pip install 'spacy-angel[train]'"
 
-    # (RUNTIME-ANCHOR: new runtime codes go above this line)
 
     # ---- training (E300-E399)
     # ---- shared by the training stages (stages/positive.py, stages/preference.py, stages/iterate.py,
@@ -427,7 +426,13 @@ class Errors(metaclass=ErrorsWithCodes):
     E390 = "no usable mentions in {label} {path}"
     E391 = "{path} holds no pairs"
     E392 = "the reports hold no mentions"
-    # (TRAINING-ANCHOR: new training codes go above this line)
+
+    # ---- output locks (locks.py; E400-E409)
+    E400 = (
+        "{target} is being written by another run (pid {pid} on {host}, started {started}: {command}); "
+        "wait for it to finish, or write elsewhere. Its lock is {lock}"
+    )
+    E401 = "cannot lock {lock} ({err}): this filesystem may not support file locks; write the output to a local disk"
 
 
 class Warnings(metaclass=ErrorsWithCodes):
@@ -455,7 +460,14 @@ class Warnings(metaclass=ErrorsWithCodes):
     W002 = "could not load trie at {path} ({err}): rebuilding"
     W003 = "{mismatch}; rebuilding it for this tokenizer"
 
-    # (WARNINGS-ANCHOR: new warning codes go above this line)
+    W010 = (
+        "took over the lock of {target} from a run that is gone (pid {pid} on {host}, started {started}: "
+        "{command}); its output was not finished and is written anew"
+    )
+
+
+class OutputLockedError(RuntimeError):
+    """Another run holds the lock of an output this run would write (see :mod:`spacy_angel.locks`)."""
 
 
 class LinkerError(ValueError):
@@ -511,5 +523,18 @@ class ScaleError(ValueError):
     """The corpus, the output directory or the Ray settings cannot be used."""
 
 
-__all__ = ["CorpusFormatError", "Errors", "ErrorsWithCodes", "Warnings", "FusionError", "KBFormatError", "LinkerError", "NameIndexError",
-           "PreferenceTrainingError", "ScaleError", "TrainingDataError", "TrieError"]
+__all__ = [
+    "CorpusFormatError",
+    "Errors",
+    "ErrorsWithCodes",
+    "FusionError",
+    "KBFormatError",
+    "LinkerError",
+    "NameIndexError",
+    "OutputLockedError",
+    "PreferenceTrainingError",
+    "ScaleError",
+    "TrainingDataError",
+    "TrieError",
+    "Warnings",
+]

@@ -18,6 +18,15 @@ from spacy_angel.errors import Errors
 PathLike = Union[str, Path]
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_gzip(path: PathLike) -> bool:
+    """Whether the file starts with the gzip magic bytes (its name may say otherwise)."""
+    with open(path, "rb") as fh:
+        return fh.read(2) == GZIP_MAGIC
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temp file in the same folder + ``os.replace``."""
     with atomic_open(path, "wb") as handle:
@@ -71,7 +80,7 @@ def _temp_beside(path: Path, directory: bool = False) -> Tuple[int, str]:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
         except FileExistsError:
             continue
-    raise FileExistsError(f"no free temporary name beside {path}")
+    raise FileExistsError(Errors.E257.format(path=path))
 
 
 @contextlib.contextmanager
@@ -107,7 +116,7 @@ def atomic_directory(path: PathLike) -> Iterator[Path]:
     try:
         yield tmp
         if path.exists() and not path.is_dir():
-            raise NotADirectoryError(f"{path} exists and is not a directory")
+            raise NotADirectoryError(Errors.E170.format(path=path))
         if path.exists():
             os.replace(path, old)
         try:
@@ -142,7 +151,7 @@ def iter_jsonl(path: PathLike, error: Type[Exception] = ValueError, make_error: 
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as err:
-                raise fail(lineno, f"not valid JSON ({err.msg})") from None
+                raise fail(lineno, Errors.E258.format(err=err.msg)) from None
             if not isinstance(rec, dict):
-                raise fail(lineno, "expected a JSON object")
+                raise fail(lineno, Errors.E259)
             yield lineno, rec

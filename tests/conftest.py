@@ -56,6 +56,19 @@ def tiny_model_dir(tmp_path_factory, tiny_kb) -> Path:
     return path
 
 
+def tiny_mentions_in_context() -> list:
+    """Two names of every tiny concept, each in a short sentence (training and dev for tiny runs)."""
+    from spacy_angel.types import Mention
+
+    out = []
+    for i, (cid, names) in enumerate(TINY_CONCEPTS.items()):
+        for name in names[:2]:
+            text = f"patient {i} was treated for {name} in the clinic ."
+            s = text.index(name)
+            out.append(Mention(f"doc{i}", text, s, s + len(name), (cid,)))
+    return out
+
+
 def tiny_pubtator_corpus(path: Path) -> Path:
     """One document per concept, two of its names as mentions (title and abstract)."""
     blocks = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import itertools
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Set, Tuple
+from typing import Dict, Iterable, Iterator, List, Sequence, Set, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / "spacy_angel"
@@ -15,9 +15,7 @@ MIN_SHARED = 8  # settings lists this long may exist once
 
 #: files allowed past MAX_LINES, each with the reason
 LONG_FILES: Dict[str, str] = {
-    "training/corpora.py": "one reader per corpus format (PubTator, BioSyn, AskAPatient, DocBin) and the shared preprocessing",
-    "spacy_angel/kb_sources.py": "one loader per KB format (the LOADERS table), each naming file, line and field on bad input",
-    "training/cli.py": "one command per training stage, each refusing bad inputs and outputs before the work starts",
+    "spacy_angel/errors.py": "the numbered message catalogue (data, one line a message, as spaCy's own errors.py)",
 }
 
 
@@ -71,6 +69,119 @@ def test_the_import_scan_sees_lazy_and_dynamic_imports():
         "from spacy_angel import kb\n"
     )
     assert [line for line, _ in training_imports(ast.parse(code))] == [3, 6, 7]
+
+
+# ---------------------------------------------------------------------------- one-way flow
+#: each package's stages, bottom first: a module may import its own stage and the ones before it
+LAYERS: Dict[str, Tuple[str, ...]] = {
+    "spacy_angel": ("types", "errors", "fileio", "locks", "kb", "seq2seq", "retrieval", "trie", "decoding", "linking",
+                    "pipeline", "apps"),
+    "training": ("settings", "data", "examples", "runs", "evaluation", "stages", "hpo_default", "cli_support", "cli"),
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def module_imports(path: Path, known: Set[str]) -> Set[str]:
+    """The modules of ``known`` that ``path`` imports, at any depth (lazy imports inside functions
+    too); ``from package import name`` counts as importing ``package.name`` when that is a module."""
+    name = _module_name(path)
+    is_package = path.name == "__init__.py"
+    found: Set[str] = set()
+    for node in ast.walk(_tree(path)):
+        targets: List[str] = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".")[: len(name.split(".")) - (node.level - 1) - (0 if is_package else 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            targets = [module] + [f"{module}.{a.name}" for a in node.names]
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def import_graph(package: Path) -> Dict[str, Set[str]]:
+    paths = {_module_name(p): p for p in _modules(package)}
+    return {name: module_imports(path, set(paths)) for name, path in paths.items()}
+
+
+def import_cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: Dict[str, int] = {}
+    low: Dict[str, int] = {}
+    stack: List[str] = []
+    on_stack: Set[str] = set()
+    cycles: List[List[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def upward_imports(graph: Dict[str, Set[str]], layers: Sequence[str]) -> List[str]:
+    def stage(module: str) -> int:
+        parts = module.split(".")
+        if len(parts) == 1:  # the package's __init__: its public face, above every stage
+            return len(layers)
+        return layers.index(parts[1]) if parts[1] in layers else -1
+
+    return sorted(f"{src} -> {dst}" for src, dsts in graph.items() for dst in dsts if stage(dst) > stage(src))
+
+
+def test_no_import_cycles_lazy_imports_included():
+    for package in (RUNTIME, TRAINING):
+        graph = import_graph(package)
+        assert len(graph) > 20, f"the scan found too few modules in {package}"
+        cycles = import_cycles(graph)
+        assert not cycles, f"import cycles in {package.name}/ (move code, not imports):\n" + "\n".join(map(str, cycles))
+
+
+def test_imports_only_go_down_the_flow():
+    for package in (RUNTIME, TRAINING):
+        layers = LAYERS[package.name]
+        present = {p.relative_to(package).parts[0].removesuffix(".py") for p in _modules(package)} - {"__init__"}
+        assert present <= set(layers), f"{package.name}/ has stages the flow does not name: {present - set(layers)}"
+        upward = upward_imports(import_graph(package), layers)
+        assert not upward, f"{package.name}/ imports up the flow {' -> '.join(layers)}:\n" + "\n".join(upward)
+
+
+def test_the_cycle_and_flow_scans_see_what_they_look_for():
+    graph = {"p.kb.a": {"p.kb.b"}, "p.kb.b": {"p.linking.c"}, "p.linking.c": {"p.kb.a"}, "p.apps.d": {"p.kb.a"}}
+    assert import_cycles(graph) == [["p.kb.a", "p.kb.b", "p.linking.c"]]
+    assert upward_imports(graph, ("kb", "linking", "apps")) == ["p.kb.b -> p.linking.c"]
+    assert not import_cycles({"p.a": {"p.b"}, "p.b": set()})
 
 
 # ---------------------------------------------------------------------------- settings typed once

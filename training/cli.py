@@ -12,18 +12,15 @@ dropping mentions whose ids are not in the KB), printing what was read and dropp
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 import json
-import logging
-import sys
-import typing
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 import typer
 
+from spacy_angel.apps.cli_support import check_output_file_or_fail, fail, load_kb_or_fail, writes
 from spacy_angel.errors import Errors
+from training.cli_support import load_dev, load_mentions, save_pairs, settings_options, setup_logging
 from training.settings import (
     CorpusSettings,
     CrossfitSettings,
@@ -34,7 +31,6 @@ from training.settings import (
     PositiveSettings,
     PreferenceSettings,
     PretrainDataSettings,
-    cli_fields,
 )
 
 app = typer.Typer(
@@ -46,137 +42,10 @@ app = typer.Typer(
 )
 
 
-def settings_options(required: Sequence[str] = (), **groups: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Give a command one typer option per field of each settings dataclass in ``groups``.
-
-    The command declares its arguments as usual plus one parameter per group name; typer sees the
-    generated options instead, and the command receives the built dataclasses. ``required``
-    names fields that must be given on the command line (``--output``).
-    """
-
-    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        hints = typing.get_type_hints(func)
-        explicit = [
-            p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(p.name, p.annotation))
-            for p in inspect.signature(func).parameters.values()
-            if p.name not in groups
-        ]
-        owners: Dict[str, str] = {}
-        generated = []
-        for group, cls in groups.items():
-            for f, tp in cli_fields(cls):
-                if f.name in owners or any(p.name == f.name for p in explicit):
-                    raise TypeError(f"option {f.name!r} of {cls.__name__} is defined twice on {func.__name__}")
-                owners[f.name] = group
-                default = ... if f.name in required else f.default
-                option = typer.Option(default, *f.metadata.get("flags", ()), help=f.metadata["help"])
-                generated.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=tp))
-
-        @functools.wraps(func)
-        def command(**kwargs: Any) -> Any:
-            values: Dict[str, Dict[str, Any]] = {group: {} for group in groups}
-            for name, group in owners.items():
-                values[group][name] = kwargs.pop(name)
-            built = {group: groups[group](**v) for group, v in values.items()}
-            for settings in built.values():  # every stage, mining and evaluation included
-                if getattr(settings, "threads", None) is not None:
-                    _pin_threads(settings.threads)
-            return func(**kwargs, **built)
-
-        params = explicit + generated
-        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-        command.__annotations__ = {p.name: p.annotation for p in params}
-        return command
-
-    return decorate
-
-
-def _pin_threads(threads: int) -> None:
-    from training.runs.bookkeeping import pin_threads
-
-    try:
-        pin_threads(threads)
-    except ValueError as err:
-        _fail(f"--threads: {err}")
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=1)
-
-
-def _check_output_file(path: Path, option: str) -> None:
-    """Refuse an output file path that is a directory before the work, not at the rename after it."""
-    if path.is_dir():
-        _fail(Errors.E117.format(path=path, option=option))
-
-
-def _setup_logging(verbose: bool = True) -> None:
-    from training.runs.distributed import is_main_process  # under accelerate launch, one process tells the story
-
-    logging.basicConfig(
-        level=logging.INFO if verbose and is_main_process() else logging.WARNING,
-        format="%(asctime)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def _load_kb(path: Path):
-    """A KB directory (``spacy-angel kb build``) or a KB source file in any supported format."""
-    from spacy_angel.errors import KBFormatError
-    from spacy_angel.kb.readers import load_kb
-
-    if not path.exists():
-        _fail(f"KB path {path} does not exist")
-    try:
-        return load_kb(path)
-    except (KBFormatError, ValueError, OSError) as err:
-        _fail(f"cannot read KB {path}: {err}")
-    raise AssertionError  # unreachable
-
-
-def _save_pairs(pairs: Any, output: Path, stats: Dict[str, Any], counts: Dict[str, Any], summary: str) -> None:
-    """A pairs file and its ``.stats.json`` (with the corpus counts), both written atomically; then the summary."""
-    from spacy_angel.fileio import atomic_write_json
-    from training.examples.pair_files import write_pairs
-
-    write_pairs(pairs, output)
-    stats["corpus"] = counts
-    atomic_write_json(output.with_name(output.name + ".stats.json"), stats, indent=1)
-    typer.echo(summary)
-
-
-def _load_mentions(path: Path, kb: Any, corpus: CorpusSettings, label: str = "corpus"):
-    """Read + preprocess a corpus; prints the counts; returns (mentions, counts dict)."""
-    from spacy_angel.errors import CorpusFormatError
-    from training.data.corpora import read_corpus
-    from training.data.preprocess import preprocess
-
-    if not path.exists():
-        _fail(f"{label} {path} does not exist")
-    try:
-        raw = read_corpus(path, format=corpus.corpus_format)
-    except (CorpusFormatError, ValueError, FileNotFoundError) as err:
-        _fail(str(err))
-    mentions, pre = preprocess(raw, lowercase=corpus.lowercase, expand_abbreviations=corpus.abbreviations, kb=kb)
-    dropped = ", ".join(f"{n} {why}" for why, n in sorted(pre.dropped.items())) or "none"
-    typer.echo(
-        f"{label} {path}: {raw.report.documents} documents, {len(raw)} mentions read "
-        f"({raw.report.skipped_unnormalisable} unnormalisable skipped); kept {pre.kept}, dropped: {dropped}; "
-        f"{pre.abbreviations_expanded} abbreviations expanded, {pre.ids_removed_not_in_kb} ids not in the KB removed"
-    )
-    if not mentions:
-        _fail(f"no usable mentions in {label} {path}")
-    return mentions, {"read": raw.report.to_dict(), "preprocess": pre.to_dict()}
-
-
-def _dev(dev: Optional[Path], kb: Any, corpus: CorpusSettings):
-    return _load_mentions(dev, kb, corpus, label="dev")[0] if dev is not None else None
-
-
 # ---------------------------------------------------------------------------- positive
 @app.command("positive")
 @settings_options(required=("output_dir",), settings=PositiveSettings, corpus=CorpusSettings)
+@writes("settings.output_dir")
 def positive_command(
     model_dir: Path = typer.Argument(..., help="Starting model directory (init-model output or a pre-trained model)."),
     kb_path: Path = typer.Argument(..., help="KB directory (kb build) or KB file."),
@@ -190,16 +59,16 @@ def positive_command(
     Writes OUTPUT/ (model, tokenizer, training_log.json with loss curve, dev accuracy, wall time,
     peak memory). Interrupted runs resume from OUTPUT/checkpoints.
     """
-    _setup_logging()
+    setup_logging()
     from spacy_angel.errors import TrainingDataError
     from training.stages.positive import train_positive
 
-    kb = _load_kb(kb_path)
-    mentions, _ = _load_mentions(train, kb, corpus, label="train")
+    kb = load_kb_or_fail(kb_path)
+    mentions, _ = load_mentions(train, kb, corpus, label="train")
     try:
-        out = train_positive(model_dir, kb, mentions, settings=settings, dev_mentions=_dev(dev, kb, corpus))
+        out = train_positive(model_dir, kb, mentions, settings=settings, dev_mentions=load_dev(dev, kb, corpus))
     except (TrainingDataError, ValueError, OSError) as err:
-        _fail(str(err))
+        fail(str(err))
     log = json.loads((out / "training_log.json").read_text(encoding="utf-8"))
     last_loss = log["loss"][-1]["loss"] if log["loss"] else None
     typer.echo(
@@ -215,6 +84,7 @@ def positive_command(
 # ---------------------------------------------------------------------------- mine
 @app.command("mine")
 @settings_options(settings=MiningSettings, corpus=CorpusSettings)
+@writes("output")
 def mine_command(
     model_dir: Path = typer.Argument(..., help="Positive-only model directory."),
     kb_path: Path = typer.Argument(..., help="KB directory or KB file."),
@@ -224,14 +94,14 @@ def mine_command(
     corpus: CorpusSettings = None,
 ) -> None:
     """Decode the training mentions and write (chosen, rejected) name pairs by the ANGEL rule."""
-    _setup_logging()
+    setup_logging()
     from training.stages.mining import STRATEGIES, mine_pairs
 
     if settings.strategy not in STRATEGIES:
-        _fail(f"unknown strategy {settings.strategy!r}: choose one of {', '.join(STRATEGIES)}")
-    _check_output_file(output, "--output")
-    kb = _load_kb(kb_path)
-    mentions, counts = _load_mentions(train, kb, corpus, label="train")
+        fail(Errors.E303.format(strategy=settings.strategy, choices=", ".join(STRATEGIES)))
+    check_output_file_or_fail(output, "--output")
+    kb = load_kb_or_fail(kb_path)
+    mentions, counts = load_mentions(train, kb, corpus, label="train")
     mining = dataclasses.replace(settings, progress=True)
     try:
         pairs, stats = mine_pairs(model_dir, kb, mentions, mining)
@@ -252,13 +122,14 @@ def mine_command(
             stats.update(held_out_kb_names=held, pairs_from_mentions=stats["pairs"], pairs=stats["pairs"] + held["pairs"])
             pairs += more
     except (ValueError, OSError) as err:
-        _fail(str(err))
-    _save_pairs(pairs, output, stats, counts, summary)
+        fail(str(err))
+    save_pairs(pairs, output, stats, counts, summary)
 
 
 # ---------------------------------------------------------------------------- crossfit
 @app.command("crossfit")
 @settings_options(required=("output_dir",), settings=CrossfitSettings, corpus=CorpusSettings)
+@writes("pairs", "settings.output_dir")
 def crossfit_command(
     model_dir: Path = typer.Argument(..., help="Starting model of the fold models (what the full positive model started from)."),
     kb_path: Path = typer.Argument(..., help="KB directory or KB file."),
@@ -269,21 +140,21 @@ def crossfit_command(
     corpus: CorpusSettings = None,
 ) -> None:
     """Cross-fitted mining: K positive models, each trained without one fold, mine that fold."""
-    _setup_logging()
+    setup_logging()
     from spacy_angel.errors import TrainingDataError
     from training.stages.crossfit import crossfit_pairs
 
-    _check_output_file(pairs, "--pairs")
-    kb = _load_kb(kb_path)
-    mentions, counts = _load_mentions(train, kb, corpus, label="train")
+    check_output_file_or_fail(pairs, "--pairs")
+    kb = load_kb_or_fail(kb_path)
+    mentions, counts = load_mentions(train, kb, corpus, label="train")
     try:
-        found, stats = crossfit_pairs(model_dir, kb, mentions, settings, dev_mentions=_dev(dev, kb, corpus))
+        found, stats = crossfit_pairs(model_dir, kb, mentions, settings, dev_mentions=load_dev(dev, kb, corpus))
     except (TrainingDataError, ValueError, OSError) as err:
-        _fail(str(err))
+        fail(str(err))
     if settings.only_fold is not None:
         typer.echo(f"fold {settings.only_fold} model ready in {stats['model']}; run again without --only-fold to mine every fold")
         return
-    _save_pairs(found, pairs, stats, counts,
+    save_pairs(found, pairs, stats, counts,
                 f"{stats['pairs']} pairs from {stats['mentions_with_pairs']} of {len(mentions)} mentions in {settings.folds} folds "
                 f"-> {pairs} (held-out acc@1 {stats['acc@1']:.4f}; by kind: {stats['pairs_by_kind']})")
 
@@ -291,6 +162,7 @@ def crossfit_command(
 # ---------------------------------------------------------------------------- dpo
 @app.command("dpo")
 @settings_options(required=("output_dir",), settings=PreferenceSettings, corpus=CorpusSettings)
+@writes("settings.output_dir")
 def dpo_command(
     model_dir: Path = typer.Argument(..., help="Positive-only model directory (also the DPO reference unless --ref-model)."),
     kb_path: Path = typer.Argument(..., help="KB directory or KB file."),
@@ -300,31 +172,32 @@ def dpo_command(
     corpus: CorpusSettings = None,
 ) -> None:
     """Negative-aware preference training (ANGEL stage 2) on mined pairs."""
-    _setup_logging()
+    setup_logging()
     from training.examples.pair_files import read_pairs
 
-    kb = _load_kb(kb_path)
+    kb = load_kb_or_fail(kb_path)
     if not pairs_path.exists():
-        _fail(f"pairs file {pairs_path} does not exist")
+        fail(Errors.E388.format(what="pairs file", path=pairs_path))
     try:
         pairs = list(read_pairs(pairs_path))
     except ValueError as err:
-        _fail(str(err))
+        fail(str(err))
     if not pairs:
-        _fail(f"{pairs_path} holds no pairs")
-    dev_mentions = _dev(dev, kb, corpus)
+        fail(Errors.E391.format(path=pairs_path))
+    dev_mentions = load_dev(dev, kb, corpus)
     from training.stages.preference import train_preference  # lazy: TRL is only needed here
 
     try:
         out = train_preference(model_dir, kb, pairs, settings=settings, dev_mentions=dev_mentions)
     except (ValueError, OSError) as err:
-        _fail(str(err))
+        fail(str(err))
     typer.echo(f"{settings.loss} model written to {out} ({len(pairs)} pairs)")
 
 
 # ---------------------------------------------------------------------------- iterate
 @app.command("iterate")
 @settings_options(required=("output_dir",), settings=IterateSettings, corpus=CorpusSettings)
+@writes("settings.output_dir")
 def iterate_command(
     model_dir: Path = typer.Argument(..., help="Positive-only model directory."),
     kb_path: Path = typer.Argument(..., help="KB directory or KB file."),
@@ -334,18 +207,18 @@ def iterate_command(
     corpus: CorpusSettings = None,
 ) -> None:
     """ANGEL's online loop: mine pairs on a chunk with the current model, DPO-train, repeat."""
-    _setup_logging()
+    setup_logging()
     from training.stages.iterate import iterative_rounds
 
-    kb = _load_kb(kb_path)
-    mentions, _ = _load_mentions(train, kb, corpus, label="train")
-    dev_mentions = _dev(dev, kb, corpus)
+    kb = load_kb_or_fail(kb_path)
+    mentions, _ = load_mentions(train, kb, corpus, label="train")
+    dev_mentions = load_dev(dev, kb, corpus)
     try:
         out = iterative_rounds(
             model_dir, kb, mentions, settings=dataclasses.replace(settings, progress=True), dev_mentions=dev_mentions
         )
     except (ValueError, OSError) as err:
-        _fail(str(err))
+        fail(str(err))
     log = json.loads((out / "iterative_log.json").read_text(encoding="utf-8"))
     typer.echo(f"best model ({log['best']}, dev acc@1 {log['best_dev_acc1']}) written to {out}")
 
@@ -353,18 +226,19 @@ def iterate_command(
 # ---------------------------------------------------------------------------- pretrain-data
 @app.command("pretrain-data")
 @settings_options(settings=PretrainDataSettings)
+@writes("output")
 def pretrain_data_command(
     kb_path: Path = typer.Argument(..., help="KB directory or KB file."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory; pretraining.jsonl is written there."),
     settings: PretrainDataSettings = None,
 ) -> None:
     """KB pre-training examples (synonym / definition templates -> closest other synonym) as JSONL."""
-    _setup_logging()
+    setup_logging()
     from training.examples.pretraining import write_pretraining_data
 
     if output.exists() and not output.is_dir():
-        _fail(Errors.E114.format(path=output, option="--output"))
-    kb = _load_kb(kb_path)
+        fail(Errors.E114.format(path=output, option="--output"))
+    kb = load_kb_or_fail(kb_path)
     path = output / "pretraining.jsonl"
     n = write_pretraining_data(kb, path, **dataclasses.asdict(settings))
     typer.echo(f"{n} pre-training examples written to {path}")
@@ -381,6 +255,7 @@ def _acc_line(summary: Dict[str, Any], top_k: int) -> str:
 
 @app.command("evaluate")
 @settings_options(settings=EvaluateSettings, corpus=CorpusSettings)
+@writes("output")
 def evaluate_command(
     model_dir: str = typer.Argument(..., help="Model directory (or hub id), or 'tfidf' for the char 3-gram nearest-name baseline."),
     kb_path: Path = typer.Argument(..., help="KB directory or KB file."),
@@ -390,7 +265,7 @@ def evaluate_command(
     corpus: CorpusSettings = None,
 ) -> None:
     """Link a test corpus and write a per-mention report with Acc@1..k."""
-    _setup_logging(verbose=False)
+    setup_logging(verbose=False)
     from spacy_angel.errors import LinkerError
     from spacy_angel.linking.linker import AngelLinker
     from spacy_angel.retrieval.tfidf import NameIndex
@@ -398,10 +273,10 @@ def evaluate_command(
 
     s = settings
     if s.top_k < 1:  # else num_beams = max(.., top_k) could be 0 and the error would blame num_beams
-        _fail(Errors.E115.format(option="--top-k", value=s.top_k))
-    _check_output_file(output, "--output")
-    kb = _load_kb(kb_path)
-    mentions, counts = _load_mentions(test, kb, corpus, label="test")
+        fail(Errors.E115.format(option="--top-k", value=s.top_k))
+    check_output_file_or_fail(output, "--output")
+    kb = load_kb_or_fail(kb_path)
+    mentions, counts = load_mentions(test, kb, corpus, label="test")
     beams = max(s.num_beams or s.top_k, s.top_k)
     index = NameIndex(kb).fit() if (s.similarity or s.bins_plot is not None or model_dir == "tfidf") else None
     if model_dir == "tfidf":  # the baseline: nearest KB names by char 3-gram TF-IDF cosine
@@ -413,7 +288,7 @@ def evaluate_command(
                 mode=s.mode, num_candidates=s.num_candidates, name_index=index,
             )
         except (LinkerError, OSError) as err:
-            _fail(str(err))
+            fail(str(err))
         predictions = linker.link(mentions, top_k=s.top_k, progress=True)
     report = evaluation_report(mentions, predictions, kb=kb, ks=tuple(range(1, s.top_k + 1)), name_index=index)
     report["meta"] = {
@@ -439,6 +314,7 @@ def evaluate_command(
 # ---------------------------------------------------------------------------- fuse
 @app.command("fuse")
 @settings_options(settings=FuseSettings, corpus=CorpusSettings)
+@writes(lambda kw: Path(kw["model_dir"]) / "fusion.json")
 def fuse_command(
     model_dir: Path = typer.Argument(..., help="Model directory: fusion.json is written into it."),
     kb_path: Path = typer.Argument(..., help="KB directory or KB file (the dev KB)."),
@@ -447,15 +323,15 @@ def fuse_command(
     corpus: CorpusSettings = None,
 ) -> None:
     """Fit the hybrid mode's fusion weights on dev and write MODEL/fusion.json (atomically)."""
-    _setup_logging(verbose=False)
+    setup_logging(verbose=False)
     from spacy_angel.errors import LinkerError
     from spacy_angel.linking.linker import AngelLinker
     from training.evaluation.metrics import write_report
     from training.stages.fuse import fit_linker_fusion
 
     s = settings
-    kb = _load_kb(kb_path)
-    mentions, _ = _load_mentions(dev, kb, corpus, label="dev")
+    kb = load_kb_or_fail(kb_path)
+    mentions, _ = load_mentions(dev, kb, corpus, label="dev")
     try:
         linker = AngelLinker.from_pretrained(
             model_dir, kb, device=s.device, num_beams=max(s.num_beams or s.top_k, s.top_k), batch_size=s.batch_size,
@@ -463,11 +339,11 @@ def fuse_command(
             index_dir=kb_path if kb_path.is_dir() else None,
         )
     except (LinkerError, OSError) as err:
-        _fail(str(err))
+        fail(str(err))
     try:
         weights, report = fit_linker_fusion(linker, mentions, seed=s.seed)
     except ValueError as err:
-        _fail(f"{dev}: {err}")
+        fail(f"{dev}: {err}")
     path = weights.to_disk(model_dir)
     dev_fig = weights.dev
     typer.echo(
@@ -483,6 +359,7 @@ def fuse_command(
 
 # ---------------------------------------------------------------------------- compare
 @app.command("compare")
+@writes("output")
 def compare_command(
     report_a: Path = typer.Argument(..., help="Report JSON of system A (from 'train evaluate')."),
     report_b: Path = typer.Argument(..., help="Report JSON of system B, same test set."),
@@ -496,15 +373,15 @@ def compare_command(
 
     for p in (report_a, report_b):
         if not p.exists():
-            _fail(f"report {p} does not exist")
+            fail(Errors.E388.format(what="report", path=p))
     if output is not None:
-        _check_output_file(output, "--output")
+        check_output_file_or_fail(output, "--output")
     try:
         result = compare_reports(report_a, report_b, n=n_bootstrap, seed=seed)
     except (ValueError, KeyError, json.JSONDecodeError) as err:
-        _fail(str(err))
+        fail(str(err))
     if result.get("n", 0) == 0:
-        _fail("the reports hold no mentions")
+        fail(Errors.E392)
     typer.echo(
         f"A {report_a}: acc@1 {result['acc_a']:.4f}\nB {report_b}: acc@1 {result['acc_b']:.4f}\n"
         f"difference A-B {result['diff']:+.4f} (95% CI [{result['diff_ci95'][0]:+.4f}, {result['diff_ci95'][1]:+.4f}]), "
@@ -517,7 +394,7 @@ def compare_command(
         try:
             plot_bins({f"A: {report_a.stem}": read_report(report_a), f"B: {report_b.stem}": read_report(report_b)}, bins_plot)
         except ValueError as err:
-            _fail(str(err))
+            fail(str(err))
         typer.echo(f"similarity-bin plot -> {bins_plot}")
 
 

@@ -21,6 +21,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
+from spacy_angel.errors import Errors
+
 S = TypeVar("S")
 
 
@@ -240,11 +242,11 @@ def resolve(cls: Type[S], settings: Optional[S] = None, overrides: Optional[Mapp
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise TypeError(f"unknown {cls.__name__} setting(s): {', '.join(unknown)}")
+        raise TypeError(Errors.E304.format(cls=cls.__name__, names=", ".join(unknown)))
     if settings is None:
         return cls(**overrides)
     if not isinstance(settings, cls):
-        raise TypeError(f"expected {cls.__name__}, got {type(settings).__name__}")
+        raise TypeError(Errors.E305.format(cls=cls.__name__, got=type(settings).__name__))
     return dataclasses.replace(settings, **overrides) if overrides else settings
 
 

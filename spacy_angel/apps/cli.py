@@ -14,10 +14,11 @@ from typing import Any, List, Optional, Sequence
 
 import typer
 
+from spacy_angel.apps.cli_support import fail, load_kb_or_fail, writes
 from spacy_angel.apps.records import link_record, read_link_input
 from spacy_angel.errors import Errors, KBFormatError
 from spacy_angel.fileio import atomic_open, check_output_file
-from spacy_angel.kb.readers import FORMATS, load_kb
+from spacy_angel.kb.readers import FORMATS
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.retrieval.kb_build import build_kb
 from spacy_angel.types import Candidate, Mention
@@ -37,21 +38,8 @@ kb_app = typer.Typer(help="Build and inspect knowledge bases.", no_args_is_help=
 app.add_typer(kb_app, name="kb")
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=1)
-
-
-def _load_kb(path: Path) -> KnowledgeBase:
-    """A KB directory (from ``kb build``) or a KB file in any supported format."""
-    try:
-        return load_kb(path)
-    except (KBFormatError, ValueError, OSError) as err:
-        _fail(str(err))
-    raise AssertionError  # unreachable
-
-
 @kb_app.command("build")
+@writes("output")
 def kb_build(
     sources: List[Path] = typer.Argument(..., help="KB files (TSV, BioSyn dictionary, CTD MEDIC, OBO, UMLS MRCONSO.RRF)."),
     output: Path = typer.Option(..., "--output", "-o", help="KB directory to write."),
@@ -85,18 +73,19 @@ def kb_build(
             mrsty=mrsty,
         )
     except (KBFormatError, ValueError, OSError) as err:
-        _fail(str(err))
+        fail(str(err))
     typer.echo(f"KB with {len(kb.concept_ids)} concepts and {kb.num_names} names written to {output}")
 
 
 @kb_app.command("info")
 def kb_info(kb_path: Path = typer.Argument(..., help="KB directory or file.")) -> None:
     """Print the size of a KB."""
-    kb = _load_kb(kb_path)
+    kb = load_kb_or_fail(kb_path)
     typer.echo(json.dumps({"concepts": len(kb.concept_ids), "names": kb.num_names, "fingerprint": kb.fingerprint()}))
 
 
 @app.command("init-model")
+@writes("output_dir")
 def init_model_command(
     kb_path: Path = typer.Argument(..., help="KB directory or file whose names the tokenizer is fitted on."),
     output_dir: Path = typer.Argument(..., help="Directory for the new model + tokenizer."),
@@ -109,22 +98,22 @@ def init_model_command(
     from spacy_angel.seq2seq.offline_init import SIZES, init_model
 
     if size not in SIZES:
-        _fail(f"unknown size {size!r}: choose one of {', '.join(SIZES)}")
-    kb = _load_kb(kb_path)
+        fail(Errors.E270.format(size=size, sizes=", ".join(SIZES)))
+    kb = load_kb_or_fail(kb_path)
     texts: List[str] = []
     if corpus is not None:
         if not corpus.exists():
-            _fail(f"corpus file {corpus} does not exist")
+            fail(Errors.E271.format(path=corpus))
         data = corpus.read_bytes()
         try:
             texts = data.decode("utf-8").splitlines()
         except UnicodeDecodeError as err:  # name the line, as the KB and corpus readers do
             line = data.count(b"\n", 0, err.start) + 1
-            _fail(f"{corpus}:{line}: " + Errors.E111.format(byte=data[err.start], offset=err.start))
+            fail(f"{corpus}:{line}: " + Errors.E111.format(byte=data[err.start], offset=err.start))
     try:
         init_model(kb, output_dir, size=size, corpus=texts, seed=seed, vocab_size=vocab_size)
     except OSError as err:  # OUTPUT_DIR is a file, or a folder of the user's
-        _fail(str(err))
+        fail(str(err))
     from spacy_angel.apps.model_card import kb_summary, write_model_card
 
     write_model_card(output_dir, {
@@ -137,6 +126,7 @@ def init_model_command(
 
 
 @app.command("link")
+@writes("output", "html")
 def link_command(
     model_dir: str = typer.Argument(..., help="Model directory (or hub id)."),
     kb_path: Path = typer.Argument(..., help="KB directory or file."),
@@ -167,30 +157,30 @@ def link_command(
     from spacy_angel.linking.linker import AngelLinker
 
     if top_k < 1:  # the linker would quietly return one candidate
-        _fail(Errors.E115.format(option="--top-k", value=top_k))
+        fail(Errors.E115.format(option="--top-k", value=top_k))
     if engine == "ray":
         if html is not None:
-            _fail("--html needs the single engine (a corpus-scale run is no page to read)")
+            fail(Errors.E272)
         _link_with_ray(model_dir, kb_path, str(input_path), output, ner=ner, address=address, workers=workers,
                        num_gpus_per_worker=num_gpus_per_worker, shard_size=shard_size, num_beams=num_beams,
                        top_k=top_k, batch_size=batch_size, context_window=context_window, device=device,
                        dtype=dtype, mode=mode, num_candidates=num_candidates)
         return
     if engine != "single":
-        _fail(f"unknown engine {engine!r}: single or ray")
+        fail(Errors.E273.format(engine=engine))
     if not input_path.exists():
-        _fail(f"input {input_path} does not exist")
+        fail(Errors.E274.format(path=input_path))
     try:  # before linking, not at the final rename
         check_output_file(output, "--output")
         if html is not None:
             check_output_file(html, "--html")
     except OSError as err:
-        _fail(str(err))
+        fail(str(err))
     try:
         mentions = list(read_link_input(input_path, ner))
     except ValueError as err:
-        _fail(str(err))
-    kb = _load_kb(kb_path)
+        fail(str(err))
+    kb = load_kb_or_fail(kb_path)
     try:
         linker = AngelLinker.from_pretrained(
             model_dir, kb, device=device, dtype=dtype, num_beams=num_beams, batch_size=batch_size,
@@ -198,7 +188,7 @@ def link_command(
             index_dir=kb_path if kb_path.is_dir() else None,
         )
     except (LinkerError, OSError) as err:
-        _fail(str(err))
+        fail(str(err))
     results = linker.link(mentions, top_k=top_k, progress=True)
     with atomic_open(output) as handle:
         for mention, cands in zip(mentions, results):
@@ -228,18 +218,18 @@ def _write_link_html(path: Path, mentions: Sequence[Mention], results: Sequence[
 def _link_with_ray(model_dir: str, kb_path: Path, input_spec: str, output: Path, *, ner: Optional[str], **options: Any) -> None:
     """``link --engine ray``: Ray is imported here only, so the default engine never needs it."""
     if ner is not None:
-        _fail("--engine ray reads JSONL / Parquet records with spans; run --ner pipelines with the single engine")
+        fail(Errors.E275)
     if not kb_path.exists():
-        _fail(f"KB path {kb_path} does not exist")
+        fail(Errors.E166.format(path=kb_path))
     try:
         from spacy_angel.apps.ray_linking import link_corpus
         from spacy_angel.errors import ScaleError
     except ImportError as err:
-        _fail(f"--engine ray needs the [scale] extra: pip install 'spacy-angel[scale]' ({err})")
+        fail(Errors.E276.format(err=err))
     try:
         report = link_corpus(model_dir, str(kb_path), input_spec, output, **options)
     except (ScaleError, ValueError, OSError) as err:  # a worker's ValueError arrives as a RayTaskError(ValueError)
-        _fail(str(err).strip().splitlines()[-1] if "RayTaskError" in type(err).__name__ else str(err))
+        fail(str(err).strip().splitlines()[-1] if "RayTaskError" in type(err).__name__ else str(err))
     typer.echo(
         f"linked {report['mentions']} mentions in {len(report['linked'])} shards "
         f"({report['skipped']} of {report['shards']} already done) -> {output}"
@@ -249,7 +239,7 @@ def _link_with_ray(model_dir: str, kb_path: Path, input_spec: str, output: Path,
 CLI_ENTRY_POINTS = "spacy_angel_cli"
 
 
-TRAIN_HINT = "training needs the [train] extra: pip install 'spacy-angel[train]'"
+TRAIN_HINT = Errors.E277
 
 
 _plugins_mounted = False
@@ -292,7 +282,7 @@ def _mount_training() -> None:
         @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
         def train_unavailable() -> None:
             """Training commands (install with: pip install 'spacy-angel[train]')."""
-            _fail(TRAIN_HINT + reason)
+            fail(TRAIN_HINT + reason)
 
 
 def get_app() -> typer.Typer:

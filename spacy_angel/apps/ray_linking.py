@@ -32,7 +32,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import ray
 import ray.data
 
-from spacy_angel.errors import ScaleError
+from spacy_angel.errors import Errors, ScaleError
 from spacy_angel.fileio import atomic_open, atomic_write_json
 from spacy_angel.types import Mention
 
@@ -82,14 +82,14 @@ def input_files(spec: str) -> List[Path]:
     else:
         files = sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file())
     if not files:
-        raise ScaleError(f"no input files at {spec} (a JSONL / Parquet file, a directory of them or a glob)")
+        raise ScaleError(Errors.E230.format(spec=spec))
     unknown = [str(p) for p in files if p.suffix not in JSONL_SUFFIXES + PARQUET_SUFFIXES]
     if unknown:
-        raise ScaleError(f"--engine ray reads JSONL (.jsonl/.json) or Parquet (.parquet) only, not {unknown[0]}")
+        raise ScaleError(Errors.E231.format(path=unknown[0]))
     stems: Dict[str, Path] = {}
     for p in files:
         if p.stem in stems:
-            raise ScaleError(f"input files {stems[p.stem]} and {p} share the name {p.stem!r}: their shards would collide")
+            raise ScaleError(Errors.E232.format(first=stems[p.stem], second=p, stem=p.stem))
         stems[p.stem] = p
     return files
 
@@ -126,7 +126,7 @@ def _parquet_shards(path: Path) -> Iterator[Shard]:
 def plan_shards(files: Sequence[Path], shard_size: int) -> List[Shard]:
     """Every shard of ``files``, in input order (JSONL: ``shard_size`` records each; Parquet: row groups)."""
     if shard_size < 1:
-        raise ScaleError(f"shard size must be at least 1, got {shard_size}")
+        raise ScaleError(Errors.E233.format(value=shard_size))
     shards: List[Shard] = []
     for path in files:
         shards.extend(_parquet_shards(path) if path.suffix in PARQUET_SUFFIXES else _jsonl_shards(path, shard_size))
@@ -154,9 +154,9 @@ def read_shard(shard: Shard) -> Iterator[Tuple[int, Dict[str, Any]]]:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{shard.source}:{lineno}: not valid JSON ({err.msg})") from None
+                raise ValueError(Errors.E234.format(source=shard.source, line=lineno, err=err.msg)) from None
             if not isinstance(rec, dict):
-                raise ValueError(f"{shard.source}:{lineno}: expected a JSON object")
+                raise ValueError(Errors.E235.format(source=shard.source, line=lineno))
             yield lineno, rec
 
 
@@ -220,10 +220,7 @@ def _check_manifest(output_dir: Path, job: Dict[str, Any]) -> None:
         previous = json.loads(path.read_text(encoding="utf-8"))
         changed = sorted(k for k in job if previous.get(k) != job[k])
         if changed:
-            raise ScaleError(
-                f"{output_dir} holds shards of another job (changed: {', '.join(changed)}): "
-                "re-run with the same settings to resume, or choose a new --output"
-            )
+            raise ScaleError(Errors.E236.format(path=output_dir, changed=", ".join(changed)))
     else:
         atomic_write_json(path, job)
 
@@ -281,11 +278,11 @@ def link_corpus(
     steady-state rate without Ray's and the actors' start-up).
     """
     if workers < 1:
-        raise ScaleError(f"--workers must be at least 1, got {workers}")
+        raise ScaleError(Errors.E115.format(option="--workers", value=workers))
     if num_gpus_per_worker < 0:
-        raise ScaleError(f"--num-gpus-per-worker must be >= 0, got {num_gpus_per_worker}")
+        raise ScaleError(Errors.E237.format(value=num_gpus_per_worker))
     if device.startswith("cuda") and not num_gpus_per_worker:
-        raise ScaleError(f"--device {device} needs --num-gpus-per-worker > 0: Ray hides the GPUs from actors that reserve none")
+        raise ScaleError(Errors.E238.format(device=device))
     started = time.perf_counter()
     shards = plan_shards(input_files(input_spec), shard_size)
     output_dir = Path(output_dir)

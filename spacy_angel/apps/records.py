@@ -18,7 +18,7 @@ def mentions_from_record(rec: dict, where: str, default_id: object) -> List[Ment
     record raises ValueError naming ``where``."""
     text = rec.get("text")
     if not isinstance(text, str):
-        raise ValueError(f"{where}: missing field 'text'")
+        raise ValueError(Errors.E266.format(where=where))
     doc_id = str(rec["id"] if rec.get("id") is not None else default_id)
     spans = rec.get("spans")
     if spans is None:  # Parquet rows carry both columns, null where unused
@@ -27,7 +27,7 @@ def mentions_from_record(rec: dict, where: str, default_id: object) -> List[Ment
     for span in spans:
         start, end = span.get("start"), span.get("end")
         if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text)):
-            raise ValueError(f"{where}: span start/end ({start}, {end}) outside the text")
+            raise ValueError(Errors.E267.format(where=where, start=start, end=end))
         mentions.append(Mention(doc_id, text, start, end))
     return mentions
 

@@ -26,6 +26,8 @@ from transformers import AttentionInterface
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from spacy_angel.errors import Errors
+
 FOLDED_ATTENTION = "angel_beam_folded_sdpa"
 
 
@@ -40,7 +42,7 @@ def beam_folded_attention(module, query, key, value, attention_mask, **kwargs):
     if rows == groups:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     if rows % groups:
-        raise ValueError(f"cannot fold {rows} query rows onto {groups} key rows")
+        raise ValueError(Errors.E263.format(rows=rows, groups=groups))
     beams = rows // groups
     _, heads, length, dim = query.shape
     folded = query.reshape(groups, beams, heads, length, dim).transpose(1, 2).reshape(groups, heads, beams * length, dim)
@@ -103,7 +105,7 @@ def prefill_cross_attention(model, encoder_hidden: torch.Tensor) -> SharedCrossA
     """A cache holding every decoder layer's cross-attention keys/values, one row per input."""
     modules = _cross_attention_modules(model)
     if modules is None:
-        raise ValueError("this model's decoder has no BART-style cross-attention layers")
+        raise ValueError(Errors.E264)
     cross = DynamicCache()
     rows, length = encoder_hidden.shape[:2]
     for idx, attn in enumerate(modules):

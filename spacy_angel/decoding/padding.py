@@ -15,6 +15,8 @@ from typing import Iterator, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 
+from spacy_angel.errors import Errors
+
 EncodedInput = Tuple[Tuple[int, ...], Tuple[int, ...]]  # (encoder ids, decoder prompt ids)
 
 
@@ -128,7 +130,7 @@ def explicit_positions(positions: Optional[_RowShiftedPositions], token_position
     (:mod:`spacy_angel.decoding.prefix_scoring`), where a token's position is its depth.
     """
     if positions is None:
-        raise ValueError("explicit positions need a decoder with learned absolute positions")
+        raise ValueError(Errors.E265)
     previous = positions.token_positions
     positions.token_positions = token_positions
     try:

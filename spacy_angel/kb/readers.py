@@ -8,21 +8,18 @@ options. :func:`load_kb` is how the CLI, the component and training load "a KB d
 """
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
 import re
 import zlib
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
-from spacy_angel.errors import KBFormatError
+from spacy_angel.errors import Errors, KBFormatError
 from spacy_angel.kb.normalize import normalize_id
+from spacy_angel.kb.source_text import open_source_text, read_error, source_lines, strip_gz, utf8_error
 from spacy_angel.kb.store import KnowledgeBase
-
-PathLike = Union[str, "os.PathLike[str]"]
-
+from spacy_angel.types import PathLike
 
 Loader = Callable[..., None]
 
@@ -30,72 +27,18 @@ Loader = Callable[..., None]
 _OBO_SCOPES = ("EXACT", "RELATED", "BROAD", "NARROW")
 
 
-def _is_gzip(path: PathLike) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(2) == b"\x1f\x8b"
-
-
-def _open_text(path: PathLike) -> IO[str]:
-    """Open as strict UTF-8 text, gunzipping when the file starts with the gzip magic bytes."""
-    if _is_gzip(path):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, "r", encoding="utf-8", newline="")
-
-
-def _utf8_error(path: PathLike) -> KBFormatError:
-    """The first invalid UTF-8 byte as ``file:line: ... byte offset N``. A text stream only knows its
-    decode buffer, so the raw bytes are scanned again (lines end as in text mode: \\n, \\r\\n, \\r)."""
-    p, offset, lineno = Path(path), 0, 1
-    gz = _is_gzip(p)
-    with (gzip.open(p, "rb") if gz else open(p, "rb")) as fh:
-        for raw in fh:
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                lineno += raw[: e.start].count(b"\r") - raw[: e.start].count(b"\r\n")
-                where = f"byte offset {offset + e.start}" + (" of the decompressed text" if gz else "")
-                msg = f"invalid UTF-8 byte 0x{raw[e.start]:02x} at {where}; convert the file to UTF-8"
-                return KBFormatError(msg, p, lineno)
-            offset += len(raw)
-            lineno += 1 + raw.count(b"\r") - raw.count(b"\r\n")
-    return KBFormatError("invalid UTF-8", p)
-
-
-def _read_error(path: PathLike, lineno: int, err: BaseException) -> KBFormatError:
-    """A truncated or corrupt gzip stream (or an I/O error) at ``lineno``, as the project's own error."""
-    what = "the gzip stream is truncated or corrupt" if _is_gzip(path) else "cannot read the file"
-    return KBFormatError(f"{what} ({type(err).__name__}: {err})", path, lineno)
-
-
-def _lines(path: PathLike) -> Iterator[Tuple[int, str]]:
-    """Yield ``(1-based line number, line without its line ending)``, streaming."""
-    lineno = 0
-    with _open_text(path) as fh:
-        try:
-            for lineno, line in enumerate(fh, 1):
-                yield lineno, line.rstrip("\r\n")
-        except UnicodeDecodeError:
-            raise _utf8_error(path) from None
-        except (OSError, EOFError, zlib.error) as err:  # a broken .gz: never a bare EOFError
-            raise _read_error(path, lineno + 1, err) from None
-
-
-def _strip_gz(name: str) -> str:
-    return name[:-3] if name.lower().endswith(".gz") else name
-
-
 def load_tsv(kb: KnowledgeBase, path: Path, **_: Any) -> None:
     """``id<TAB>name[<TAB>definition]``; ``#`` comments and blank lines skipped."""
-    for lineno, line in _lines(path):
+    for lineno, line in source_lines(path):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = line.split("\t")
         if len(fields) < 2:
-            raise KBFormatError("expected id<TAB>name[<TAB>definition], found no TAB", path, lineno, "name")
+            raise KBFormatError(Errors.E144, path, lineno, "name")
         if not fields[0].strip() or not normalize_id(fields[0]):
-            raise KBFormatError("empty id", path, lineno, "id")
+            raise KBFormatError(Errors.E145, path, lineno, "id")
         if not fields[1].strip():
-            raise KBFormatError("empty name", path, lineno, "name")
+            raise KBFormatError(Errors.E146, path, lineno, "name")
         definition = fields[2] if len(fields) > 2 and fields[2].strip() else None
         kb.add(fields[0], fields[1], definition=definition)
 
@@ -120,18 +63,18 @@ def _add_multi(kb: KnowledgeBase, ids: List[str], names: Iterable[str], first_pr
 
 def load_biosyn(kb: KnowledgeBase, path: Path, **_: Any) -> None:
     """BioSyn ``ID1|ID2||name`` and the BioSyn MEDIC ``IDS||name|synonym|...`` (names '|'-split)."""
-    for lineno, line in _lines(path):
+    for lineno, line in source_lines(path):
         if not line.strip():
             continue
         if "||" not in line:
-            raise KBFormatError("expected IDS||name (no '||' separator)", path, lineno)
+            raise KBFormatError(Errors.E147, path, lineno)
         id_field, name_field = line.split("||", 1)
         ids = _split_ids(id_field)
         if not ids:
-            raise KBFormatError("empty id", path, lineno, "id")
+            raise KBFormatError(Errors.E145, path, lineno, "id")
         names = [n for n in name_field.split("|") if n.strip()]
         if not names:
-            raise KBFormatError("empty name", path, lineno, "name")
+            raise KBFormatError(Errors.E146, path, lineno, "name")
         _add_multi(kb, ids, names)
 
 
@@ -146,25 +89,25 @@ def _medic_id(raw: str) -> str:
 def load_medic(kb: KnowledgeBase, path: Path, **_: Any) -> None:
     """CTD MEDIC TSV (DiseaseName, DiseaseID, AltDiseaseIDs, Definition, ..., Synonyms, ...).
     A BioSyn-style MEDIC file (``IDS||names``) is delegated to the biosyn loader."""
-    for lineno, line in _lines(path):
+    for lineno, line in source_lines(path):
         if not line.strip() or line.startswith("#"):
             continue
         if "\t" not in line and "||" in line:
             load_biosyn(kb, path)
             return
         break
-    for lineno, line in _lines(path):
+    for lineno, line in source_lines(path):
         if not line.strip() or line.startswith("#"):
             continue
         f = line.split("\t")
         if len(f) < 2:
-            raise KBFormatError(f"expected 9 TAB-separated MEDIC columns, found {len(f)}", path, lineno)
+            raise KBFormatError(Errors.E148.format(found=len(f)), path, lineno)
         f += [""] * (9 - len(f))
         name, did = f[0], _medic_id(f[1])
         if not did:
-            raise KBFormatError("empty id", path, lineno, "DiseaseID")
+            raise KBFormatError(Errors.E145, path, lineno, "DiseaseID")
         if not name.strip():
-            raise KBFormatError("empty name", path, lineno, "DiseaseName")
+            raise KBFormatError(Errors.E146, path, lineno, "DiseaseName")
         kb.add(did, name, definition=f[3] or None, preferred=True)
         kb.add_alias_ids(did, [_medic_id(a) for a in f[2].split("|") if a.strip()])
         for syn in f[7].split("|"):
@@ -218,7 +161,7 @@ def load_obo(kb: KnowledgeBase, path: Path, *, synonym_scopes: Optional[Sequence
         if t["alt"]:
             kb.add_alias_ids(tid, t["alt"])
 
-    for lineno, line in _lines(path):
+    for lineno, line in source_lines(path):
         s = line.strip()
         if not s or s.startswith("!"):
             continue
@@ -233,18 +176,18 @@ def load_obo(kb: KnowledgeBase, path: Path, *, synonym_scopes: Optional[Sequence
         if tag == "id":
             term["id"] = _obo_unescape(value.split(" !", 1)[0].strip())
             if not normalize_id(term["id"]):
-                raise KBFormatError("empty id", path, lineno, "id")
+                raise KBFormatError(Errors.E145, path, lineno, "id")
         elif tag == "name":
             term["name"] = _obo_unescape(value)
         elif tag == "def":
             text, _ = _obo_quoted(value)
             if text is None:
-                raise KBFormatError("def: value is not a quoted string", path, lineno, "def")
+                raise KBFormatError(Errors.E149, path, lineno, "def")
             term["def"] = text
         elif tag == "synonym" or tag in old_tags:
             text, rest = _obo_quoted(value)
             if text is None:
-                raise KBFormatError("synonym: value is not a quoted string", path, lineno, "synonym")
+                raise KBFormatError(Errors.E150, path, lineno, "synonym")
             scope = old_tags.get(tag)
             if scope is None:
                 tok = rest.split()
@@ -267,14 +210,14 @@ def _sibling(path: Path, name: str) -> Optional[Path]:
 
 def _rrf_rows(path: Path, nfields: int) -> Iterator[Tuple[int, List[str]]]:
     """RRF rows: ``nfields`` pipe-separated fields plus the trailing ``|``; other counts are errors."""
-    for lineno, line in _lines(path):
+    for lineno, line in source_lines(path):
         if not line:
             continue
         f = line.split("|")
         if len(f) == nfields + 1 and f[-1] == "":
             f.pop()
         if len(f) != nfields:
-            raise KBFormatError(f"expected {nfields} '|'-separated fields, found {len(f)}", path, lineno)
+            raise KBFormatError(Errors.E151.format(expected=nfields, found=len(f)), path, lineno)
         yield lineno, f
 
 
@@ -286,7 +229,7 @@ def load_umls(kb: KnowledgeBase, path: Path, *, languages: Optional[Sequence[str
     sabs = set(sources) if sources else None
     sty_path = Path(mrsty) if mrsty else _sibling(path, "MRSTY.RRF")
     if semantic_types and sty_path is None:
-        raise KBFormatError("semantic_types filter needs MRSTY.RRF (pass mrsty=)", path)
+        raise KBFormatError(Errors.E152, path)
     cui_types: Dict[str, List[str]] = {}  # CUI -> TUIs (stored on the concepts)
     wanted = set(semantic_types) if semantic_types else None
     allowed: Optional[Set[str]] = set() if wanted is not None else None
@@ -299,7 +242,7 @@ def load_umls(kb: KnowledgeBase, path: Path, *, languages: Optional[Sequence[str
     for lineno, f in _rrf_rows(path, 18):
         cui, lat, ts, stt, ispref, sab, sup, name = f[0], f[1], f[2], f[4], f[6], f[11], f[16], f[14]
         if not normalize_id(cui):
-            raise KBFormatError("empty CUI", path, lineno, "CUI")
+            raise KBFormatError(Errors.E153, path, lineno, "CUI")
         if ((langs is not None and lat.upper() not in langs) or (sabs is not None and sab not in sabs)
                 or sup in _SUPPRESSED or (allowed is not None and cui not in allowed)):
             continue
@@ -320,19 +263,19 @@ def load_json(kb: KnowledgeBase, path: Path, **_: Any) -> None:
     """``{id: [name, ...]}`` or ``{id: [[kind, name], ...]}`` (rescnn ontology JSON; kind
     ``primary`` = preferred). ``ID1|ID2`` keys are one concept with several ids."""
     try:
-        with _open_text(path) as fh:
+        with open_source_text(path) as fh:
             text = fh.read()
         data = json.loads(text)
     except UnicodeDecodeError:
-        raise _utf8_error(path) from None
+        raise utf8_error(path) from None
     except (OSError, EOFError, zlib.error) as e:
-        raise _read_error(path, 1, e) from None
+        raise read_error(path, 1, e) from None
     except RecursionError:
-        raise KBFormatError("invalid JSON (nested too deeply)", path) from None
+        raise KBFormatError(Errors.E154, path) from None
     except ValueError as e:
-        raise KBFormatError(f"invalid JSON ({e})", path, getattr(e, "lineno", None)) from e
+        raise KBFormatError(Errors.E155.format(err=e), path, getattr(e, "lineno", None)) from e
     if not isinstance(data, dict):
-        raise KBFormatError("expected a JSON object {id: [names]}", path, 1)
+        raise KBFormatError(Errors.E156, path, 1)
 
     def line_of(key: str) -> Optional[int]:
         """The line where ``key`` is written, so that an error about its entry points there."""
@@ -345,11 +288,11 @@ def load_json(kb: KnowledgeBase, path: Path, **_: Any) -> None:
     for key, entries in data.items():
         ids = _split_ids(str(key))
         if not ids:
-            raise KBFormatError(f"empty id {key!r}", path, line_of(key), "id")
+            raise KBFormatError(Errors.E157.format(key=key), path, line_of(key), "id")
         if isinstance(entries, str):
             entries = [entries]
         if not isinstance(entries, list):
-            raise KBFormatError(f"names of {key!r} must be a list", path, line_of(key), "names")
+            raise KBFormatError(Errors.E158.format(key=key), path, line_of(key), "names")
         names: List[str] = []
         pref_first = False
         for e in entries:
@@ -362,7 +305,7 @@ def load_json(kb: KnowledgeBase, path: Path, **_: Any) -> None:
                 else:
                     names.append(e[1])
             else:
-                raise KBFormatError(f"bad name entry {e!r} for {key!r}", path, line_of(key), "names")
+                raise KBFormatError(Errors.E159.format(entry=e, key=key), path, line_of(key), "names")
         _add_multi(kb, ids, names, first_preferred=pref_first)
 
 
@@ -377,7 +320,7 @@ FORMATS: Tuple[str, ...] = tuple(LOADERS)
 def detect_format(path: PathLike) -> str:
     """One of ``FORMATS`` from the file name and first non-comment line; unknown files are an error."""
     p = Path(path)
-    low = _strip_gz(p.name).lower()
+    low = strip_gz(p.name).lower()
     if "mrconso" in low:
         return "umls"
     if low.endswith(".obo"):
@@ -385,11 +328,11 @@ def detect_format(path: PathLike) -> str:
     if low.endswith(".json"):
         return "json"
     if not p.is_file():
-        raise KBFormatError("file not found", p)
+        raise KBFormatError(Errors.E160, p)
     medic_header = False
     seen_text = False
     try:
-        for lineno, line in _lines(p):
+        for lineno, line in source_lines(p):
             s = line.strip()
             if not s:
                 continue
@@ -414,12 +357,12 @@ def detect_format(path: PathLike) -> str:
                 return "umls"
             break
     except (OSError, EOFError, zlib.error) as e:
-        raise KBFormatError(f"cannot read file ({e})", p) from e
+        raise KBFormatError(Errors.E161.format(err=e), p) from e
     if medic_header:
         return "medic"
     if not seen_text:
-        raise KBFormatError("the file is empty (no KB names)", p)
-    raise KBFormatError("cannot detect the KB format; pass format= one of " + ", ".join(FORMATS), p)
+        raise KBFormatError(Errors.E162, p)
+    raise KBFormatError(Errors.E163.format(formats=", ".join(FORMATS)), p)
 
 
 def load_files(paths: Union[PathLike, Sequence[PathLike]], format: str = "auto", lowercase: bool = True, *,
@@ -439,17 +382,17 @@ def load_files(paths: Union[PathLike, Sequence[PathLike]], format: str = "auto",
     kb = KnowledgeBase(lowercase=lowercase)
     for p in map(Path, paths):
         if not p.is_file():
-            raise KBFormatError("file not found", p)
+            raise KBFormatError(Errors.E160, p)
         fmt = detect_format(p) if format == "auto" else format
         loader = LOADERS.get(fmt)
         if loader is None:
-            raise KBFormatError(f"unknown format {fmt!r}; known formats: {', '.join(FORMATS)}", p)
+            raise KBFormatError(Errors.E164.format(fmt=fmt, formats=", ".join(FORMATS)), p)
         before = kb._n_added
         loader(kb, p, **options)
         if kb._n_added == before:
-            raise KBFormatError(f"no names found in {p}", p)
+            raise KBFormatError(Errors.E165.format(paths=p), p)
     if kb.num_names == 0:
-        raise KBFormatError("no names found in " + ", ".join(map(str, paths)), paths[0] if paths else None)
+        raise KBFormatError(Errors.E165.format(paths=", ".join(map(str, paths))), paths[0] if paths else None)
     kb._freeze()
     return kb
 
@@ -460,9 +403,9 @@ def load_kb(path_or_dir: Union[PathLike, Sequence[PathLike]], format: str = "aut
     if isinstance(path_or_dir, (str, os.PathLike)):
         p = Path(path_or_dir)
         if not p.exists():
-            raise FileNotFoundError(f"KB path {p} does not exist")
+            raise FileNotFoundError(Errors.E166.format(path=p))
         if p.is_dir():
             if format != "auto" or options:
-                raise ValueError(f"{p} is a KB directory: format and loader options apply to KB files only")
+                raise ValueError(Errors.E167.format(path=p))
             return KnowledgeBase.from_disk(p)
     return load_files(path_or_dir, format=format, **options)

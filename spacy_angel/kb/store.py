@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Un
 
 import numpy as np
 
-from spacy_angel.errors import KBFormatError
+from spacy_angel.errors import Errors, KBFormatError
 from spacy_angel.fileio import atomic_directory
 from spacy_angel.kb.normalize import normalize_id, normalize_name
 
@@ -59,16 +59,13 @@ def check_kb_output(path: PathLike, overwrite: bool = False) -> None:
     must not delete a user's files. ``overwrite`` replaces it anyway."""
     target = Path(path)
     if target.exists() and not target.is_dir():
-        raise NotADirectoryError(f"{target} exists and is not a directory")
+        raise NotADirectoryError(Errors.E170.format(path=target))
     if overwrite or not target.is_dir():
         return
     entries = sorted(e.name for e in target.iterdir())
     if entries and not is_kb_directory(target):
         shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
-        raise FileExistsError(
-            f"{target} is not empty and is not a KB directory written by spacy-angel (it holds {shown}); "
-            "choose a new output directory, or pass overwrite=True (CLI: --overwrite) to replace it and all it holds"
-        )
+        raise FileExistsError(Errors.E171.format(path=target, shown=shown))
 
 
 @contextlib.contextmanager
@@ -112,7 +109,7 @@ class KnowledgeBase:
         nid = normalize_id(kb_id)
         if not nid:
             if create:
-                raise ValueError(f"empty concept id {kb_id!r}")
+                raise ValueError(Errors.E172.format(kb_id=kb_id))
             return None
         c = self._id_to_concept.get(nid)
         if c is None and create:
@@ -222,7 +219,7 @@ class KnowledgeBase:
     def ids_for_index(self, name_idx: int) -> Tuple[str, ...]:
         """Primary ids of the concepts that name ``name_idx`` denotes (concept insertion order)."""
         if not 0 <= name_idx < len(self.names):
-            raise IndexError(f"name index {name_idx} out of range (0..{len(self.names) - 1})")
+            raise IndexError(Errors.E173.format(idx=name_idx, last=len(self.names) - 1))
         ptr, cons = self._freeze()
         return tuple(self.concept_ids[c] for c in cons[ptr[name_idx] : ptr[name_idx + 1]].tolist())
 
@@ -327,26 +324,26 @@ class KnowledgeBase:
         """Load a KB written by :meth:`to_disk`; missing or inconsistent files raise clearly."""
         d = Path(path)
         if not d.is_dir():
-            raise FileNotFoundError(f"KB directory not found: {d}")
+            raise FileNotFoundError(Errors.E174.format(path=d))
         for fname in (f for f in KB_FILES if not (d / f).is_file()):
-            raise FileNotFoundError(f"KB directory {d} is missing {fname} (not a saved KB or half-written)")
+            raise FileNotFoundError(Errors.E175.format(path=d, file=fname))
         meta = _read_meta(d / "kb.json")
         kb = cls(lowercase=bool(meta["lowercase"]))
         with open(d / "names.txt", "r", encoding="utf-8", newline="\n") as fh:
             names = fh.read().split("\n")
         names = names[:-1] if names and names[-1] == "" else names
         if len(names) != meta["num_names"]:
-            raise KBFormatError(f"has {len(names)} names, kb.json says {meta['num_names']}", d / "names.txt")
+            raise KBFormatError(Errors.E176.format(found=len(names), expected=meta["num_names"]), d / "names.txt")
         kb.names = names
         kb._name_to_idx = {n: i for i, n in enumerate(names)}
         if len(kb._name_to_idx) != len(names):
-            raise KBFormatError("duplicate names", d / "names.txt")
+            raise KBFormatError(Errors.E177, d / "names.txt")
         with open(d / "concepts.jsonl", "r", encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
                 try:
                     cid, aliases, pref, definition, types, explicit = json.loads(line)
                 except ValueError as e:
-                    raise KBFormatError(f"corrupt concept record ({e})", d / "concepts.jsonl", lineno) from e
+                    raise KBFormatError(Errors.E178.format(err=e), d / "concepts.jsonl", lineno) from e
                 c = len(kb.concept_ids)
                 kb.concept_ids.append(cid)
                 kb._id_to_concept[cid] = c
@@ -361,21 +358,21 @@ class KnowledgeBase:
                 if explicit:
                     kb._pref_explicit.add(c)
         if len(kb.concept_ids) != meta["num_concepts"]:
-            raise KBFormatError(f"has {len(kb.concept_ids)} concepts, kb.json says {meta['num_concepts']}",
+            raise KBFormatError(Errors.E179.format(found=len(kb.concept_ids), expected=meta["num_concepts"]),
                                 d / "concepts.jsonl")
         try:
             ptr = np.load(d / "name_ptr.npy", allow_pickle=False)
             cons = np.load(d / "name_concepts.npy", allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
-            raise KBFormatError(f"corrupt array file ({e})", d) from e
+            raise KBFormatError(Errors.E180.format(err=e), d) from e
         if (ptr.ndim != 1 or cons.ndim != 1 or len(ptr) != len(names) + 1 or int(ptr[0]) != 0
                 or int(ptr[-1]) != len(cons) or (len(cons) and (cons.min() < 0 or cons.max() >= len(kb.concept_ids)))):
-            raise KBFormatError("name -> concept arrays inconsistent with names/concepts", d / "name_ptr.npy")
+            raise KBFormatError(Errors.E181, d / "name_ptr.npy")
         kb._csr = (ptr.astype(np.int64, copy=False), cons.astype(np.int32, copy=False))
         kb._pair_names = kb._pair_concepts = None
         fp = meta.get("fingerprint")
         if fp is not None and kb.fingerprint() != fp:
-            raise KBFormatError("fingerprint mismatch: names.txt does not match kb.json", d / "kb.json")
+            raise KBFormatError(Errors.E182, d / "kb.json")
         return kb
 
 
@@ -384,10 +381,9 @@ def _read_meta(path: Path) -> Dict[str, Any]:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
-        raise KBFormatError(f"corrupt JSON ({e})", path) from e
+        raise KBFormatError(Errors.E183.format(err=e), path) from e
     if not isinstance(meta, dict) or meta.get("format") != "spacy_angel.kb.store":
-        raise KBFormatError("not a spacy_angel KB metadata file", path)
+        raise KBFormatError(Errors.E184, path)
     if meta.get("format_version") != FORMAT_VERSION:
-        raise KBFormatError(f"unsupported KB format_version {meta.get('format_version')!r} (expected {FORMAT_VERSION})",
-                            path)
+        raise KBFormatError(Errors.E185.format(version=meta.get("format_version"), expected=FORMAT_VERSION), path)
     return meta

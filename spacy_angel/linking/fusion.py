@@ -70,20 +70,20 @@ class FusionWeights:
     def from_dict(cls, data: Mapping[str, object], origin: str = "fusion weights") -> "FusionWeights":
         unknown = sorted(set(data) - set(FEATURES) - {"source", "dev"})
         if unknown:
-            raise FusionError(f"{origin}: unknown field(s) {unknown}; expected {list(FEATURES)} (+ source, dev)")
+            raise FusionError(Errors.E250.format(origin=origin, unknown=unknown, expected=list(FEATURES)))
         values = {}
         for name in FEATURES:
             raw = data.get(name, getattr(cls, name))
             try:
                 value = float(raw)  # type: ignore[arg-type]
             except (TypeError, ValueError):
-                raise FusionError(f"{origin}: field {name!r} must be a number, got {raw!r}") from None
+                raise FusionError(Errors.E251.format(origin=origin, name=name, value=raw)) from None
             if not math.isfinite(value):
-                raise FusionError(f"{origin}: field {name!r} must be finite, got {value}")
+                raise FusionError(Errors.E252.format(origin=origin, name=name, value=value))
             values[name] = value
         dev = data.get("dev") or {}
         if not isinstance(dev, Mapping):
-            raise FusionError(f"{origin}: field 'dev' must be an object")
+            raise FusionError(Errors.E253.format(origin=origin))
         return cls(**values, source=str(data.get("source", "fitted")), dev={str(k): float(v) for k, v in dev.items()})
 
     def to_disk(self, model_dir: Union[str, Path]) -> Path:
@@ -99,11 +99,11 @@ class FusionWeights:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
-            raise FusionError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+            raise FusionError(Errors.E254.format(path=path, line=err.lineno, msg=err.msg)) from None
         except UnicodeDecodeError as err:
-            raise FusionError(f"{path}: not valid UTF-8 (byte offset {err.start})") from None
+            raise FusionError(Errors.E255.format(path=path, offset=err.start)) from None
         if not isinstance(data, dict):
-            raise FusionError(f"{path}: expected a JSON object of feature weights")
+            raise FusionError(Errors.E256.format(path=path))
         return cls.from_dict(data, origin=str(path))
 
     @classmethod
@@ -115,7 +115,10 @@ class FusionWeights:
         try:
             return cls.from_disk(path)
         except FusionError as err:  # say what to do about it: a model never silently links without it
-            reason = str(err)[len(f"{path}: "):] if str(err).startswith(f"{path}: ") else str(err)
+            # E110 names the file itself: its reason is the message without the code and the path
+            text = str(err)
+            rest = text.split("] ", 1)[1] if text.startswith("[E") and "] " in text else text
+            reason = rest[len(f"{path}: "):] if rest.startswith(f"{path}: ") else text
             raise FusionError(Errors.E110.format(path=path, err=reason)) from None
 
 

@@ -69,7 +69,7 @@ class _Setting:
 
     def __set__(self, obj: Any, value: Any) -> None:
         if not self.writable:
-            raise AttributeError(f"{self.name} is fixed when the linker is made: create a new AngelLinker")
+            raise AttributeError(Errors.E268.format(name=self.name))
         setattr(getattr(obj, self.room), self.name, value)
 
 

@@ -83,8 +83,8 @@ def make_angel_linker(
     num_candidates: int,
     fusion: Optional[Dict[str, float]],
     scorer: Optional[Callable[..., Dict[str, Any]]],
-    kb_loader: Callable[[Union[str, Path]], KnowledgeBase],
-    retriever: Retriever,
+    kb_loader: Callable[..., Any],  # spacy_angel.load_kb.v1: (path) -> KnowledgeBase
+    retriever: Callable[..., Any],  # spacy_angel.tfidf_retriever.v1: linking.linker.Retriever
 ) -> "AngelLinkerComponent":
     """Create the component. ``model``: a local directory or hub id; ``kb``: a KB directory or KB file."""
     return AngelLinkerComponent(

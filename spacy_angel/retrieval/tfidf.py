@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence,
 
 import numpy as np
 
-from spacy_angel.errors import NameIndexError
+from spacy_angel.errors import Errors, NameIndexError, Warnings
 from spacy_angel.fileio import atomic_write_bytes, atomic_write_text
 from spacy_angel.kb.normalize import normalize_name
 from spacy_angel.kb.store import KnowledgeBase
@@ -93,7 +93,7 @@ class NameIndex:
 
         names = list(self.kb.names)
         if not names:
-            raise ValueError("cannot fit a NameIndex on a KB without names")
+            raise ValueError(Errors.E210)
         self.vectorizer = self._new_vectorizer()
         self.matrix = sp.csr_matrix(self.vectorizer.fit_transform(names), dtype=np.float32)
         return self
@@ -104,7 +104,7 @@ class NameIndex:
 
     def _require_fitted(self) -> None:
         if not self.fitted:
-            raise RuntimeError("NameIndex is not fitted: call .fit() or NameIndex.from_disk()")
+            raise RuntimeError(Errors.E211)
 
     def to_disk(self, directory: Union[str, Path]) -> None:
         """Write ``tfidf.npz`` then ``tfidf.json`` into ``directory`` (e.g. the KB directory).
@@ -141,21 +141,20 @@ class NameIndex:
                 idf, data, indices, indptr = (z[k] for k in ("idf", "data", "indices", "indptr"))
                 saved_fp = str(z["kb_fingerprint"])
             if config.get("format") != _FORMAT or config.get("format_version") != _FORMAT_VERSION:
-                raise ValueError(f"not a {_FORMAT} v{_FORMAT_VERSION} index")
+                raise ValueError(Errors.E212.format(format=_FORMAT, version=_FORMAT_VERSION))
             terms = config["vocabulary"]
             settings = {"analyzer": config["analyzer"], "ngram_range": tuple(config["ngram_range"])}
         except (OSError, ValueError, KeyError, AttributeError, TypeError, zipfile.BadZipFile) as err:
-            raise NameIndexError(f"cannot read the TF-IDF index in {d} ({err})") from err
+            raise NameIndexError(Errors.E213.format(path=d, err=err)) from err
         if config.get("kb_fingerprint") != kb.fingerprint() or saved_fp != kb.fingerprint():
-            raise NameIndexError(f"the TF-IDF index in {d} was built for another KB "
-                                 f"({config.get('num_names')} names; this KB has {kb.num_names})")
+            raise NameIndexError(Errors.E214.format(path=d, num_names=config.get("num_names"), kb_names=kb.num_names))
         for key, value in settings.items():
             if key in kwargs and (tuple(kwargs[key]) if key == "ngram_range" else kwargs[key]) != value:
-                raise NameIndexError(f"the TF-IDF index in {d} has {key}={value!r}, not {kwargs[key]!r}")
+                raise NameIndexError(Errors.E215.format(path=d, key=key, value=value, wanted=kwargs[key]))
         n, v = kb.num_names, len(terms)
         if (len(idf) != v or len(indptr) != n + 1 or int(indptr[-1]) != len(data) or len(indices) != len(data)
                 or (len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= v))):
-            raise NameIndexError(f"the TF-IDF index arrays in {d} are inconsistent with its vocabulary or KB")
+            raise NameIndexError(Errors.E216.format(path=d))
         index = cls(kb, **{**kwargs, **settings})
         index.vectorizer = index._new_vectorizer({t: i for i, t in enumerate(terms)})
         index.vectorizer.idf_ = idf
@@ -177,7 +176,7 @@ class NameIndex:
     def similarity(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
         """Row-wise cosine ``cos(a[i], b[i])`` (not a full matrix), shape ``(len(a),)``."""
         if len(a) != len(b):
-            raise ValueError(f"similarity needs equal lengths, got {len(a)} and {len(b)}")
+            raise ValueError(Errors.E217.format(a=len(a), b=len(b)))
         if not len(a):
             return np.zeros(0, dtype=np.float64)
         va, vb = self.transform(a), self.transform(b)
@@ -200,7 +199,7 @@ class NameIndex:
         self._require_fitted()
         assert self.matrix is not None
         if len(name_indices_per_query) != len(query_texts):
-            raise ValueError(f"{len(name_indices_per_query)} name lists for {len(query_texts)} queries")
+            raise ValueError(Errors.E218.format(lists=len(name_indices_per_query), queries=len(query_texts)))
         lists = [np.asarray(x, dtype=np.int64).reshape(-1) for x in name_indices_per_query]
         lens = np.array([len(x) for x in lists], dtype=np.int64)
         if not lens.sum():
@@ -208,7 +207,7 @@ class NameIndex:
         cols = np.concatenate(lists)
         n = self.matrix.shape[0]
         if cols.min() < 0 or cols.max() >= n:
-            raise IndexError(f"name index out of range (the KB has {n} names)")
+            raise IndexError(Errors.E219.format(n=n))
         rows = np.repeat(np.arange(len(lists)), lens)
         queries = self.transform(query_texts)
         sims = np.asarray(queries[rows].multiply(self.matrix[cols]).sum(axis=1), dtype=np.float32).ravel()
@@ -273,11 +272,11 @@ class NameIndex:
         self._require_fitted()
         assert self.matrix is not None
         if exclude_ids is not None and len(exclude_ids) != len(queries):
-            raise ValueError(f"exclude_ids has {len(exclude_ids)} entries for {len(queries)} queries")
+            raise ValueError(Errors.E220.format(n=len(exclude_ids), queries=len(queries)))
         qcs = int(query_chunk_size or self.query_chunk_size)
         ncs = int(name_chunk_size or self.name_chunk_size)
         if qcs <= 0 or ncs <= 0:
-            raise ValueError("chunk sizes must be positive")
+            raise ValueError(Errors.E221)
         n = self.matrix.shape[0]
         results: List[List[Tuple[int, float]]] = []
         if k <= 0:
@@ -408,5 +407,5 @@ def load_or_build_index(kb: KnowledgeBase, path: Optional[Union[str, Path]] = No
         try:
             index.to_disk(path)
         except OSError as err:
-            logger.warning("could not save the TF-IDF index to %s (%s); it is rebuilt on each load", path, err)
+            logger.warning(Warnings.W001.format(path=path, err=err))
     return index

@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Optional, Sequence, Union
 
+from spacy_angel.errors import Errors
 from spacy_angel.fileio import check_output_directory
 from spacy_angel.kb.store import KnowledgeBase
-from spacy_angel.seq2seq.loading import save_pretrained_atomic  # noqa: F401  (re-exported: its old home)
+from spacy_angel.seq2seq.loading import save_pretrained_atomic
 from spacy_angel.seq2seq.prompt import DEFAULT_END_MARKER, DEFAULT_START_MARKER, PROMPT_SUFFIX
 
 SIZES = {
@@ -80,12 +81,13 @@ def init_model(
     import torch
     from transformers import BartConfig, BartForConditionalGeneration
 
+
     if dims is None and size not in SIZES:
-        raise ValueError(f"unknown model size {size!r}: choose one of {', '.join(SIZES)}")
+        raise ValueError(Errors.E260.format(size=size, sizes=", ".join(SIZES)))
     if dims is not None and set(dims) != set(SIZES["tiny"]):
-        raise ValueError(f"dims needs exactly the keys {', '.join(SIZES['tiny'])}, got {', '.join(dims)}")
+        raise ValueError(Errors.E261.format(keys=", ".join(SIZES["tiny"]), given=", ".join(dims)))
     if kb.num_names == 0:
-        raise ValueError("the KB has no names: cannot fit a tokenizer")
+        raise ValueError(Errors.E262)
     check_output_directory(output_dir, ("config.json",), option="OUTPUT_DIR")  # it is replaced as a whole
     spec = dict(dims) if dims is not None else SIZES[size]
     tokenizer = train_tokenizer(kb, vocab_size or spec["vocab"], corpus, lowercase=kb.lowercase)

@@ -16,7 +16,7 @@ from typing import Iterable, List, Optional, Union
 
 import numpy as np
 
-from spacy_angel.errors import Errors, LinkerError, TrieError
+from spacy_angel.errors import Errors, LinkerError, TrieError, Warnings
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.seq2seq.prompt import tokenize_names
 from spacy_angel.trie.token_trie import TokenTrie
@@ -123,10 +123,10 @@ def load_or_build_trie(kb: KnowledgeBase, tokenizer, path: Optional[PathLike] = 
         try:
             trie = TokenTrie.from_disk(path)
         except TrieError as err:
-            logger.warning("could not load trie at %s (%s): rebuilding", path, err)
+            logger.warning(Warnings.W002.format(path=path, err=err))
         else:
             if trie.meta.get("tokenizer_fingerprint") != tokenizer_fingerprint(tokenizer):
-                logger.warning("%s; rebuilding it for this tokenizer", _tokenizer_mismatch(trie, tokenizer, path))
+                logger.warning(Warnings.W003.format(mismatch=_tokenizer_mismatch(trie, tokenizer, path)))
             elif trie.meta.get("kb_fingerprint") != kb.fingerprint():
                 logger.info("trie at %s is stale (the KB changed): rebuilding", path)
             else:

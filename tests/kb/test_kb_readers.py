@@ -99,7 +99,7 @@ def test_invalid_utf8_names_file_line_and_byte_offset(tmp_path: Path, gz: bool) 
     bad_json = tmp_path / "x.json"
     bad_json.write_bytes(b'{"D1": ["ok"],\n "D2": ["\xc3("]}\n')
     offset = bad_json.read_bytes().index(b"\xc3")
-    with pytest.raises(KBFormatError, match=rf"x\.json:2: invalid UTF-8.*byte offset {offset}\b"):
+    with pytest.raises(KBFormatError, match=rf"x\.json:2: \[E111\] invalid UTF-8.*byte offset {offset}\b"):
         load_kb(bad_json)
 
 

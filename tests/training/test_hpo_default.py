@@ -230,9 +230,3 @@ def test_main_job_builds_reports_links_and_caches(tmp_path, obo, capsys):
     assert not hb.Build(root, TINY, obo).done  # TINY's own count is 2, the build above ran at 1
     changed = hb.Build(root, dataclasses.replace(TINY, seed=1), obo)
     assert not changed.done and not (root / "positive").exists()
-
-
-def test_old_entry_point_still_runs_the_main_job():
-    from training import offline_default
-
-    assert offline_default.main is hm.main

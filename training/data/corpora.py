@@ -33,7 +33,7 @@ to generate each concept's name; one (mention, name) pair per id). Scoring follo
 ANGEL/BioSyn convention: a prediction is correct if ANY gold id is predicted -- for composite
 and conjunct mentions alike.
 
-Preprocessing (:func:`training.data.preprocess.preprocess`, re-exported here) lowercases and expands
+Preprocessing (:func:`training.data.preprocess.preprocess`) lowercases and expands
 abbreviations found in each mention's own document text (Schwartz–Hearst), mirroring the Ab3P step
 BioSyn applied to its processed files, and can drop mentions none of whose ids is in the KB.
 """
@@ -46,7 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
 
-from spacy_angel.errors import CorpusFormatError
+from spacy_angel.errors import CorpusFormatError, Errors
+from spacy_angel.fileio import GZIP_MAGIC
 from spacy_angel.kb.normalize import normalize_id
 from spacy_angel.seq2seq.prompt import split_context
 from spacy_angel.types import Mention
@@ -97,14 +98,14 @@ def _gunzip(path: Path, data: bytes) -> bytes:
         except zlib.error:
             readable = b""
         line = readable.count(b"\n") + 1
-        raise CorpusFormatError(path, line, f"the gzip stream is truncated or corrupt ({type(err).__name__}: {err})") from None
+        raise CorpusFormatError(path, line, Errors.E306.format(err_type=type(err).__name__, err=err)) from None
 
 
 def _read_text(path: Path) -> str:
     """UTF-8, falling back to latin-1 (AskAPatient and old PubTator dumps are not always UTF-8);
     gzip (MedMentions ships ``corpus_pubtator.txt.gz``) is recognised by its magic bytes."""
     data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":
+    if data[:2] == GZIP_MAGIC:
         data = _gunzip(path, data)
     try:
         return data.decode("utf-8")
@@ -170,15 +171,15 @@ def read_pubtator_documents(path: PathLike) -> Iterator[PubTatorDocument]:
             pmid, kind, content = m.group(1).strip(), m.group(2), m.group(3)
             if kind == "t":
                 if doc is not None and text is not None:
-                    raise CorpusFormatError(path, lineno, f"second title for {pmid} without a blank line")
+                    raise CorpusFormatError(path, lineno, Errors.E307.format(pmid=pmid))
                 if doc is not None:
                     yield doc
                 doc, text = PubTatorDocument(pmid, content), None
             else:
                 if doc is None or doc.pmid != pmid:
-                    raise CorpusFormatError(path, lineno, f"abstract for {pmid} without its title line")
+                    raise CorpusFormatError(path, lineno, Errors.E308.format(pmid=pmid))
                 if doc.abstract is not None or text is not None:
-                    raise CorpusFormatError(path, lineno, f"second abstract line for {pmid}")
+                    raise CorpusFormatError(path, lineno, Errors.E309.format(pmid=pmid))
                 doc.abstract = content
             continue
 
@@ -186,22 +187,20 @@ def read_pubtator_documents(path: PathLike) -> Iterator[PubTatorDocument]:
         if len(cols) == 4 and not cols[1].strip().lstrip("-").isdigit():
             continue  # relation line, e.g. "PMID\tCID\tD008750\tD003866" (BC5CDR)
         if len(cols) not in (6, 7):
-            raise CorpusFormatError(
-                path, lineno, f"expected 6 or 7 tab-separated columns, got {len(cols)}: {line[:80]!r}"
-            )
+            raise CorpusFormatError(path, lineno, Errors.E310.format(n=len(cols), line=line[:80]))
         pmid, s_start, s_end, surface, etype, raw_ids = cols[:6]
         if doc is None or pmid.strip() != doc.pmid:
-            raise CorpusFormatError(path, lineno, f"annotation for {pmid!r} outside its document")
+            raise CorpusFormatError(path, lineno, Errors.E311.format(pmid=pmid))
         try:
             start, end = int(s_start), int(s_end)
         except ValueError:
-            raise CorpusFormatError(path, lineno, f"offsets are not integers: {s_start!r}, {s_end!r}") from None
+            raise CorpusFormatError(path, lineno, Errors.E312.format(start=s_start, end=s_end)) from None
         text = text if text is not None else doc.text
         if not 0 <= start < end <= len(text):
-            raise CorpusFormatError(path, lineno, f"offsets {start}-{end} outside the text (length {len(text)})")
+            raise CorpusFormatError(path, lineno, Errors.E313.format(start=start, end=end, length=len(text)))
         found = text[start:end]
         if found != surface and found.rstrip() != surface.rstrip():
-            raise CorpusFormatError(path, lineno, f"text[{start}:{end}] is {found!r}, annotation says {surface!r}")
+            raise CorpusFormatError(path, lineno, Errors.E314.format(start=start, end=end, found=found, surface=surface))
         end = start + len(found.rstrip())  # a surface never ends in whitespace
         parts = cols[6] if len(cols) == 7 else None
         trimmed = found != surface
@@ -218,7 +217,7 @@ def read_pubtator(path: PathLike, *, composite: str = "keep") -> MentionList:
     Raises :class:`CorpusFormatError` on malformed lines and offset/text mismatches.
     """
     if composite not in ("keep", "split", "drop"):
-        raise ValueError(f"composite must be 'keep', 'split' or 'drop', not {composite!r}")
+        raise ValueError(Errors.E315.format(composite=composite))
     report = ReadReport(path=str(path), format="pubtator")
     out: List[Mention] = []
     conj: Set[Mention] = set()
@@ -265,7 +264,7 @@ def read_biosyn_dir(path: PathLike) -> MentionList:
     path = Path(path)
     files = sorted(path.glob("*.concept")) if path.is_dir() else [path]
     if path.is_dir() and not files:
-        raise FileNotFoundError(f"no *.concept files in {path}")
+        raise FileNotFoundError(Errors.E316.format(path=path))
     report = ReadReport(path=str(path), format="biosyn")
     out: List[Mention] = []
     conj: Set[Mention] = set()
@@ -276,12 +275,10 @@ def read_biosyn_dir(path: PathLike) -> MentionList:
                 continue
             fields = line.split("||")
             if len(fields) != 5:
-                raise CorpusFormatError(
-                    file, lineno, f"expected 'PMID||start|end||type||mention||IDs', got {line[:80]!r}"
-                )
+                raise CorpusFormatError(file, lineno, Errors.E317.format(line=line[:80]))
             pmid, span, _etype, surface, raw_ids = (f.strip() for f in fields)
             if not re.fullmatch(r"\d+\|\d+", span) or not surface:
-                raise CorpusFormatError(file, lineno, f"bad offsets or empty mention: {line[:80]!r}")
+                raise CorpusFormatError(file, lineno, Errors.E318.format(line=line[:80]))
             seen_doc = True
             report.records += 1
             ids, is_composite, is_conjunct, bad = _parse_ids(raw_ids)
@@ -327,11 +324,11 @@ def read_askapatient(path: PathLike) -> MentionList:
             continue
         cols = line.split("\t")
         if len(cols) != 3:
-            raise CorpusFormatError(path, lineno, f"expected 3 tab-separated columns, got {len(cols)}")
+            raise CorpusFormatError(path, lineno, Errors.E319.format(n=len(cols)))
         raw_id, _name, surface = cols
         surface = surface.strip()
         if not surface or not raw_id.strip():
-            raise CorpusFormatError(path, lineno, "empty concept id or mention")
+            raise CorpusFormatError(path, lineno, Errors.E320)
         report.records += 1
         ids, is_composite, _, _ = _parse_ids(raw_id)
         if not ids:
@@ -395,7 +392,7 @@ def _sniff(path: Path) -> str:
             return "askapatient"
         if line.count("\t") in (5, 6):
             return "pubtator"
-    raise ValueError(f"cannot tell the corpus format of {path}; pass format=")
+    raise ValueError(Errors.E321.format(path=path))
 
 
 def read_corpus(path: PathLike, format: str = "auto", **kwargs: Any) -> MentionList:
@@ -413,7 +410,7 @@ def read_corpus(path: PathLike, format: str = "auto", **kwargs: Any) -> MentionL
         else:
             format = _sniff(path)
     if format not in readers:
-        raise ValueError(f"unknown corpus format {format!r}; choose from {sorted(readers)}")
+        raise ValueError(Errors.E322.format(format=format, formats=sorted(readers)))
     return readers[format](path, **kwargs)
 
 
@@ -425,5 +422,5 @@ def mention_context(m: Mention, window_words: int) -> Tuple[str, str, str]:
     The linker's own rule (:func:`spacy_angel.seq2seq.prompt.split_context`), before normalisation.
     """
     if window_words < 0:
-        raise ValueError("window_words must be >= 0")
+        raise ValueError(Errors.E323)
     return split_context(m.text, m.start, m.end, window_words)

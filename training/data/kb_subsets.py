@@ -14,6 +14,7 @@ import random
 from pathlib import Path
 from typing import Any, Dict, List, Set, Tuple, Union
 
+from spacy_angel.errors import Errors
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.types import Mention
 
@@ -58,7 +59,7 @@ def sample_held_out_names(kb: KnowledgeBase, fraction: float, seed: int = 0) -> 
     each :func:`holdable_names` name is drawn with probability ``fraction`` (seeded; one draw per
     name of every multi-name concept, so a name's fate does not depend on which names are holdable)."""
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"held-out fraction must be in [0, 1), got {fraction}")
+        raise ValueError(Errors.E324.format(fraction=fraction))
     rng = random.Random(seed)
     held: List[Tuple[str, str]] = []
     for cid in kb.concept_ids:
@@ -80,17 +81,17 @@ def read_held_out_names(model_dir: Union[str, Path], kb: KnowledgeBase) -> Tuple
     and ``kb`` without them (decoding against it, the model cannot just copy its input)."""
     path = Path(model_dir) / HELD_OUT_FILE
     if not path.is_file():
-        raise ValueError(f"{path} does not exist: train the positive model with --kb-names-as-mentions --hold-out-kb-names F")
+        raise ValueError(Errors.E325.format(path=path))
     try:
         rows = json.loads(path.read_text(encoding="utf-8"))["names"]
     except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{path}: not a held-out names file ({err})") from None
+        raise ValueError(Errors.E326.format(path=path, err=err)) from None
     mentions: List[Mention] = []
     for i, row in enumerate(rows):
         name, cid = (row.get("name"), row.get("id")) if isinstance(row, dict) else (None, None)
         if not isinstance(name, str) or not isinstance(cid, str):
-            raise ValueError(f"{path}: names[{i}] needs string fields 'name' and 'id'")
+            raise ValueError(Errors.E327.format(path=path, i=i))
         if cid not in kb or name not in kb.names_for(cid):
-            raise ValueError(f"{path}: names[{i}] ({name!r}, {cid}) is not a name of that concept in this KB")
+            raise ValueError(Errors.E328.format(path=path, i=i, name=name, cid=cid))
         mentions.append(Mention.bare(name, (cid,), doc_id=f"kb-name-{i}"))
     return mentions, without_names(kb, {m.surface for m in mentions})

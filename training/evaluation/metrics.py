@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 
 import numpy as np
 
-from spacy_angel.errors import Errors
+from spacy_angel.errors import Errors, Warnings
 from spacy_angel.fileio import atomic_write_bytes
 from spacy_angel.types import Candidate, Mention
 
@@ -70,7 +70,7 @@ def accuracy_at_k(
 ) -> Dict[str, float]:
     """``{"acc@1": .., ..., "n": N}``; a mention counts at k if its first correct rank is <= k."""
     if len(predictions) != len(gold):
-        raise ValueError(f"{len(predictions)} predictions for {len(gold)} gold entries")
+        raise ValueError(Errors.E367.format(predictions=len(predictions), gold=len(gold)))
     ranks = [first_correct_rank(p, g, kb) for p, g in zip(predictions, gold)]
     n = len(ranks)
     out: Dict[str, float] = {}
@@ -100,9 +100,9 @@ def evaluation_report(
     from training.evaluation.similarity_bins import DEFAULT_EDGES, bin_labels, value_to_bin
 
     if len(mentions) != len(predictions):
-        raise ValueError(f"{len(mentions)} mentions but {len(predictions)} prediction lists")
+        raise ValueError(Errors.E368.format(mentions=len(mentions), predictions=len(predictions)))
     if gold is not None and len(gold) != len(mentions):
-        raise ValueError(f"{len(gold)} gold entries for {len(mentions)} mentions")
+        raise ValueError(Errors.E369.format(gold=len(gold), mentions=len(mentions)))
     if kb is None and name_index is not None:
         kb = name_index.kb
     edges = tuple(edges if edges is not None else DEFAULT_EDGES)
@@ -203,7 +203,7 @@ def bootstrap_ci(
     """``(mean, low, high)``: percentile bootstrap confidence interval of the mean."""
     correct = np.asarray(correct, dtype=np.float64).ravel()
     if not len(correct):
-        raise ValueError("bootstrap_ci needs at least one value")
+        raise ValueError(Errors.E370)
     rng = np.random.default_rng(seed)
     means = _bootstrap_means(correct, n, rng)
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
@@ -225,9 +225,9 @@ def paired_bootstrap_test(
     a = np.asarray(a_correct, dtype=np.float64).ravel()
     b = np.asarray(b_correct, dtype=np.float64).ravel()
     if len(a) != len(b):
-        raise ValueError(f"paired test needs equal lengths, got {len(a)} and {len(b)}")
+        raise ValueError(Errors.E371.format(a=len(a), b=len(b)))
     if not len(a):
-        raise ValueError("paired test needs at least one mention")
+        raise ValueError(Errors.E372)
     d = a - b
     diff = float(d.mean())
     rng = np.random.default_rng(seed)
@@ -260,16 +260,10 @@ def compare_reports(path_a: PathLike, path_b: PathLike, n: int = 10000, seed: in
     ra, rb = read_report(path_a), read_report(path_b)
     ma, mb = ra["mentions"], rb["mentions"]
     if len(ma) != len(mb):
-        raise ValueError(
-            f"cannot compare reports with different mention counts: {path_a} has {len(ma)}, "
-            f"{path_b} has {len(mb)}"
-        )
+        raise ValueError(Errors.E373.format(path_a=path_a, n_a=len(ma), path_b=path_b, n_b=len(mb)))
     mismatched = [i for i, (x, y) in enumerate(zip(ma, mb)) if x.get("mention") != y.get("mention")]
     if mismatched:
-        warnings.warn(
-            f"{len(mismatched)} mention strings differ between {path_a} and {path_b} "
-            f"(first at position {mismatched[0]}); matching by position anyway"
-        )
+        warnings.warn(Warnings.W100.format(n=len(mismatched), path_a=path_a, path_b=path_b, first=mismatched[0]))
     a = np.array([bool(e["correct@1"]) for e in ma], dtype=float)
     b = np.array([bool(e["correct@1"]) for e in mb], dtype=float)
     result = paired_bootstrap_test(a, b, n=n, seed=seed) if len(a) else {"n": 0}
@@ -298,15 +292,15 @@ def plot_bins(reports: Mapping[str, Mapping[str, Any]], path: PathLike, title: O
     from training.evaluation.similarity_bins import DEFAULT_EDGES, bin_labels
 
     if not reports:
-        raise ValueError("plot_bins needs at least one report")
+        raise ValueError(Errors.E374)
     edges = None
     for name, rep in reports.items():
         e = rep.get("summary", {}).get("similarity_edges")
         if e is None and not any("similarity_bin" in m for m in rep.get("mentions", [])):
-            raise ValueError(f"report {name!r} has no similarity bins (build it with a name_index)")
+            raise ValueError(Errors.E375.format(name=name))
         e = tuple(e) if e is not None else tuple(DEFAULT_EDGES)
         if edges is not None and e != edges:
-            raise ValueError("reports use different similarity bin edges")
+            raise ValueError(Errors.E376)
         edges = e
     assert edges is not None
     labels = bin_labels(edges)

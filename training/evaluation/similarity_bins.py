@@ -1,7 +1,6 @@
 """TF-IDF evaluation helpers: the mention/gold similarity bins of ANGEL's Figure 4 analysis.
 
-The char 3-gram TF-IDF name index itself is runtime code (:mod:`spacy_angel.retrieval.tfidf`); it is
-re-exported here so ``from training.evaluation.similarity_bins import NameIndex`` keeps working for training modules.
+The char 3-gram TF-IDF name index itself is runtime code (:mod:`spacy_angel.retrieval.tfidf`).
 """
 from __future__ import annotations
 
@@ -9,6 +8,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from spacy_angel.errors import Errors
 from spacy_angel.retrieval.tfidf import NameIndex
 
 DEFAULT_EDGES: Tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -22,7 +22,7 @@ def bin_labels(edges: Sequence[float] = DEFAULT_EDGES) -> List[str]:
 def value_to_bin(value: float, edges: Sequence[float] = DEFAULT_EDGES) -> int:
     """Bin index of ``value``: bins are ``[e_i, e_{i+1})``, the last one closed (1.0 included)."""
     if len(edges) < 2:
-        raise ValueError("need at least two bin edges")
+        raise ValueError(Errors.E377)
     idx = int(np.searchsorted(np.asarray(edges, dtype=float), value, side="right")) - 1
     return min(max(idx, 0), len(edges) - 2)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
+from spacy_angel.errors import Errors
 from spacy_angel.fileio import atomic_open, iter_jsonl
 from spacy_angel.seq2seq.prompt import prompt_for
 from spacy_angel.types import Mention
@@ -72,13 +73,13 @@ def read_pairs(path: Union[str, Path]) -> Iterator[PreferencePair]:
     for lineno, rec in iter_jsonl(path):
         missing = [f for f in REQUIRED_PAIR_FIELDS if f not in rec]
         if missing:
-            raise ValueError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
+            raise ValueError(Errors.E330.format(path=path, lineno=lineno, fields=", ".join(missing)))
         text, start, end = rec["text"], rec["start"], rec["end"]
         if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= len(text)):
-            raise ValueError(f"{path}:{lineno}: field start/end ({start}, {end}) outside the text")
+            raise ValueError(Errors.E331.format(path=path, lineno=lineno, start=start, end=end))
         fold = rec.get("fold")
         if fold is not None and (not isinstance(fold, int) or isinstance(fold, bool) or fold < 0):
-            raise ValueError(f"{path}:{lineno}: field fold ({fold!r}) is not a fold number")
+            raise ValueError(Errors.E332.format(path=path, lineno=lineno, fold=fold))
         yield PreferencePair(
             doc_id=str(rec.get("doc_id", "")),
             text=text,

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from trl.trainer.utils import selective_log_softmax
 
-from spacy_angel.errors import PreferenceTrainingError
+from spacy_angel.errors import Errors, PreferenceTrainingError
 from spacy_angel.linking.linker import AngelLinker
 from training.examples.encoding import IGNORE_INDEX, seq2seq_example
 from training.examples.pair_files import PreferencePair
@@ -36,20 +36,19 @@ def encode_pairs(linker: AngelLinker, pairs: Sequence[PreferencePair]) -> List[D
     rows: List[Dict[str, List[int]]] = []
     for i, pair in enumerate(pairs):
         if not isinstance(pair, PreferencePair):
-            raise PreferenceTrainingError(f"pair {i}: expected a PreferencePair, got {type(pair).__name__}")
+            raise PreferenceTrainingError(Errors.E333.format(i=i, got=type(pair).__name__))
         for field in ("chosen", "rejected"):
             value = getattr(pair, field)
             if not isinstance(value, str) or not value.strip():
-                raise PreferenceTrainingError(f"pair {i} (doc {pair.doc_id!r}): field {field} is empty")
+                raise PreferenceTrainingError(Errors.E334.format(i=i, doc_id=pair.doc_id, field=field))
         try:
             chosen = seq2seq_example(linker, pair.inputs, pair.chosen)
             rejected = seq2seq_example(linker, pair.inputs, pair.rejected)
         except ValueError as err:
-            raise PreferenceTrainingError(f"pair {i} (doc {pair.doc_id!r}): {err}") from err
+            raise PreferenceTrainingError(Errors.E335.format(i=i, doc_id=pair.doc_id, err=err)) from err
         if chosen["labels"] == rejected["labels"]:
             raise PreferenceTrainingError(
-                f"pair {i} (doc {pair.doc_id!r}, mention {pair.mention.surface!r}): chosen {pair.chosen!r} and "
-                f"rejected {pair.rejected!r} are the same name after normalisation"
+                Errors.E336.format(i=i, doc_id=pair.doc_id, surface=pair.mention.surface, chosen=pair.chosen, rejected=pair.rejected)
             )
         rows.append(
             {

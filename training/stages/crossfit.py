@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
+from spacy_angel.errors import Errors
 from spacy_angel.fileio import atomic_write_json
 from spacy_angel.kb.normalize import normalize_name
 from spacy_angel.kb.store import KnowledgeBase
@@ -70,19 +71,17 @@ def fold_unit(m: Mention, fold_by: str, lowercase: bool = True) -> str:
         return m.doc_id
     if fold_by == "surface":
         return normalize_name(m.surface, lowercase)
-    raise ValueError(f"fold_by must be one of {', '.join(FOLD_UNITS)}, got {fold_by!r}")
+    raise ValueError(Errors.E358.format(units=", ".join(FOLD_UNITS), fold_by=fold_by))
 
 
 def unit_folds(mentions: Sequence[Mention], folds: int, seed: int = 0, fold_by: str = "document", lowercase: bool = True) -> Dict[str, int]:
     """Unit key (:func:`fold_unit`) -> fold (module doc); every fold gets at least one unit."""
     if folds < 2:
-        raise ValueError(f"cross-fitting needs at least 2 folds, got {folds}")
+        raise ValueError(Errors.E359.format(folds=folds))
     units = sorted({fold_unit(m, fold_by, lowercase) for m in mentions})
     if len(units) < folds:
         hint = " (a corpus without documents can be split with --fold-by surface)" if fold_by == "document" else ""
-        raise ValueError(
-            f"{len(units)} {fold_by}(s) cannot make {folds} folds: cross-fitting splits the training mentions by {fold_by}{hint}"
-        )
+        raise ValueError(Errors.E360.format(n=len(units), fold_by=fold_by, folds=folds, hint=hint))
     random.Random(seed).shuffle(units)
     return {unit: i % folds for i, unit in enumerate(units)}
 
@@ -138,12 +137,12 @@ def crossfit_pairs(
     """
     s = resolve(CrossfitSettings, settings, overrides)
     if s.output_dir is None:
-        raise ValueError("no directory for the fold models: set output_dir")
+        raise ValueError(Errors.E361)
     positive, mining, folds, seed = s.positive(), s.mining(), s.folds, s.fold_seed
     if mining.strategy not in ("angel", "all", "top10"):
-        raise ValueError(f"strategy {mining.strategy!r} cannot be cross-fitted: choose angel, all or top10 ('tfidf' uses no model)")
+        raise ValueError(Errors.E362.format(strategy=mining.strategy))
     if s.only_fold is not None and not 0 <= s.only_fold < folds:
-        raise ValueError(f"only_fold must be a fold number from 0 to {folds - 1}, got {s.only_fold}")
+        raise ValueError(Errors.E363.format(last=folds - 1, only_fold=s.only_fold))
     fold_dir = Path(s.output_dir)
     assignment = unit_folds(mentions, folds, seed, s.fold_by, kb.lowercase)
     fold_of = [assignment[fold_unit(m, s.fold_by, kb.lowercase)] for m in mentions]

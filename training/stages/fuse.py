@@ -104,7 +104,7 @@ def fit_fusion(data: FusionData, seed: int = 0, folds: int = 5) -> Dict[str, obj
     """Weights (as :class:`FusionWeights`) plus the cross-validated dev Acc@1 of each C."""
     n = len(data)
     if n == 0:
-        raise ValueError("no dev mentions to fit fusion weights on")
+        raise ValueError(Errors.E365)
     check_dev_size(n, folds)
     rng = np.random.default_rng(seed)
     order = rng.permutation(n)
@@ -124,7 +124,7 @@ def fit_fusion(data: FusionData, seed: int = 0, folds: int = 5) -> Dict[str, obj
     best_c = max(C_GRID, key=lambda c: (cv[str(c)], -abs(np.log10(c))))
     w = _fit_weights(data, range(n), best_c)
     if w is None:
-        raise ValueError("no dev mention has its gold concept among several candidates: cannot fit weights")
+        raise ValueError(Errors.E366)
     weights = FusionWeights(**{name: float(v) for name, v in zip(FEATURES, w)}, source="fitted")
     return {"weights": weights, "C": best_c, "cv_acc@1": cv, "fit_acc@1": acc_at_1(data, w)}
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
+from spacy_angel.errors import Errors
 from spacy_angel.fileio import PathLike, atomic_directory, atomic_write_json
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.retrieval.tfidf import NameIndex
@@ -52,9 +53,9 @@ def iterative_rounds(
 
     s = resolve(IterateSettings, settings, overrides)
     if s.rounds < 1 or s.chunks < 1:
-        raise ValueError("rounds and chunks must be at least 1")
+        raise ValueError(Errors.E364)
     if output_dir is None and s.output_dir is None:
-        raise ValueError("no output directory: pass output_dir or settings.output_dir")
+        raise ValueError(Errors.E300)
     from training.runs import bookkeeping as run
 
     output_dir = run.check_output_dir(output_dir if output_dir is not None else s.output_dir, [model_dir], ValueError)

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
+from spacy_angel.errors import Errors
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.linking.linker import AngelLinker
 from spacy_angel.retrieval.tfidf import NameIndex
@@ -69,7 +70,7 @@ def select_pairs(
     to a canonical form before comparing with ``gold_ids`` (e.g. ``kb.canonical_id``).
     """
     if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        raise ValueError(Errors.E303.format(strategy=strategy, choices=", ".join(STRATEGIES)))
     norm = canon or (lambda x: x)
     gold: Set[str] = {norm(g) for g in gold_ids}
     entries: List[Tuple[int, str, bool]] = []
@@ -189,9 +190,9 @@ def mine_pairs(
     s = resolve(MiningSettings, settings, overrides)
     strategy, top_k = s.strategy, s.top_k
     if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        raise ValueError(Errors.E303.format(strategy=strategy, choices=", ".join(STRATEGIES)))
     if top_k < 1:
-        raise ValueError("top_k must be at least 1")
+        raise ValueError(Errors.E356)
     started = time.time()
     if strategy == "top10":
         top_k = max(top_k, 10)
@@ -207,7 +208,7 @@ def mine_pairs(
                 model_dir, kb, device=s.device, num_beams=beams, batch_size=s.batch_size, context_window=s.context_window
             )
         elif linker.num_beams < top_k:
-            raise ValueError(f"the linker decodes {linker.num_beams} beams, fewer than top_k={top_k}")
+            raise ValueError(Errors.E357.format(beams=linker.num_beams, top_k=top_k))
         rankings = name_rankings(linker, usable, top_k, progress=s.progress)
 
     pairs: List[PreferencePair] = []

@@ -36,7 +36,7 @@ from typing import AbstractSet, Any, Dict, Iterable, List, Optional, Sequence, T
 
 import torch
 
-from spacy_angel.errors import TrainingDataError
+from spacy_angel.errors import Errors, TrainingDataError
 from spacy_angel.fileio import iter_jsonl
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.linking.linker import AngelLinker
@@ -128,17 +128,17 @@ def read_pretraining_jsonl(paths: Union[PathLike, Sequence[PathLike]]) -> Iterab
         if p.is_dir():
             found = sorted(p.glob("*.jsonl"))
             if not found:
-                raise TrainingDataError(f"no *.jsonl files in pre-training directory {p}")
+                raise TrainingDataError(Errors.E337.format(path=p))
             files.extend(found)
         elif p.is_file():
             files.append(p)
         else:
-            raise TrainingDataError(f"pre-training data {p} does not exist")
+            raise TrainingDataError(Errors.E338.format(path=p))
     for file in files:
         for lineno, rec in iter_jsonl(file, TrainingDataError):
             missing = [f for f in ("source", "prompt", "target") if not isinstance(rec.get(f), str) or not rec[f].strip()]
             if missing:
-                raise TrainingDataError(f"{file}:{lineno}: missing or empty field(s) {', '.join(missing)}")
+                raise TrainingDataError(Errors.E339.format(path=file, lineno=lineno, fields=", ".join(missing)))
             yield lineno, file, rec
 
 
@@ -205,7 +205,7 @@ class Seq2SeqCollator:
         for i, f in enumerate(features):
             src, dec, lab = f["input_ids"], f["decoder_input_ids"], f["labels"]
             if len(lab) != len(dec):
-                raise ValueError(f"example {i}: {len(lab)} labels for {len(dec)} decoder inputs")
+                raise ValueError(Errors.E340.format(i=i, labels=len(lab), inputs=len(dec)))
             batch["input_ids"][i, : len(src)] = torch.as_tensor(src, dtype=torch.long)
             batch["attention_mask"][i, : len(src)] = 1
             batch["decoder_input_ids"][i, : len(dec)] = torch.as_tensor(dec, dtype=torch.long)
@@ -231,10 +231,7 @@ def _training_data(
         stats["kb_names_held_out"] = len(held_out)
         train.extend(extra)
     if not train:
-        raise TrainingDataError(
-            f"no training examples: {stats['mentions']} mentions, none with a gold id in the KB "
-            f"({stats['gold_ids_not_in_kb']} ids missing)"
-        )
+        raise TrainingDataError(Errors.E341.format(mentions=stats["mentions"], missing=stats["gold_ids_not_in_kb"]))
     stats["train_examples"] = len(train)
     stats["dev_mentions"] = len(dev)
     return train, dev_examples(linker, index, dev) if dev else [], stats
@@ -275,21 +272,19 @@ def _arguments(s: PositiveSettings, ckpt_dir: Path, steps: int, use_dev: bool) -
 
 def _check(s: PositiveSettings) -> None:
     if s.lr_scheduler not in SCHEDULERS:
-        raise TrainingDataError(f"unknown lr_scheduler {s.lr_scheduler!r}: linear, cosine, polynomial or constant_with_warmup")
+        raise TrainingDataError(Errors.E342.format(scheduler=s.lr_scheduler))
     if s.plateau_restarts < 0 or not 0.0 < s.plateau_lr_factor < 1.0:
-        raise TrainingDataError(
-            f"plateau_restarts must be >= 0 and plateau_lr_factor in (0, 1), got {s.plateau_restarts} and {s.plateau_lr_factor}"
-        )
+        raise TrainingDataError(Errors.E343.format(restarts=s.plateau_restarts, factor=s.plateau_lr_factor))
     if s.synonyms_k < 1:
-        raise TrainingDataError("synonyms_k must be at least 1")
+        raise TrainingDataError(Errors.E344)
     if not 0.0 <= s.hold_out_kb_names < 1.0:
-        raise TrainingDataError(f"hold_out_kb_names must be in [0, 1), got {s.hold_out_kb_names}")
+        raise TrainingDataError(Errors.E345.format(fraction=s.hold_out_kb_names))
     if s.hold_out_kb_names > 0 and not s.kb_names_as_mentions:
-        raise TrainingDataError("hold_out_kb_names needs kb_names_as_mentions (it holds names out of those examples)")
+        raise TrainingDataError(Errors.E346)
     if s.device not in ("auto", "cpu", "cuda"):
-        raise TrainingDataError(f"unknown device {s.device!r}: auto, cpu or cuda")
+        raise TrainingDataError(Errors.E301.format(device=s.device))
     if s.device == "cuda" and not torch.cuda.is_available():
-        raise TrainingDataError("device 'cuda' requested but CUDA is not available")
+        raise TrainingDataError(Errors.E302)
 
 
 def _fit(
@@ -361,7 +356,7 @@ def train_positive(
     s = resolve(PositiveSettings, settings, overrides)
     started = time.time()
     if output_dir is None and s.output_dir is None:
-        raise TrainingDataError("no output directory: pass output_dir or settings.output_dir")
+        raise TrainingDataError(Errors.E300)
     output_dir = run.check_output_dir(output_dir if output_dir is not None else s.output_dir, [model_dir], TrainingDataError)
     _check(s)
     run.pin_threads(s.threads)

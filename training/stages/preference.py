@@ -36,7 +36,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import torch
 from trl import CPOConfig, CPOTrainer, DPOConfig, DPOTrainer
 
-from spacy_angel.errors import PreferenceTrainingError
+from spacy_angel.errors import Errors, PreferenceTrainingError, Warnings
 from spacy_angel.kb.readers import load_kb
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.seq2seq.loading import load_model_and_tokenizer
@@ -76,7 +76,7 @@ class AngelDPOTrainer(DPOTrainer):
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         missing = [c for c in ROW_COLUMNS if c not in dataset.column_names]
         if missing:
-            raise PreferenceTrainingError(f"{dataset_name} dataset lacks column(s) {', '.join(missing)}")
+            raise PreferenceTrainingError(Errors.E347.format(dataset=dataset_name, columns=", ".join(missing)))
         return dataset
 
     def concatenated_forward(self, model, batch, is_ref_model: bool = False):
@@ -117,21 +117,21 @@ def _load_kb(kb: Union[KnowledgeBase, PathLike]) -> KnowledgeBase:
 
 def _check_options(s: PreferenceSettings, pairs: Sequence[PreferencePair]) -> None:
     if s.loss not in LOSSES:
-        raise PreferenceTrainingError(f"unknown loss {s.loss!r}: choose one of {', '.join(LOSSES)}")
+        raise PreferenceTrainingError(Errors.E348.format(loss=s.loss, losses=", ".join(LOSSES)))
     if len(pairs) == 0:
-        raise PreferenceTrainingError("no preference pairs to train on (is the pairs file empty?)")
+        raise PreferenceTrainingError(Errors.E349)
     if not s.beta > 0:
-        raise PreferenceTrainingError(f"beta must be positive, got {s.beta}")
+        raise PreferenceTrainingError(Errors.E350.format(beta=s.beta))
     if s.batch_size < 1:
-        raise PreferenceTrainingError(f"batch_size must be at least 1, got {s.batch_size}")
+        raise PreferenceTrainingError(Errors.E351.format(batch_size=s.batch_size))
     if s.max_steps <= 0 and not s.epochs > 0:
-        raise PreferenceTrainingError("set epochs > 0 or max_steps > 0")
+        raise PreferenceTrainingError(Errors.E352)
     if not 0.0 <= s.label_smoothing < 0.5:
-        raise PreferenceTrainingError(f"label_smoothing must be in [0, 0.5), got {s.label_smoothing}")
+        raise PreferenceTrainingError(Errors.E353.format(label_smoothing=s.label_smoothing))
     if s.device not in ("auto", "cpu", "cuda"):
-        raise PreferenceTrainingError(f"unknown device {s.device!r}: auto, cpu or cuda")
+        raise PreferenceTrainingError(Errors.E301.format(device=s.device))
     if s.device == "cuda" and not torch.cuda.is_available():
-        raise PreferenceTrainingError("device 'cuda' requested but CUDA is not available")
+        raise PreferenceTrainingError(Errors.E302)
 
 
 # ---------------------------------------------------------------------------- public API
@@ -139,16 +139,14 @@ def _load_models(model_dir: PathLike, s: PreferenceSettings) -> Tuple[Any, Any, 
     """(policy, tokenizer, frozen reference or None): DPO's reference is a separate, untrained copy."""
     model, tokenizer = load_model_and_tokenizer(model_dir, device="cpu")
     if not model.config.is_encoder_decoder:
-        raise PreferenceTrainingError(f"{model_dir}: preference training needs an encoder-decoder model")
+        raise PreferenceTrainingError(Errors.E354.format(model_dir=model_dir))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     ref_model = None
     if s.loss == "dpo":
         ref_model, ref_tokenizer = load_model_and_tokenizer(s.ref_model_dir or model_dir, device="cpu")
         if tokenizer_fingerprint(ref_tokenizer) != tokenizer_fingerprint(tokenizer):
-            raise PreferenceTrainingError(
-                f"the reference model {s.ref_model_dir} uses another tokenizer than {model_dir}: both must share one"
-            )
+            raise PreferenceTrainingError(Errors.E355.format(ref_model_dir=s.ref_model_dir, model_dir=model_dir))
         ref_model.eval().requires_grad_(False)
     return model, tokenizer, ref_model
 
@@ -222,7 +220,7 @@ def build_preference_trainer(
         rows = encode_pairs(linker, pairs)
     dev = [m for m in (dev_mentions or ()) if any(g in kb for g in m.gold_ids)]
     if dev_mentions and not dev:
-        logger.warning("none of the %d dev mentions has a gold id in the KB: no dev selection", len(dev_mentions))
+        logger.warning(Warnings.W101.format(n=len(dev_mentions)))
     common = _trl_arguments(s, work_dir, len(rows), tokenizer.pad_token_id, bool(dev))
     all_callbacks = run.with_safety_cap(callbacks, s.max_minutes)
     if dev:
@@ -276,7 +274,7 @@ def train_preference(
     started = time.time()
     pairs = list(pairs)
     if output_dir is None and s.output_dir is None:
-        raise PreferenceTrainingError("no output directory: pass output_dir or settings.output_dir")
+        raise PreferenceTrainingError(Errors.E300)
     target = output_dir if output_dir is not None else s.output_dir
     output_dir = run.check_output_dir(target, [model_dir, s.ref_model_dir], PreferenceTrainingError)
     ckpt_dir = output_dir / run.CHECKPOINT_DIR
@@ -298,7 +296,7 @@ def train_preference(
     dev_start = next((h["eval_dev_acc1"] for h in history if h.get("step") == 0 and "eval_dev_acc1" in h), None)
     best = trainer.state.best_metric
     if dev_start is not None and best is not None and best < dev_start:
-        logger.warning("preference training lowered dev Acc@1 (%.4f before, best %.4f after)", dev_start, best)
+        logger.warning(Warnings.W102.format(before=dev_start, best=best))
     settings_log = {k: v for k, v in dataclasses.asdict(s).items() if k not in ("output_dir", "progress", "ref_model_dir")}
     settings_log["nll_alpha"] = getattr(trainer, "cpo_alpha", None) if s.loss in ("cpo", "simpo") else trainer.args.rpo_alpha
     settings_log["simpo_gamma"] = s.simpo_gamma if s.loss == "simpo" else None

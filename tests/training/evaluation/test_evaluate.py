@@ -18,7 +18,7 @@ from training.evaluation.metrics import (
     plot_bins,
     write_report,
 )
-from training.evaluation.similarity_bins import NameIndex
+from spacy_angel.retrieval.tfidf import NameIndex
 
 
 def C(*ids: str, name: str = "n", score: float = -0.1) -> Candidate:

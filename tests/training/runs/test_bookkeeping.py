@@ -9,25 +9,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from spacy_angel.types import Mention
 from training.stages.positive import train_positive
 from training.settings import PositiveSettings, PreferenceSettings, resolve
 
-from conftest import TINY_CONCEPTS
+from conftest import tiny_mentions_in_context
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SETTINGS = PositiveSettings(max_steps=24, batch_size=8, learning_rate=3e-3, save_steps=8, progress=False)
-
-
-def _mentions():
-    out = []
-    for i, (cid, names) in enumerate(TINY_CONCEPTS.items()):
-        for name in names[:2]:
-            text = f"patient {i} was treated for {name} in the clinic ."
-            s = text.index(name)
-            out.append(Mention(f"doc{i}", text, s, s + len(name), (cid,)))
-    return out
 
 
 def _weights(path):
@@ -39,10 +28,10 @@ def _identical(a, b) -> bool:
 
 
 def test_same_seed_same_weights_other_seed_other_weights(tiny_kb, tiny_model_dir, tmp_path):
-    a = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "a", SETTINGS)
-    b = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "b", SETTINGS)
+    a = train_positive(tiny_model_dir, tiny_kb, tiny_mentions_in_context(), tmp_path / "a", SETTINGS)
+    b = train_positive(tiny_model_dir, tiny_kb, tiny_mentions_in_context(), tmp_path / "b", SETTINGS)
     assert _identical(_weights(a), _weights(b))
-    c = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "c", SETTINGS, seed=1)
+    c = train_positive(tiny_model_dir, tiny_kb, tiny_mentions_in_context(), tmp_path / "c", SETTINGS, seed=1)
     assert not _identical(_weights(a), _weights(c))
     log = json.loads((a / "training_log.json").read_text())
     assert log["global_step"] == log["max_steps"] == 24 and not log["stopped_by_time_budget"]
@@ -54,37 +43,37 @@ def test_threads_setting_pins_torch_and_is_logged(tiny_kb, tiny_model_dir, tmp_p
     counts (training.runs.bookkeeping.pin_threads); the run must use it and say so."""
     before = torch.get_num_threads()
     try:
-        out = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "a", SETTINGS, max_steps=2, threads=2)
+        out = train_positive(tiny_model_dir, tiny_kb, tiny_mentions_in_context(), tmp_path / "a", SETTINGS, max_steps=2, threads=2)
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
     log = json.loads((out / "training_log.json").read_text())
     assert log["torch_threads"] == 2 and log["settings"]["threads"] == 2
     with pytest.raises(ValueError, match="at least 1"):
-        train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "b", SETTINGS, threads=0)
+        train_positive(tiny_model_dir, tiny_kb, tiny_mentions_in_context(), tmp_path / "b", SETTINGS, threads=0)
 
 
 def test_killed_run_resumed_by_the_same_command_ends_with_the_same_weights(tiny_kb, tiny_model_dir, tmp_path, kill_at):
-    ref = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "ref", SETTINGS)
+    ref = train_positive(tiny_model_dir, tiny_kb, tiny_mentions_in_context(), tmp_path / "ref", SETTINGS)
     with pytest.raises(KeyboardInterrupt):
-        train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "run", SETTINGS, callbacks=[kill_at(13)])
-    out = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "run", SETTINGS)
+        train_positive(tiny_model_dir, tiny_kb, tiny_mentions_in_context(), tmp_path / "run", SETTINGS, callbacks=[kill_at(13)])
+    out = train_positive(tiny_model_dir, tiny_kb, tiny_mentions_in_context(), tmp_path / "run", SETTINGS)
     log = json.loads((out / "training_log.json").read_text())
     assert log["resumed_from"] == "checkpoint-8" and log["global_step"] == 24
     assert _identical(_weights(out), _weights(ref))
 
 
 def test_safety_cap_reports_the_cut_and_the_rerun_finishes_the_same_run(tiny_kb, tiny_model_dir, tmp_path, capsys):
-    ref = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "ref", SETTINGS)
+    ref = train_positive(tiny_model_dir, tiny_kb, tiny_mentions_in_context(), tmp_path / "ref", SETTINGS)
     capsys.readouterr()
-    cut = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "run", SETTINGS, max_minutes=0.0)
+    cut = train_positive(tiny_model_dir, tiny_kb, tiny_mentions_in_context(), tmp_path / "run", SETTINGS, max_minutes=0.0)
     printed = capsys.readouterr().out
     assert "safety cap of 0 min cut the run at step 1 of 24" in printed
     log = json.loads((cut / "training_log.json").read_text())
     assert log["stopped_by_time_budget"] and log["global_step"] == 1
     assert "cut the run at step 1 of 24" in log["safety_cap"]
     assert (cut / "checkpoints" / "checkpoint-1").is_dir()  # kept, to resume from
-    out = train_positive(tiny_model_dir, tiny_kb, _mentions(), tmp_path / "run", SETTINGS)  # no cap this time
+    out = train_positive(tiny_model_dir, tiny_kb, tiny_mentions_in_context(), tmp_path / "run", SETTINGS)  # no cap this time
     log = json.loads((out / "training_log.json").read_text())
     assert log["resumed_from"] == "checkpoint-1" and not log["stopped_by_time_budget"] and log["safety_cap"] is None
     assert _identical(_weights(out), _weights(ref))

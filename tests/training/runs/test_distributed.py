@@ -1,5 +1,5 @@
-"""Training under ``accelerate launch``: rank-aware writes (training/distributed.py, used by
-training/run.py), the accelerate configs of projects/angel, and (slow) the positive and DPO stages
+"""Training under ``accelerate launch``: rank-aware writes (training/runs/distributed.py, used by
+training/runs/bookkeeping.py), the accelerate configs of projects/angel, and (slow) the positive and DPO stages
 run by two processes to the end, then linking with the result."""
 from __future__ import annotations
 

@@ -22,16 +22,9 @@ from training.evaluation.dev_accuracy import temporary_linker
 from training.examples.encoding import IGNORE_INDEX, name_target, seq2seq_example
 from training.examples.pair_files import PreferencePair
 from training.settings import PreferenceSettings
-from training.stages.preference import (
-    AngelCPOTrainer,
-    AngelDPOTrainer,
-    PairCollator,
-    PreferenceTrainingError,
-    build_preference_trainer,
-    encode_pairs,
-    pair_logps,
-    train_preference,
-)
+from spacy_angel.errors import PreferenceTrainingError
+from training.examples.pair_rows import PairCollator, encode_pairs, pair_logps
+from training.stages.preference import AngelCPOTrainer, AngelDPOTrainer, build_preference_trainer, train_preference
 
 # CPU even where CUDA exists: the checks below compare exact numbers computed on CPU tensors.
 _build = partial(build_preference_trainer, device="cpu")

@@ -134,7 +134,7 @@ def test_cli_errors_name_the_problem(tmp_path, tiny_kb_dir, tiny_model_dir):
 
     bad = tmp_path / "bad.txt"
     bad.write_text("1|t|Migraine today.\n1|a|None.\n1\t0\t8\tMigraine\tD008881\n", encoding="utf-8")
-    assert "bad.txt:3: expected 6 or 7 tab-separated columns" in fails(
+    assert "bad.txt:3: [E310] expected 6 or 7 tab-separated columns" in fails(
         "train", "mine", tiny_model_dir, tiny_kb_dir, bad, "-o", tmp_path / "p.jsonl"
     )
     good = tmp_path / "good.txt"

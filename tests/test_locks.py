@@ -1,0 +1,126 @@
+"""One writer per output: the lock a command holds beside what it writes (spacy_angel.locks)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from spacy_angel.errors import OutputLockedError
+from spacy_angel.locks import lock_path, output_lock
+
+HOLD = (
+    "import sys, time\n"
+    "from spacy_angel.locks import output_lock\n"
+    "with output_lock(sys.argv[1], command='holder-under-test'):\n"
+    "    print('held', flush=True)\n"
+    "    time.sleep(120)\n"
+)
+
+
+def _holder_process(target: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(target)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
+    target = tmp_path / "model"
+    proc = _holder_process(target)
+    try:
+        with pytest.raises(OutputLockedError, match=r"\[E400\]") as err:
+            with output_lock(target, command="second"):
+                pass
+        message = str(err.value)
+        assert f"pid {proc.pid}" in message and "holder-under-test" in message and str(target) in message
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_same_process_cannot_take_one_output_twice(tmp_path):
+    with output_lock(tmp_path / "out.jsonl"):
+        with pytest.raises(OutputLockedError, match=r"\[E400\]"):
+            with output_lock(tmp_path / "out.jsonl"):
+                pass
+        with output_lock(tmp_path / "other.jsonl"):  # another output is another lock
+            pass
+
+
+def test_a_killed_holders_lock_is_taken_over_and_logged(tmp_path, caplog):
+    target = tmp_path / "kb"
+    proc = _holder_process(target)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert json.loads(lock_path(target).read_text())["pid"] == proc.pid  # the file outlived its holder
+    with caplog.at_level(logging.WARNING, logger="spacy_angel.locks"):
+        with output_lock(target, command="rerun") as path:
+            assert json.loads(path.read_text())["command"] == "rerun"
+    assert any("[W010]" in r.getMessage() and str(proc.pid) in r.getMessage() for r in caplog.records)
+
+
+def test_a_released_lock_leaves_nothing_behind(tmp_path):
+    target = tmp_path / "sub" / "pairs.jsonl"
+    with output_lock(target) as path:
+        assert path == lock_path(target) and path.parent == target.parent
+        holder = json.loads(path.read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] and holder["started"]
+    assert not lock_path(target).exists()
+    with output_lock(target):  # and it can be taken again at once
+        pass
+
+
+def test_an_exception_in_the_body_releases_the_lock(tmp_path):
+    with pytest.raises(RuntimeError):
+        with output_lock(tmp_path / "x"):
+            raise RuntimeError("boom")
+    assert not lock_path(tmp_path / "x").exists()
+    start = time.monotonic()
+    with output_lock(tmp_path / "x"):
+        pass
+    assert time.monotonic() - start < 5
+
+
+# ---------------------------------------------------------------------------- every writing command
+# (command line: OUT is the output whose lock is held, @name a path under tmp_path; then the locked path)
+WRITERS = {
+    "kb build": (["kb", "build", "@src.tsv", "--output", "OUT"], "OUT"),
+    "init-model": (["init-model", "@kb", "OUT"], "OUT"),
+    "link": (["link", "@model", "@kb", "@in.jsonl", "--output", "OUT"], "OUT"),
+    "link --html": (["link", "@model", "@kb", "@in.jsonl", "--output", "@links.jsonl", "--html", "OUT"], "OUT"),
+    "train positive": (["train", "positive", "@model", "@kb", "@train.txt", "--output", "OUT"], "OUT"),
+    "train mine": (["train", "mine", "@model", "@kb", "@train.txt", "--output", "OUT"], "OUT"),
+    "train crossfit pairs": (["train", "crossfit", "@model", "@kb", "@train.txt", "--pairs", "OUT", "--output", "@folds"], "OUT"),
+    "train crossfit folds": (["train", "crossfit", "@model", "@kb", "@train.txt", "--pairs", "@p.jsonl", "--output", "OUT"], "OUT"),
+    "train dpo": (["train", "dpo", "@model", "@kb", "@pairs.jsonl", "--output", "OUT"], "OUT"),
+    "train iterate": (["train", "iterate", "@model", "@kb", "@train.txt", "--output", "OUT"], "OUT"),
+    "train pretrain-data": (["train", "pretrain-data", "@kb", "--output", "OUT"], "OUT"),
+    "train evaluate": (["train", "evaluate", "@model", "@kb", "@test.txt", "--output", "OUT"], "OUT"),
+    "train fuse": (["train", "fuse", "OUT_MODEL", "@kb", "@dev.txt"], "OUT_MODEL/fusion.json"),
+    "train compare": (["train", "compare", "@a.json", "@b.json", "--output", "OUT"], "OUT"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_every_writer_refuses_an_output_another_run_is_writing(name, tmp_path):
+    from typer.testing import CliRunner
+
+    from spacy_angel.apps.cli import get_app
+
+    args, locked = WRITERS[name]
+    out = tmp_path / "out"
+    model = tmp_path / "model"
+    paths = {"OUT": str(out), "OUT_MODEL": str(model)}
+    argv = [paths.get(a, str(tmp_path / a[1:]) if a.startswith("@") else a) for a in args]
+    target = Path(locked.replace("OUT_MODEL", str(model)).replace("OUT", str(out)))
+    with output_lock(target, command="the first run"):
+        result = CliRunner().invoke(get_app(), argv)
+    assert result.exit_code == 1, (name, result.output)
+    assert "[E400]" in result.output and "the first run" in result.output, (name, result.output)
+    assert not out.exists()  # refused before any work
