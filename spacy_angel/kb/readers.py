@@ -397,9 +397,14 @@ def load_files(paths: Union[PathLike, Sequence[PathLike]], format: str = "auto",
     return kb
 
 
-def load_kb(path_or_dir: Union[PathLike, Sequence[PathLike]], format: str = "auto", **options: Any) -> KnowledgeBase:
+def load_kb(
+    path_or_dir: Union[KnowledgeBase, PathLike, Sequence[PathLike]], format: str = "auto", **options: Any
+) -> KnowledgeBase:
     """A KB directory written by ``kb build`` / :meth:`KnowledgeBase.to_disk`, or KB file(s) in any
-    format; ``format`` and ``options`` (see :func:`load_files`) apply to files only."""
+    format; ``format`` and ``options`` (see :func:`load_files`) apply to files only. A
+    :class:`KnowledgeBase` passes through, so every caller can take "a KB object, directory or file"."""
+    if isinstance(path_or_dir, KnowledgeBase):
+        return path_or_dir
     if isinstance(path_or_dir, (str, os.PathLike)):
         p = Path(path_or_dir)
         if not p.exists():

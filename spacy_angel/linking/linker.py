@@ -188,8 +188,7 @@ class AngelLinker:
         """Load model + tokenizer, the KB (object, directory or KB file) and a matching trie (built if needed)."""
         model, tokenizer = load_model_and_tokenizer(model_name_or_path, device=device, dtype=dtype)
         kb_dir = Path(kb) if not isinstance(kb, KnowledgeBase) and Path(kb).is_dir() else None
-        if not isinstance(kb, KnowledgeBase):
-            kb = load_kb(kb)
+        kb = load_kb(kb)
         trie = load_or_build_trie(kb, tokenizer, trie_path)
         kwargs.setdefault("index_dir", kb_dir)
         if kwargs.get("fusion") is None and Path(str(model_name_or_path)).is_dir():

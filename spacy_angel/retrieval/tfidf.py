@@ -252,6 +252,20 @@ class NameIndex:
         order = sorted(range(len(idxs)), key=lambda j: (-sims[j], j))
         return [self.kb.names[idxs[j]] for j in order[:k]]
 
+    def top_names_for_concepts(self, mention: str, kb_ids: Sequence[str], k: int = 3) -> List[Tuple[str, str]]:
+        """``(id, name)``: the ``k`` closest names of each id in the KB, in id order, each name once (two
+        ids of one concept share its names). ANGEL's positive targets and mining's gold names."""
+        out: List[Tuple[str, str]] = []
+        seen: Set[str] = set()
+        for kb_id in kb_ids:
+            if kb_id not in self.kb:
+                continue
+            for name in self.top_names_for_concept(mention, kb_id, k=k):
+                if name not in seen:
+                    seen.add(name)
+                    out.append((kb_id, name))
+        return out
+
     # ------------------------------------------------------------------ nearest names
     def nearest_names(
         self,

@@ -272,7 +272,7 @@ def test_pubtator_to_docbin_names_file_and_line_of_bad_offsets(scripts, tmp_path
     conv = scripts["pubtator_to_docbin"]
     bad = tmp_path / "bad.txt"
     bad.write_text("1|t|Short title\n1|a|x\n1\t0\t5\tTitle\tDisease\tD1\n", encoding="utf-8")
-    with pytest.raises(conv.PubTatorError, match=r"bad.txt:3: text\[0:5\] is 'Short'"):
+    with pytest.raises(conv.PubTatorError, match=r"bad.txt:3: \[E314\] text\[0:5\] is 'Short'"):
         conv.convert(bad, tmp_path / "o.spacy")
     assert conv.main([str(bad), str(tmp_path / "o.spacy")]) == 1
 

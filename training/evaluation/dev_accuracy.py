@@ -89,23 +89,14 @@ class DevAccuracyCallback(TrainerCallback):
     """
 
     def __init__(
-        self,
-        tokenizer: Any,
-        kb: KnowledgeBase,
-        trie: Optional[TokenTrie],
-        mentions: Sequence[Mention],
-        *,
-        num_beams: int = 5,
-        batch_size: int = 64,
-        context_window: int = 0,
+        self, tokenizer: Any, kb: KnowledgeBase, trie: Optional[TokenTrie], mentions: Sequence[Mention], **decoding: int
     ) -> None:
+        """``decoding``: the keyword settings of :func:`dev_accuracy` (num_beams, batch_size, context_window)."""
         self.tokenizer = tokenizer
         self.kb = kb
         self.trie = trie
         self.mentions = list(mentions)
-        self.num_beams = num_beams
-        self.batch_size = batch_size
-        self.context_window = context_window
+        self.decoding = decoding
         self.history: list = []
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
@@ -125,16 +116,7 @@ class DevAccuracyCallback(TrainerCallback):
         if metrics is None or model is None:
             return
         started = time.perf_counter()
-        acc = dev_accuracy(
-            model,
-            self.tokenizer,
-            self.kb,
-            self.trie,
-            self.mentions,
-            num_beams=self.num_beams,
-            batch_size=self.batch_size,
-            context_window=self.context_window,
-        )
+        acc = dev_accuracy(model, self.tokenizer, self.kb, self.trie, self.mentions, **self.decoding)
         extra = {"eval_dev_acc1": acc["acc1"], "eval_dev_acc5": acc["acc5"]}
         metrics.update(extra)  # the same dict the Trainer's best-checkpoint logic reads next
         if state.log_history and state.log_history[-1].get("step") == state.global_step and any(

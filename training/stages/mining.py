@@ -120,10 +120,7 @@ def canonicalizer(kb: KnowledgeBase) -> Callable[[str], str]:
 
 def closest_gold_names(index: NameIndex, mention: str, gold_ids: Sequence[str], k: int = 3) -> List[str]:
     """The ``k`` names of the gold concept(s) most TF-IDF-similar to ``mention`` (best first)."""
-    names: List[str] = []
-    for g in gold_ids:
-        if g in index.kb:
-            names.extend(n for n in index.top_names_for_concept(mention, g, k=k) if n not in names)
+    names = [name for _, name in index.top_names_for_concepts(mention, gold_ids, k=k)]
     if len(gold_ids) > 1 and len(names) > 1:
         sims = index.similarity([mention] * len(names), names)
         names = [names[j] for j in sorted(range(len(names)), key=lambda j: (-sims[j], j))]

@@ -68,16 +68,7 @@ SCHEDULERS = ("linear", "cosine", "constant_with_warmup", "polynomial")
 # ---------------------------------------------------------------------------- examples
 def positive_targets(index: NameIndex, mention: Mention, kb: KnowledgeBase, k: int = 3) -> List[Tuple[str, str]]:
     """``(gold id, target name)`` pairs for one mention: the ``k`` closest names of each gold concept."""
-    out: List[Tuple[str, str]] = []
-    seen = set()
-    for gold in mention.gold_ids:
-        if gold not in kb:
-            continue
-        for name in index.top_names_for_concept(mention.surface, gold, k=k):
-            if name not in seen:  # two gold ids of one concept (aliases) share names
-                seen.add(name)
-                out.append((gold, name))
-    return out
+    return index.top_names_for_concepts(mention.surface, [g for g in mention.gold_ids if g in kb], k=k)
 
 
 def mention_examples(

@@ -111,10 +111,6 @@ class AngelCPOTrainer(CPOTrainer):
 
 
 # ---------------------------------------------------------------------------- setup helpers
-def _load_kb(kb: Union[KnowledgeBase, PathLike]) -> KnowledgeBase:
-    return kb if isinstance(kb, KnowledgeBase) else load_kb(kb)
-
-
 def _check_options(s: PreferenceSettings, pairs: Sequence[PreferencePair]) -> None:
     if s.loss not in LOSSES:
         raise PreferenceTrainingError(Errors.E348.format(loss=s.loss, losses=", ".join(LOSSES)))
@@ -211,7 +207,7 @@ def build_preference_trainer(
     s = resolve(PreferenceSettings, settings, overrides)
     pairs = list(pairs)
     _check_options(s, pairs)
-    kb = _load_kb(kb)
+    kb = load_kb(kb)
     run.pin_threads(s.threads)
     set_seed(s.seed)
     model, tokenizer, ref_model = _load_models(model_dir, s)

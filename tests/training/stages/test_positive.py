@@ -25,21 +25,10 @@ from spacy_angel.errors import TrainingDataError
 from training.examples.pretraining import write_pretraining_data
 from training.evaluation.similarity_bins import NameIndex
 
-from conftest import TINY_CONCEPTS
+from conftest import tiny_mentions_in_context
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def corpus_mentions():
-    """Two names per concept, each in a sentence: 20 mentions with context."""
-    out = []
-    for i, (cid, names) in enumerate(TINY_CONCEPTS.items()):
-        for name in names[:2]:
-            text = f"patient {i} was treated for {name} in the clinic ."
-            s = text.index(name)
-            out.append(Mention(f"doc{i}", text, s, s + len(name), (cid,)))
-    return out
 
 
 def model_and_tools(model_dir, kb):
@@ -55,7 +44,7 @@ def acc1(model_dir, kb, mentions):
 def test_collator_masks_prompt_and_pads(tiny_kb, tiny_model_dir):
     model, tok, trie = model_and_tools(tiny_model_dir, tiny_kb)
     index = NameIndex(tiny_kb).fit()
-    mentions = corpus_mentions()[:2]
+    mentions = tiny_mentions_in_context()[:2]
     with temporary_linker(model, tok, tiny_kb, trie) as linker:
         examples, stats = mention_examples(linker, index, mentions, synonyms_k=2)
         prompts = [linker.encode(m)[1] for m in mentions]
@@ -115,7 +104,7 @@ def test_extra_examples_from_kb_and_pretraining(tiny_kb, tiny_model_dir, tmp_pat
 
 
 def test_training_makes_the_model_link_its_mentions(tiny_kb, tiny_model_dir, tmp_path):
-    mentions = corpus_mentions()
+    mentions = tiny_mentions_in_context()
     before = acc1(tiny_model_dir, tiny_kb, mentions)
     out = train_positive(
         tiny_model_dir, tiny_kb, mentions, tmp_path / "pos", dev_mentions=mentions[::3], max_steps=200,
@@ -154,7 +143,7 @@ def test_dev_metric_selects_the_best_checkpoint(tiny_kb, tiny_model_dir, tmp_pat
     """The callback's metric reaches Trainer's best-checkpoint logic: the scripted best (2nd of 4
     evaluations) is the checkpoint reloaded at the end, though later steps trained on."""
     calls = script_dev_accuracy(monkeypatch, [0.1, 0.9, 0.3, 0.2])
-    mentions = corpus_mentions()
+    mentions = tiny_mentions_in_context()
     out = train_positive(
         tiny_model_dir, tiny_kb, mentions, tmp_path / "sel", dev_mentions=mentions[:4], max_steps=20,
         batch_size=8, learning_rate=3e-3, eval_steps=5, keep_checkpoints=True, progress=False,
@@ -174,7 +163,7 @@ def test_the_last_step_is_scored_when_eval_steps_does_not_divide_it(tiny_kb, tin
     """max_steps 12 with eval_steps 5: HF scores steps 5 and 10 only, and the run used to end as one
     of those; the last step is scored too, and when it is best it is the model the run returns."""
     script_dev_accuracy(monkeypatch, [0.1, 0.3, 0.9])
-    mentions = corpus_mentions()
+    mentions = tiny_mentions_in_context()
     out = train_positive(
         tiny_model_dir, tiny_kb, mentions, tmp_path / "last", dev_mentions=mentions[:4], max_steps=12,
         batch_size=8, learning_rate=3e-3, eval_steps=5, keep_checkpoints=True, progress=False,
@@ -188,7 +177,7 @@ def test_the_last_step_is_scored_when_eval_steps_does_not_divide_it(tiny_kb, tin
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(tiny_kb, tiny_model_dir, tmp_path, kill_at):
-    mentions = corpus_mentions()
+    mentions = tiny_mentions_in_context()
     common = dict(max_steps=30, batch_size=8, learning_rate=3e-3, save_steps=10, progress=False)
     with pytest.raises(KeyboardInterrupt):
         train_positive(tiny_model_dir, tiny_kb, mentions, tmp_path / "run", callbacks=[kill_at(15)], **common)
@@ -207,7 +196,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_kb, tiny_model
 
 
 def test_time_budget_stops_and_keeps_a_checkpoint(tiny_kb, tiny_model_dir, tmp_path):
-    mentions = corpus_mentions()
+    mentions = tiny_mentions_in_context()
     out = train_positive(
         tiny_model_dir, tiny_kb, mentions, tmp_path / "budget", max_steps=50, batch_size=8, max_minutes=0.0,
         progress=False,
@@ -222,4 +211,4 @@ def test_bad_inputs_are_refused(tiny_kb, tiny_model_dir, tmp_path):
     with pytest.raises(TrainingDataError, match="no training examples"):
         train_positive(tiny_model_dir, tiny_kb, [Mention.bare("x", ("D000000",))], tmp_path / "x", max_steps=1, progress=False)
     with pytest.raises(TrainingDataError, match="input model directory"):
-        train_positive(tiny_model_dir, tiny_kb, corpus_mentions(), tiny_model_dir, max_steps=1, progress=False)
+        train_positive(tiny_model_dir, tiny_kb, tiny_mentions_in_context(), tiny_model_dir, max_steps=1, progress=False)
