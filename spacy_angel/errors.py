@@ -427,6 +427,13 @@ class Errors(metaclass=ErrorsWithCodes):
     E391 = "{path} holds no pairs"
     E392 = "the reports hold no mentions"
 
+    # ---- train kb-linker (stages/kb_linker.py, stages/kb_linker_recipe.py)
+    E393 = (
+        "the KB has {eligible} of {concepts} concepts with a synonym to hold out (a second name no other "
+        "concept shares); kb-linker needs at least 5 to choose and score the model on names it never saw"
+    )
+    E394 = "cannot write the kb-linker output {path}: {err}"
+
     # ---- output locks (locks.py; E400-E409)
     E400 = (
         "{target} is being written by another run (pid {pid} on {host}, started {started}: {command}); "

@@ -21,6 +21,7 @@ import typer
 from spacy_angel.apps.cli_support import check_output_file_or_fail, fail, load_kb_or_fail, writes
 from spacy_angel.errors import Errors
 from training.cli_support import load_dev, load_mentions, save_pairs, settings_options, setup_logging
+from training.runs.bookkeeping import quiet_libraries
 from training.settings import (
     CorpusSettings,
     CrossfitSettings,
@@ -396,6 +397,44 @@ def compare_command(
         except ValueError as err:
             fail(str(err))
         typer.echo(f"similarity-bin plot -> {bins_plot}")
+
+
+# ---------------------------------------------------------------------------- kb-linker
+@app.command("kb-linker")
+@writes("output")
+def kb_linker_command(
+    kb_path: Path = typer.Argument(..., help="KB directory (kb build) or KB file in any format kb build reads."),
+    output: Path = typer.Argument(..., help="Pipeline directory to write (spacy.load opens it); the build is kept in OUTPUT/build."),
+    kb_format: str = typer.Option("auto", "--format", "-f", help="Format of a KB file (auto: detected)."),
+    scale: float = typer.Option(1.0, "--scale", help="Training length relative to the sizing rule (docs/kb-linker.md)."),
+    positive_steps: Optional[int] = typer.Option(None, "--positive-steps", help="Positive steps (default: the sizing rule)."),
+    dpo_steps: Optional[int] = typer.Option(None, "--dpo-steps", help="DPO steps (default: the sizing rule)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split, the weights and the data order."),
+    threads: int = typer.Option(2, "--threads", help="torch CPU threads of every stage (fixed: the same model on any machine)."),
+    ruler: bool = typer.Option(True, "--ruler/--no-ruler", help="Also add an entity_ruler matching the KB's names."),
+    label: str = typer.Option("ENTITY", "--label", help="Entity label of the ruler's spans."),
+) -> None:
+    """A linker for your own vocabulary from its names alone: held-out synonyms, a model trained on the
+    KB, DPO kept only when dev improves, fusion fitted on dev; OUTPUT is a spaCy pipeline with a model card.
+
+    Resumable: run the same command again after an interruption and it continues at the stage it was in.
+    """
+    from training.stages.kb_linker import load_source_kb, prepare_output, run_kb_linker, say
+    from training.stages.kb_linker_recipe import Recipe
+
+    quiet_libraries()
+    try:
+        prepare_output(output)
+        kb = load_source_kb([kb_path], kb_format)
+        recipe = Recipe.for_kb(kb, scale=scale, positive_steps=positive_steps, dpo_steps=dpo_steps, seed=seed, threads=threads)
+    except (OSError, ValueError) as err:
+        fail(str(err))
+    say(
+        f"{kb_path}: {len(kb.concept_ids)} concepts, {kb.num_names} names; holding out {recipe.n_dev} dev + "
+        f"{recipe.n_test} test synonyms; {recipe.positive_steps} positive + {recipe.dpo_steps} DPO steps, "
+        f"expected about {recipe.expected_minutes():.0f} min of training on 2 CPU cores"
+    )
+    typer.echo(run_kb_linker(kb_path, output, recipe, kb_format=kb_format, ruler=ruler, entity_label=label))
 
 
 def main(argv: Optional[List[str]] = None) -> None:

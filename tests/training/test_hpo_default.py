@@ -11,10 +11,12 @@ import pytest
 from spacy_angel.kb.readers import load_files
 from spacy_angel.seq2seq import offline_init as modeling
 from spacy_angel.kb.store import KnowledgeBase
-from training.hpo_default import build as hb
+from training.data import synonym_split
+from training.examples import kb_name_examples
 from training.hpo_default import data as hd
 from training.hpo_default import main as hm
-from training.hpo_default.recipe import Recipe
+from training.stages import kb_linker as hb
+from training.stages.kb_linker_recipe import Recipe
 
 TINY_OBO = """\
 format-version: 1.2
@@ -105,7 +107,7 @@ def hpo_kb(obo) -> KnowledgeBase:
 
 
 def test_split_holds_out_synonyms_that_stay_linkable(hpo_kb):
-    split = hd.split_synonyms(hpo_kb, n_dev=2, n_test=3, seed=1)
+    split = synonym_split.split_synonyms(hpo_kb, n_dev=2, n_test=3, seed=1)
     held = split.dev + split.test
     assert len(split.dev) == 2 and len(split.test) == 3
     concepts = [m.gold_ids[0] for m in held]
@@ -120,17 +122,17 @@ def test_split_holds_out_synonyms_that_stay_linkable(hpo_kb):
     assert split.train_kb.definition("HP:0001250") == hpo_kb.definition("HP:0001250")
     assert split.train_kb.preferred_name("HP:0004322") == "Short stature"
     # deterministic for a seed, different for another
-    again = hd.split_synonyms(hpo_kb, n_dev=2, n_test=3, seed=1)
+    again = synonym_split.split_synonyms(hpo_kb, n_dev=2, n_test=3, seed=1)
     assert [m.surface for m in again.test] == [m.surface for m in split.test]
     with pytest.raises(ValueError, match="held-out-able"):
-        hd.split_synonyms(hpo_kb, n_dev=50, n_test=50)
+        synonym_split.split_synonyms(hpo_kb, n_dev=50, n_test=50)
 
 
 def test_phenotype_subtree_and_ruler_patterns(obo, hpo_kb):
     keep = hd.phenotype_terms(obo)
     assert "HP:0001250" in keep and "HP:0000118" in keep
     assert "HP:0000006" not in keep and "HP:0000001" not in keep
-    patterns = hd.ruler_patterns(hpo_kb, keep)
+    patterns = hb.ruler_patterns(hpo_kb, keep, hd.ENTITY_LABEL)
     texts = {p["pattern"] for p in patterns}
     assert {"seizures", "short stature", "hypertelorism", "muscle weakness"} <= texts
     assert "autosomal dominant" not in texts  # inheritance mode, not a phenotype
@@ -146,7 +148,7 @@ def test_copy_examples_encode_like_bare_mentions(tmp_path, tiny_kb, tiny_model_d
     from training.stages.positive import read_pretraining_jsonl
 
     linker = AngelLinker.from_pretrained(tiny_model_dir, tiny_kb, device="cpu")
-    path = hd.copy_examples_file(tiny_kb, tmp_path / "copy.jsonl", linker.tokenizer)
+    path = kb_name_examples.copy_examples_file(tiny_kb, tmp_path / "copy.jsonl", linker.tokenizer)
     records = [rec for _, _, rec in read_pretraining_jsonl(path)]
     assert len(records) == tiny_kb.num_names
     assert records[0]["source"] == f"START {records[0]['target']} END" and records[0]["prompt"].endswith(" is")
@@ -161,14 +163,14 @@ def test_tfidf_pairs_prefer_own_synonym_over_other_concepts(hpo_kb):
     from spacy_angel.retrieval.tfidf import NameIndex
 
     index = NameIndex(hpo_kb).fit()
-    pairs = hd.tfidf_pairs(hpo_kb, index, count=100, negatives=2, seed=0)
+    pairs = kb_name_examples.tfidf_pairs(hpo_kb, index, count=100, negatives=2, seed=0)
     assert pairs
     for p in pairs:
         cid = p.gold_ids[0]
         assert p.mention.surface in hpo_kb.names_for(cid)
         assert p.chosen in hpo_kb.names_for(cid) and p.chosen != p.mention.surface
         assert cid not in hpo_kb.ids_for(p.rejected)
-    assert len(hd.tfidf_pairs(hpo_kb, index, count=3, negatives=2, seed=0)) == 3
+    assert len(kb_name_examples.tfidf_pairs(hpo_kb, index, count=3, negatives=2, seed=0)) == 3
 
 
 def test_recipe_is_steps_and_seed_not_wall_time():
@@ -201,7 +203,7 @@ def test_main_job_builds_reports_links_and_caches(tmp_path, obo, capsys):
     assert hm.main(["--cache-dir", str(tmp_path), "--obo", str(obo), "--threads", "1"], recipe=TINY) == 0
     assert torch.get_num_threads() == threads_before  # the build pinned its own count and gave it back
     out = capsys.readouterr()
-    root = tmp_path / hb.MODEL_NAME
+    root = tmp_path / hm.MODEL_NAME
     metrics = json.loads((root / hb.METRICS_FILE).read_text())
     assert metrics["torch_threads"] == 1 and metrics["recipe"]["threads"] == 1
     assert set(metrics["stage_seconds"]) == set(hb.STAGES)
@@ -227,6 +229,6 @@ def test_main_job_builds_reports_links_and_caches(tmp_path, obo, capsys):
     assert record["entities"][0]["hpo_id"] in kb_ids and 0.0 < record["entities"][0]["score"] <= 1.0
 
     # a changed recipe rebuilds from scratch; so does another thread count (other float sums)
-    assert not hb.Build(root, TINY, obo).done  # TINY's own count is 2, the build above ran at 1
-    changed = hb.Build(root, dataclasses.replace(TINY, seed=1), obo)
+    assert not hm.hpo_build(root, TINY, obo).done  # TINY's own count is 2, the build above ran at 1
+    changed = hm.hpo_build(root, dataclasses.replace(TINY, seed=1), obo)
     assert not changed.done and not (root / "positive").exists()

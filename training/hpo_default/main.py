@@ -15,15 +15,25 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from training.hpo_default.build import METRICS_FILE, MODEL_NAME, Build, say
-from training.hpo_default.data import hpo_obo_path
-from training.hpo_default.recipe import Recipe
+from training.hpo_default.data import ENTITY_LABEL, hpo_obo_path, phenotype_terms
+from training.runs.bookkeeping import quiet_libraries
+from training.stages.kb_linker import METRICS_FILE, Build, say
+from training.stages.kb_linker_recipe import Recipe
+
+MODEL_NAME = "hpo-default"
 
 DEFAULT_CACHE = Path(os.environ.get("SPACY_ANGEL_CACHE", "~/.cache/spacy-angel")).expanduser()
 SAMPLE_TEXT = (
     "The patient presented with seizures, short stature and hypertelorism, "
     "and later developed muscle weakness."
 )
+
+
+def hpo_build(root: Path, recipe: Recipe, obo: Path) -> Build:
+    """The kb-linker build with HPO's settings: ``hp.obo``, the recipe's defaults, and an entity
+    ruler on the names of phenotypic abnormalities only."""
+    return Build(root, recipe, [obo], kb_format="obo", ruler_keep=phenotype_terms(obo), entity_label=ENTITY_LABEL,
+                 name=MODEL_NAME)
 
 
 def ensure_model(
@@ -37,10 +47,10 @@ def ensure_model(
     recipe = recipe or Recipe()
     if threads is not None:
         recipe = dataclasses.replace(recipe, threads=threads)
-    build = Build(root, recipe, obo or hpo_obo_path())
+    build = hpo_build(root, recipe, obo or hpo_obo_path())
     if not build.done or not (root / "pipeline").is_dir():
         metrics = build.run()
-        say(f"built in {metrics['build_seconds']:.0f}s -> {root}")
+        say(f"built in {metrics['build_seconds']:.0f}s -> {root}", MODEL_NAME)
     return root / "pipeline"
 
 
@@ -104,8 +114,7 @@ def main(argv: Optional[Sequence[str]] = None, recipe: Optional[Recipe] = None) 
     """
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("transformers", "datasets"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    quiet_libraries()
     cache_dir = args.cache_dir.expanduser()
     root = cache_dir / MODEL_NAME
     if args.rebuild and root.exists():

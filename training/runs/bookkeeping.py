@@ -312,3 +312,30 @@ def with_safety_cap(callbacks: Sequence[Any], max_minutes: Optional[float]) -> l
     if max_minutes is not None:
         out.append(MaxMinutesCallback(max_minutes))
     return out
+
+
+def log_dicts_off(trainer: Any, show_bar: bool) -> None:
+    """No dict per logging step on the console: HF prints each one (``PrinterCallback`` without a bar,
+    ``ProgressCallback.on_log`` with one), hundreds in a long run, while the loss curve is kept in
+    ``training_log.json`` anyway. With ``show_bar``, a progress bar stays."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class BarWithoutLogDicts(ProgressCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            pass
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if show_bar:
+        trainer.add_callback(BarWithoutLogDicts)
+
+
+def quiet_libraries() -> None:
+    """Only our own progress on the console of a long build: transformers' and datasets' notices go
+    to ERROR, and the Trainer's per-checkpoint note about mtime ordering (a fact of this filesystem,
+    harmless: it then orders checkpoints by number) is not repeated at every save."""
+    import warnings
+
+    for noisy in ("transformers", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="mtime may not be reliable")

@@ -93,7 +93,10 @@ def _fit_weights(data: FusionData, indices: Sequence[int], c: float) -> Optional
     return model.coef_.ravel().astype(np.float64)
 
 
-def check_dev_size(n: int, folds: int = 5) -> None:
+FUSION_MIN_DEV = 5  # dev mentions needed to fit weights: one per cross-validation fold
+
+
+def check_dev_size(n: int, folds: int = FUSION_MIN_DEV) -> None:
     """Refuse fewer dev mentions than cross-validation folds: weights fitted on one or two mentions
     would replace the defaults with noise, and the CV figure reported beside them would be empty."""
     if n < folds:

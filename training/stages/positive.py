@@ -315,6 +315,7 @@ def _fit(
         processing_class=tokenizer,
         callbacks=all_callbacks,
     )
+    run.log_dicts_off(trainer, show_bar=s.progress)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     return trainer, result, resume_from, stop
 

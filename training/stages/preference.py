@@ -277,6 +277,7 @@ def train_preference(
     if ckpt_dir.exists() and not s.resume and distributed.is_main_process():
         shutil.rmtree(ckpt_dir)
     trainer = build_preference_trainer(model_dir, kb, pairs, ckpt_dir, s, dev_mentions=dev_mentions, callbacks=callbacks)
+    run.log_dicts_off(trainer, show_bar=s.progress)
     resume_from = None
     if s.resume:
         shaping = ("loss", "beta", "nll_alpha", "simpo_gamma", "learning_rate", "batch_size", "seed", "label_smoothing")

@@ -1,38 +1,76 @@
-"""The staged build of the offline default, cached stage by stage in ``state.json``.
+"""A linker for any vocabulary from its names alone (``spacy-angel train kb-linker``), built stage by
+stage and cached in ``state.json``; the offline HPO default is one such build.
 
-Stages: ``kb`` (split), ``init`` (BART + BPE with the recipe's dimensions), ``positive``,
-``eval_positive`` (TF-IDF baseline too), ``dpo``, ``eval_dpo``, ``pipeline`` (entity ruler +
-``angel_linker`` on the model with the better *dev* Acc@1). Every stage writes atomically and is
-recorded when done, so an interrupted build resumes at the stage it was in (the training stages
-also resume from their last checkpoint) and a finished build is only loaded. The recipe and the
-ontology file key the cache: a change to either rebuilds from scratch.
+Stages: ``kb`` (held-out synonym split), ``init`` (BART + BPE with the recipe's dimensions),
+``positive``, ``eval_positive`` (TF-IDF baseline too), ``dpo``, ``eval_dpo``, ``fuse`` (hybrid
+weights on dev), ``pipeline`` (an optional KB-name entity ruler + ``angel_linker`` on the model
+with the better *dev* Acc@1: a DPO stage that lowers dev is never shipped). Every stage writes
+atomically and is recorded when done, so an interrupted build resumes at the stage it was in (the
+training stages also resume from their last checkpoint) and a finished build is only loaded. The
+recipe and the KB sources key the cache: a change to either rebuilds from scratch.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from spacy_angel.fileio import atomic_directory, atomic_write_json
-from spacy_angel.kb.readers import load_files
+from spacy_angel.errors import Errors
+from spacy_angel.fileio import atomic_directory, atomic_write_json, atomic_write_text, check_output_directory
+from spacy_angel.kb.readers import load_files, load_kb
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.types import Mention
-from training.hpo_default import data
-from training.hpo_default.recipe import Recipe
+from training.data.synonym_split import split_from_json, split_synonyms, split_to_json
+from training.examples.kb_name_examples import copy_examples_file, tfidf_pairs
+from training.stages.fuse import FUSION_MIN_DEV
+from training.stages.kb_linker_recipe import Recipe
 
-MODEL_NAME = "hpo-default"
 STATE_FILE = "state.json"
 METRICS_FILE = "metrics.json"
 STAGES = ("kb", "init", "positive", "eval_positive", "dpo", "eval_dpo", "fuse", "pipeline")
 
 
-def say(message: str) -> None:
+def say(message: str, name: str = "kb-linker") -> None:
     """Progress of the build on stderr (stdout is for the linked entities)."""
-    print(f"[hpo-default {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    print(f"[{name} {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def sources_digest(sources: Sequence[Path]) -> str:
+    """SHA-256 of the KB sources: a changed KB is a new build. One file: its bytes (the HPO default's
+    cache key since it was built on ``hp.obo``); a directory or several files: each name and its bytes."""
+    paths = [Path(p) for p in sources]
+    files = [f for p in paths for f in (sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p])]
+    digest = hashlib.sha256()
+    for path in files:
+        if len(paths) > 1 or paths[0].is_dir():
+            digest.update(path.name.encode("utf-8") + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def ruler_patterns(kb: KnowledgeBase, keep: Optional[Set[str]], label: str, min_chars: int = 4) -> List[Dict[str, str]]:
+    """Phrase patterns for spaCy's ``entity_ruler``: every name of a concept in ``keep`` (all when None).
+
+    Names shorter than ``min_chars`` (``"ear"``, ``"pes"``) and names also used by a concept
+    outside ``keep`` (for HPO: inheritance modes, onsets, frequencies) are left out, since they
+    mostly match ordinary words. The ruler only *finds* spans; the linker decides the concept.
+    """
+    patterns: List[Dict[str, str]] = []
+    for idx, name in enumerate(kb.names):
+        ids = kb.ids_for_index(idx)
+        if len(name) < min_chars or not ids or (keep is not None and any(i not in keep for i in ids)):
+            continue
+        patterns.append({"label": label, "pattern": name, "id": ids[0]})
+    return patterns
 
 
 def _training_log(path: Path) -> Dict[str, Any]:
@@ -60,7 +98,7 @@ def tfidf_accuracy(index: Any, kb: KnowledgeBase, mentions: Sequence[Mention]) -
 
 
 def build_pipeline(model_dir: Path, kb_dir: Path, patterns: List[Dict[str, str]], num_beams: int = 5) -> Any:
-    """Blank English + ``entity_ruler`` (case-insensitive HPO phrases) + ``angel_linker``.
+    """Blank English + ``entity_ruler`` (case-insensitive KB phrases; none without patterns) + ``angel_linker``.
 
     The linker reads no context words (``context_window=0``): the model was trained on KB
     names alone, so the surrounding sentence would only be an input it has never seen.
@@ -70,8 +108,9 @@ def build_pipeline(model_dir: Path, kb_dir: Path, patterns: List[Dict[str, str]]
     import spacy_angel.pipeline.linker_component  # noqa: F401  (registers the factory without the entry point)
 
     nlp = spacy.blank("en")
-    ruler = nlp.add_pipe("entity_ruler", config={"phrase_matcher_attr": "LOWER", "validate": False})
-    ruler.add_patterns(patterns)
+    if patterns:
+        ruler = nlp.add_pipe("entity_ruler", config={"phrase_matcher_attr": "LOWER", "validate": False})
+        ruler.add_patterns(patterns)
     config = {
         "model": str(model_dir), "kb": str(kb_dir), "num_beams": num_beams, "top_k": 3, "context_window": 0,
         "device": "cpu", "mode": "hybrid",  # fusion weights: the model directory's fusion.json (stage_fuse)
@@ -80,15 +119,61 @@ def build_pipeline(model_dir: Path, kb_dir: Path, patterns: List[Dict[str, str]]
     return nlp
 
 
+def load_source_kb(sources: Sequence[Path], kb_format: str = "auto") -> KnowledgeBase:
+    """One ``kb build`` directory, or KB files in ``kb_format`` (auto-detected by default)."""
+    if len(sources) == 1 and Path(sources[0]).is_dir():
+        return load_kb(sources[0])
+    return load_files(list(sources), format=kb_format)
+
+
+def write_pipeline(nlp: Any, target: Path) -> None:
+    """``nlp.to_disk`` so that a half-written pipeline never loads: into a temp sibling renamed into
+    place; when ``target`` also holds the build (``kb-linker OUTPUT``), each of the pipeline's
+    entries is renamed into it, ``config.cfg`` last (what ``spacy.load`` reads first)."""
+    if not target.exists() or not any(target.iterdir()):
+        with atomic_directory(target) as tmp:
+            nlp.to_disk(tmp)
+        return
+    with tempfile.TemporaryDirectory(dir=target, prefix=".pipeline-") as tmp:
+        nlp.to_disk(tmp)
+        entries = sorted(Path(tmp).iterdir(), key=lambda p: p.name == "config.cfg")
+        for entry in entries:
+            dest = target / entry.name
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest)
+            os.replace(entry, dest)
+
+
 class Build:
     """Runs the stages in order, skipping those already recorded in ``state.json``."""
 
-    def __init__(self, root: Path, recipe: Recipe, obo: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        recipe: Recipe,
+        sources: Sequence[Path],
+        *,
+        kb_format: str = "auto",
+        ruler_keep: Optional[Set[str]] = None,
+        entity_label: str = "ENTITY",
+        ruler: bool = True,
+        name: str = "kb-linker",
+        pipeline_dir: Optional[Path] = None,
+    ) -> None:
+        """``sources``: a ``kb build`` directory or KB files (``kb_format``); ``ruler_keep``: the
+        concepts whose names the entity ruler matches (None: all); ``pipeline_dir``: where the
+        pipeline goes (default ``root/pipeline``)."""
         self.root = root
         self.recipe = recipe
-        self.obo = obo
+        self.sources = [Path(p) for p in sources]
+        self.kb_format = kb_format
+        self.ruler_keep = ruler_keep
+        self.entity_label = entity_label
+        self.ruler = ruler
+        self.name = name
+        self.pipeline_dir = pipeline_dir if pipeline_dir is not None else root / "pipeline"
         self._name_index: Any = None
-        self.fingerprint = recipe.fingerprint(data.file_digest(obo))
+        self.fingerprint = recipe.fingerprint(sources_digest(self.sources))
         self.state: Dict[str, Any] = {}
         state_path = root / STATE_FILE
         if state_path.is_file():
@@ -98,7 +183,7 @@ class Build:
                 self.state = {}
         if self.state.get("fingerprint") != self.fingerprint:
             if root.exists():
-                say(f"recipe or ontology changed: rebuilding {root}")
+                say(f"recipe or KB changed: rebuilding {root}", name)
                 shutil.rmtree(root)
             self.state = {"fingerprint": self.fingerprint, "recipe": dataclasses.asdict(recipe), "stages": {}}
         root.mkdir(parents=True, exist_ok=True)
@@ -112,14 +197,14 @@ class Build:
             return self.state["stages"][name]
         from training.runs.bookkeeping import peak_rss_mb  # only while building: keeps the cached start-up light
 
-        say(f"stage {name} ...")
+        say(f"stage {name} ...", self.name)
         started = time.time()
         info = fn() or {}
         info["seconds"] = round(time.time() - started, 1)
         info["peak_rss_mb"] = round(peak_rss_mb(include_children=True), 1)
         self.state["stages"][name] = info
         atomic_write_json(self.root / STATE_FILE, self.state)
-        say(f"stage {name} done in {info['seconds']}s: {json.dumps({k: v for k, v in info.items() if k != 'seconds'})}")
+        say(f"stage {name} done in {info['seconds']}s: {json.dumps({k: v for k, v in info.items() if k != 'seconds'})}", self.name)
         return info
 
     def name_index(self, train_kb: KnowledgeBase) -> Any:
@@ -134,15 +219,15 @@ class Build:
         return KnowledgeBase.from_disk(self.root / f"kb-{which}")
 
     def split(self) -> Tuple[List[Mention], List[Mention]]:
-        return data.split_from_json(json.loads((self.root / "split.json").read_text(encoding="utf-8")))
+        return split_from_json(json.loads((self.root / "split.json").read_text(encoding="utf-8")))
 
     # -- the stages
     def stage_kb(self) -> Dict[str, Any]:
-        full = load_files([self.obo], format="obo")
-        split = data.split_synonyms(full, self.recipe.n_dev, self.recipe.n_test, seed=self.recipe.seed)
+        full = load_source_kb(self.sources, self.kb_format)
+        split = split_synonyms(full, self.recipe.n_dev, self.recipe.n_test, seed=self.recipe.seed)
         full.to_disk(self.root / "kb-full")
         split.train_kb.to_disk(self.root / "kb-train")
-        atomic_write_json(self.root / "split.json", data.split_to_json(split))
+        atomic_write_json(self.root / "split.json", split_to_json(split))
         counts = {"concepts": len(full.concept_ids), "names": full.num_names, "train_names": split.train_kb.num_names}
         return {**counts, "dev": len(split.dev), "test": len(split.test)}
 
@@ -161,7 +246,7 @@ class Build:
         copy_file = None
         if r.copy_examples:
             tokenizer = AutoTokenizer.from_pretrained(self.root / "init")
-            copy_file = data.copy_examples_file(train_kb, self.root / "copy.jsonl", tokenizer)
+            copy_file = copy_examples_file(train_kb, self.root / "copy.jsonl", tokenizer)
         train_positive(self.root / "init", train_kb, [], self.root / "positive", r.positive(copy_file))
         log = _training_log(self.root / "positive")
         examples = log["data"]["train_examples"]
@@ -190,7 +275,7 @@ class Build:
         from training.stages.preference import train_preference
 
         r = self.recipe
-        pairs = data.tfidf_pairs(train_kb, self.name_index(train_kb), r.dpo_pairs, r.dpo_negatives, r.seed)
+        pairs = tfidf_pairs(train_kb, self.name_index(train_kb), r.dpo_pairs, r.dpo_negatives, r.seed)
         write_pairs(pairs, self.root / "dpo_pairs.jsonl")
         train_preference(self.root / "positive", train_kb, pairs, self.root / "dpo", r.preference())
         log = _training_log(self.root / "dpo")
@@ -214,9 +299,12 @@ class Build:
             model_dir, train_kb, device="cpu", num_beams=r.num_beams, batch_size=r.eval_batch, mode="hybrid",
             name_index=self.name_index(train_kb),
         )
-        weights, _ = fit_linker_fusion(linker, dev, seed=r.seed, progress=False)
-        weights.to_disk(model_dir)  # the pipeline's angel_linker reads it from the model directory
-        linker.fusion = weights
+        if len(dev) >= FUSION_MIN_DEV:
+            weights, _ = fit_linker_fusion(linker, dev, seed=r.seed, progress=False)
+            weights.to_disk(model_dir)  # the pipeline's angel_linker reads it from the model directory
+            linker.fusion = weights
+        else:  # too few held-out names to fit on (a tiny KB): the documented default weights
+            weights = linker.fusion
         return {
             "model": model_dir.name,
             "weights": weights.to_dict(),
@@ -226,10 +314,9 @@ class Build:
 
     def stage_pipeline(self) -> Dict[str, Any]:
         chosen = self.chosen_model()
-        patterns = data.ruler_patterns(self.kb("full"), data.phenotype_terms(self.obo))
+        patterns = ruler_patterns(self.kb("full"), self.ruler_keep, self.entity_label) if self.ruler else []
         nlp = build_pipeline(self.root / chosen, self.root / "kb-full", patterns, self.recipe.num_beams)
-        with atomic_directory(self.root / "pipeline") as tmp:  # a half-written pipeline never loads
-            nlp.to_disk(tmp)
+        write_pipeline(nlp, self.pipeline_dir)
         return {"model": chosen, "patterns": len(patterns)}
 
     def run(self) -> Dict[str, Any]:
@@ -280,3 +367,65 @@ class Build:
             "recipe": self.state["recipe"],
             "torch_threads": self.recipe.threads,
         }
+
+
+REPORT_FILE = "kb-linker.json"
+OUTPUT_MARKER = ".kb-linker-output"  # marks an OUTPUT directory as kb-linker's own (resumable, replaceable)
+CARD_FILE = "README.md"
+
+
+def heldout_report(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """The held-out synonym table of a build: test Acc@1/5 of TF-IDF, beam (the shipped model) and
+    hybrid, with n, the build's seconds and peak RSS (``docs/results/kb-linker.json`` rows)."""
+    test = lambda key: metrics[key]["test"]  # noqa: E731
+    beam = test("dpo" if metrics["model"] == "dpo" else "positive")
+    return {
+        "n": metrics["heldout_synonyms"]["test"],
+        "n_dev": metrics["heldout_synonyms"]["dev"],
+        "tfidf_acc1": test("tfidf")["acc1"], "tfidf_acc5": test("tfidf")["acc5"],
+        "beam_acc1": beam["acc1"], "beam_acc5": beam["acc5"],
+        "hybrid_acc1": test("hybrid")["acc1"], "hybrid_acc5": test("hybrid")["acc5"],
+        "dev": {k: metrics[k]["dev"]["acc1"] for k in ("tfidf", "positive", "dpo", "hybrid")},
+        "model": metrics["model"],
+        "steps": metrics["steps"],
+        "seconds": metrics["build_seconds"],
+        "peak_rss_mb": metrics["peak_rss_mb"],
+        "cut_by_safety_cap": metrics["cut_by_safety_cap"],
+        "protocol": "held-out KB synonyms (one per concept, never the preferred name), linked against the KB without them",
+    }
+
+
+def model_card(report: Dict[str, Any], kb_name: str) -> str:
+    """The card beside the pipeline: what it links to and how well, on names it never saw."""
+    rows = [("TF-IDF (char 3-gram)", "tfidf"), (f"beam ({report['model']} model)", "beam"), ("hybrid (shipped)", "hybrid")]
+    table = "\n".join(f"| {label} | {report[key + '_acc1'] * 100:.1f} | {report[key + '_acc5'] * 100:.1f} |" for label, key in rows)
+    return (
+        f"# kb-linker pipeline for {kb_name}\n\n"
+        "Built by `spacy-angel train kb-linker` from the KB's names alone. Load it with "
+        "`spacy.load(this_directory)`; `angel_linker` links the entities already on a Doc.\n\n"
+        f"Held-out synonyms ({report['protocol']}), test split, n = {report['n']}:\n\n"
+        "| linker | Acc@1 | Acc@5 |\n|---|---:|---:|\n" + table + "\n\n"
+        f"Model chosen on dev (n = {report['n_dev']}): {report['model']}. Steps: {report['steps']}. "
+        f"Built in {report['seconds'] / 60:.1f} min, peak RSS {report['peak_rss_mb']:.0f} MB.\n"
+    )
+
+
+def prepare_output(output: Path) -> None:
+    """Refuse, before any work, an OUTPUT that holds someone else's files or cannot be written."""
+    check_output_directory(output, markers=(OUTPUT_MARKER,), option="OUTPUT")
+    existing = next((p for p in [output, *output.parents] if p.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(Errors.E394.format(path=output, err=f"{existing} is not a writable directory"))
+
+
+def run_kb_linker(kb_path: Path, output: Path, recipe: Recipe, **build: Any) -> str:
+    """Build (or resume) in ``output/build``, write the pipeline into ``output`` with its report
+    (``kb-linker.json``) and model card (``README.md``); returns the card."""
+    output.mkdir(parents=True, exist_ok=True)
+    (output / OUTPUT_MARKER).touch()  # ours from now on: a rerun after an interruption resumes here
+    metrics = Build(output / "build", recipe, [kb_path], pipeline_dir=output, **build).run()
+    report = heldout_report(metrics)
+    card = model_card(report, kb_path.name)
+    atomic_write_json(output / REPORT_FILE, report, indent=1)
+    atomic_write_text(output / CARD_FILE, card)
+    return card

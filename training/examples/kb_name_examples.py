@@ -1,0 +1,62 @@
+"""Training examples made from a KB's names alone: copy examples and TF-IDF preference pairs.
+
+Why: a vocabulary without annotated mentions still teaches the model two things, that a name it
+knows can be written back (copy examples) and which name of *another* concept it must not prefer
+(pairs whose rejected name is the TF-IDF-closest name of another concept).
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any, List, Tuple
+
+from spacy_angel.fileio import atomic_open
+from spacy_angel.kb.store import KnowledgeBase
+from spacy_angel.seq2seq.prompt import PromptFormat
+from spacy_angel.types import Mention
+
+
+def copy_examples_file(kb: KnowledgeBase, path: Path, tokenizer: Any) -> Path:
+    """Copy examples (each name -> itself) as pre-formatted JSONL for ``train_positive``.
+
+    Written as text records rather than bare mentions because ``train_positive`` would rank
+    every mention's concept names with TF-IDF first (about a minute for HPO), only to find the
+    name itself. The text is the runtime's own format (:class:`spacy_angel.seq2seq.prompt.PromptFormat`
+    of a bare mention), so the token ids are those of a bare mention of the name.
+    """
+    fmt = PromptFormat(tokenizer, context_window=0)
+    with atomic_open(path) as handle:
+        for name in kb.names:
+            mention = Mention.bare(name, ())
+            rec = {"source": fmt.source_text(mention), "prompt": fmt.prompt_text(mention), "target": name}
+            handle.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    return path
+
+
+def tfidf_pairs(kb: KnowledgeBase, index: Any, count: int, negatives: int, seed: int) -> List[Any]:
+    """DPO pairs from KB names: chosen = the TF-IDF-closest other name of the same concept (the
+    positive stage's target), rejected = the TF-IDF-closest names of *other* concepts."""
+    from training.examples.pair_files import PreferencePair
+
+    rng = random.Random(seed)
+    anchors: List[Tuple[str, str, str]] = []
+    for cid in kb.concept_ids:
+        names = kb.names_for(cid)
+        if len(names) < 2:
+            continue
+        for name in names:
+            chosen = [n for n in index.top_names_for_concept(name, cid, k=2) if n != name]
+            if chosen:
+                anchors.append((cid, name, chosen[0]))
+    rng.shuffle(anchors)
+    anchors = anchors[: max(1, math.ceil(count / max(1, negatives)))]
+    hits = index.nearest_names([a[1] for a in anchors], negatives, exclude_ids=[{a[0]} for a in anchors])
+    pairs = []
+    for (cid, name, chosen), found in zip(anchors, hits):
+        for idx, _ in found:
+            rejected = kb.names[idx]
+            if rejected != chosen:
+                pairs.append(PreferencePair("", name, 0, len(name), (cid,), chosen, rejected))
+    return pairs[:count]
