@@ -439,7 +439,10 @@ class Errors(metaclass=ErrorsWithCodes):
         "{target} is being written by another run (pid {pid} on {host}, started {started}: {command}); "
         "wait for it to finish, or write elsewhere. Its lock is {lock}"
     )
-    E401 = "cannot lock {lock} ({err}): this filesystem may not support file locks; write the output to a local disk"
+    E401 = (
+        "cannot lock {lock} ({err}): its folder cannot be created or written, or this filesystem does not "
+        "support file locks; write the output to a writable local folder"
+    )
 
 
 class Warnings(metaclass=ErrorsWithCodes):

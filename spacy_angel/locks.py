@@ -89,8 +89,10 @@ def output_lock(target: PathLike, command: Optional[str] = None) -> Iterator[Pat
     naming the first (pid, host, start time, command). ``command`` defaults to this process's argv."""
     target = Path(target).absolute()
     path = lock_path(target)
-    if not path.parent.is_dir():
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file where a folder should be, a read-only place
+        raise OutputLockedError(Errors.E401.format(lock=path, err=err)) from None
     fd = _open_locked(path, target)
     try:
         previous = read_holder(path)

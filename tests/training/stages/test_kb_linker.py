@@ -1,0 +1,136 @@
+"""``spacy-angel train kb-linker`` on the tiny KB: the split, the output pipeline, resume after a kill,
+the DPO rule, and the inputs it refuses."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import spacy
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from spacy_angel.apps.cli import get_app
+from spacy_angel.kb.store import KnowledgeBase
+from training.data.synonym_split import split_synonyms
+from training.stages import kb_linker
+from training.stages.kb_linker_recipe import Recipe
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY_RUN = ["--positive-steps", "6", "--dpo-steps", "2", "--threads", "1"]
+
+
+def _invoke(*args):
+    return CliRunner().invoke(get_app(), ["train", "kb-linker", *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def built(tiny_kb_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("kbl") / "out"
+    result = _invoke(tiny_kb_dir, out, *TINY_RUN)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_the_split_never_holds_out_a_concepts_only_name():
+    kb = KnowledgeBase()
+    for i in range(40):
+        kb.add(f"C{i}", f"concept {i} preferred")
+        if i % 2:  # every other concept has a synonym; the rest have one name only
+            kb.add(f"C{i}", f"concept {i} synonym")
+    kb.add("C1", "shared name")
+    kb.add("C3", "shared name")  # a name two concepts share is never held out either
+    split = split_synonyms(kb, n_dev=4, n_test=6, seed=3)
+    held = split.dev + split.test
+    assert len(held) == 10 and len({m.gold_ids for m in held}) == 10  # one name per concept at most
+    for m in held:
+        (cid,) = m.gold_ids
+        assert int(cid[1:]) % 2 == 1 and m.surface != "shared name"
+        assert split.train_kb.names_for(cid) and m.surface not in split.train_kb.names_for(cid)
+    assert split.train_kb.num_names == kb.num_names - 10
+
+
+def test_output_is_a_pipeline_that_links_kb_ids_also_without_the_ruler(built, tiny_kb):
+    nlp = spacy.load(built)
+    assert nlp.pipe_names == ["entity_ruler", "angel_linker"]
+    doc = nlp("Patients with breast carcinoma and high blood pressure were seen.")
+    assert [e.text for e in doc.ents] == ["breast carcinoma", "high blood pressure"]
+    assert all(e.kb_id_ in tiny_kb.concept_ids for e in doc.ents)
+    linker = nlp.get_pipe("angel_linker")  # alone, on entities a user's own NER set
+    doc = nlp.make_doc("a case of mammary cancer")
+    doc.ents = [doc.char_span(10, 24, label="DISEASE")]
+    assert linker(doc).ents[0].kb_id_ in tiny_kb.concept_ids
+    report = json.loads((built / kb_linker.REPORT_FILE).read_text())
+    assert {"n", "tfidf_acc1", "beam_acc1", "hybrid_acc1", "seconds", "peak_rss_mb"} <= set(report)
+    assert "| hybrid (shipped) |" in (built / kb_linker.CARD_FILE).read_text()
+
+
+def test_a_finished_output_is_reused_not_rebuilt(built, tiny_kb_dir):
+    before = (built / "build" / kb_linker.STATE_FILE).read_text()
+    result = _invoke(tiny_kb_dir, built, *TINY_RUN)
+    assert result.exit_code == 0, result.output
+    assert (built / "build" / kb_linker.STATE_FILE).read_text() == before
+
+
+def test_a_killed_build_resumes_to_the_same_model(built, tiny_kb_dir, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "spacy_angel.apps.cli", "train", "kb-linker", str(tiny_kb_dir), str(out), *TINY_RUN]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / "build" / kb_linker.STATE_FILE
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if state.exists() and "positive" in json.loads(state.read_text() or "{}").get("stages", {}):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the build ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / kb_linker.REPORT_FILE).exists()
+    result = _invoke(tiny_kb_dir, out, *TINY_RUN)
+    assert result.exit_code == 0, result.output
+    for model in ("positive", "dpo"):
+        a, b = load_file(str(built / "build" / model / "model.safetensors")), load_file(str(out / "build" / model / "model.safetensors"))
+        assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), model
+    keep = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "peak_rss_mb")}  # noqa: E731
+    assert keep(json.loads((out / kb_linker.REPORT_FILE).read_text())) == keep(json.loads((built / kb_linker.REPORT_FILE).read_text()))
+
+
+def test_a_dpo_stage_that_lowers_dev_is_not_shipped(tiny_kb_dir, tiny_kb, tmp_path, monkeypatch):
+    real = kb_linker.heldout_accuracy
+
+    def dpo_worse(model_dir, kb, mentions, recipe):
+        acc = real(model_dir, kb, mentions, recipe)
+        if Path(model_dir).name == "dpo":
+            acc = {**acc, "acc1": acc["acc1"] - 0.5}  # dev and test alike: the rule reads dev only
+        return acc
+
+    monkeypatch.setattr(kb_linker, "heldout_accuracy", dpo_worse)
+    recipe = Recipe.for_kb(tiny_kb, positive_steps=6, dpo_steps=2, threads=1)
+    kb_linker.run_kb_linker(tiny_kb_dir, tmp_path / "out", recipe)
+    report = json.loads((tmp_path / "out" / kb_linker.REPORT_FILE).read_text())
+    assert report["model"] == "positive" and report["dev"]["dpo"] < report["dev"]["positive"]
+    state = json.loads((tmp_path / "out" / "build" / kb_linker.STATE_FILE).read_text())
+    assert state["stages"]["pipeline"]["model"] == state["stages"]["fuse"]["model"] == "positive"
+
+
+def test_inputs_it_cannot_use_are_refused_before_any_work(tiny_kb_dir, tmp_path):
+    single = tmp_path / "single.tsv"
+    single.write_text("".join(f"D{i}\tname {i}\n" for i in range(30)), encoding="utf-8")
+    result = _invoke(single, tmp_path / "a")
+    assert result.exit_code == 1 and "[E393]" in result.output and "0 of 30" in result.output
+    assert not (tmp_path / "a").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me", encoding="utf-8")
+    result = _invoke(tiny_kb_dir, mine)
+    assert result.exit_code == 1 and "[E113]" in result.output
+    assert (mine / "notes.txt").read_text() == "keep me" and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    result = _invoke(tiny_kb_dir, tmp_path / "afile" / "out")
+    assert result.exit_code == 1 and ("[E401]" in result.output or "[E394]" in result.output)
