@@ -72,7 +72,9 @@ def hybrid_evidence(
     (input, surface) pairs are computed once and cached across calls like beam results.
     """
     keys: List[EvidenceKey] = [(linker.encode(m), m.surface) for m in mentions]
-    todo = sorted({k for k in keys if k not in cache}, key=lambda k: (len(k[0][0]), len(k[0][1])))
+    # by length (little padding), then by the key itself: a set of strings iterates in an order that
+    # changes with PYTHONHASHSEED, and every run should decode the same batches
+    todo = sorted({k for k in keys if k not in cache}, key=lambda k: (len(k[0][0]), len(k[0][1]), k))
     retrieved: Dict[EvidenceKey, List[Tuple[int, float]]] = {}
     if todo:
         hits = linker.name_index.nearest_names([surface for _, surface in todo], num_candidates)

@@ -317,7 +317,7 @@ class AngelLinker:
         top_k = max(1, top_k)
         encoded = [self.encode(m) for m in mentions]
         name_lists = self._candidate_indices(mentions, encoded, candidates, num_candidates, index)
-        unique = sorted({(key, names) for key, names in zip(encoded, name_lists)}, key=lambda u: (len(u[0][0]), len(u[1])))
+        unique = sorted({(key, names) for key, names in zip(encoded, name_lists)}, key=lambda u: (len(u[0][0]), len(u[1]), u))
         scored: Dict[Tuple[EncodedInput, Tuple[int, ...]], Ranked] = {}
         for chunk in batches(unique, self.batch_size, "re-ranking", progress):
             results = self.decoder.score_names([key for key, _ in chunk], [names for _, names in chunk])
