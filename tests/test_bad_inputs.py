@@ -545,7 +545,29 @@ def markdown() -> str:
     for case in CASES:
         cells = [case.surface, case.bad_input, case.outcome, f"`{case.message}`" if "`" not in case.message else case.message, f"`{case.id}`"]
         lines.append("| " + " | ".join(esc(c) for c in cells) + " |")
+    lines += ["", *faults_markdown()]
     return "\n".join(lines) + "\n"
+
+
+def faults_markdown() -> List[str]:
+    """The faults and concurrency table: the rows ``tests/test_locks.py`` provokes."""
+    from test_locks import FAULTS, WRITERS  # tests/ is on sys.path (pytest's rootdir conftest, or run as a script)
+
+    rows = [
+        "## Faults and concurrency",
+        "",
+        "Every row is provoked by the test in the last column (under `tests/`). A command holds the lock of",
+        "each output it writes (`parent/.name.lock`, `spacy_angel/locks.py`) for its whole run; a second run",
+        "is refused before any work with `[E400]`, naming the first (pid, host, start time, command).",
+        "",
+        "| fault | surface | outcome | test |",
+        "|---|---|---|---|",
+    ]
+    for surface in sorted(WRITERS):
+        rows.append(f"| a second run writes the output of a live run | {surface} | exit 1, `[E400]` naming the holder; "
+                    f"nothing written | `test_locks.py::test_every_writer_refuses_an_output_another_run_is_writing[{surface}]` |")
+    rows += [f"| {fault} | {surface} | {outcome} | `{test}` |" for fault, surface, outcome, test in FAULTS]
+    return rows
 
 
 # ----------------------------------------------------------------------------------- the tests

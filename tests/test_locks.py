@@ -87,6 +87,22 @@ def test_an_exception_in_the_body_releases_the_lock(tmp_path):
     assert time.monotonic() - start < 5
 
 
+#: (fault, surface, outcome, test) rows of docs/reliability.md besides the per-writer ones
+FAULTS = [
+    ("a second writer in another process", "output_lock", "OutputLockedError `[E400]` with its pid and command",
+     "test_locks.py::test_a_second_writer_is_refused_naming_the_holder"),
+    ("the same process takes one output twice", "output_lock", "`[E400]`; another output is another lock",
+     "test_locks.py::test_the_same_process_cannot_take_one_output_twice"),
+    ("the holder was killed (SIGKILL) mid-run", "output_lock", "the kernel dropped its flock: taken over, logged as `[W010]`",
+     "test_locks.py::test_a_killed_holders_lock_is_taken_over_and_logged"),
+    ("the command raised mid-run", "output_lock", "lock released and its file removed", "test_locks.py::test_an_exception_in_the_body_releases_the_lock"),
+    ("a file where the output's folder should be", "train kb-linker", "exit 1, `[E401]`; nothing written",
+     "training/stages/test_kb_linker.py::test_inputs_it_cannot_use_are_refused_before_any_work"),
+    ("killed (SIGKILL) after the positive stage", "train kb-linker", "the same command resumes; the same weights and report",
+     "training/stages/test_kb_linker.py::test_a_killed_build_resumes_to_the_same_model"),
+]
+
+
 # ---------------------------------------------------------------------------- every writing command
 # (command line: OUT is the output whose lock is held, @name a path under tmp_path; then the locked path)
 WRITERS = {
@@ -104,6 +120,7 @@ WRITERS = {
     "train evaluate": (["train", "evaluate", "@model", "@kb", "@test.txt", "--output", "OUT"], "OUT"),
     "train fuse": (["train", "fuse", "OUT_MODEL", "@kb", "@dev.txt"], "OUT_MODEL/fusion.json"),
     "train compare": (["train", "compare", "@a.json", "@b.json", "--output", "OUT"], "OUT"),
+    "train kb-linker": (["train", "kb-linker", "@kb", "OUT"], "OUT"),
 }
 
 
