@@ -413,6 +413,7 @@ def kb_linker_command(
     threads: int = typer.Option(2, "--threads", help="torch CPU threads of every stage (fixed: the same model on any machine)."),
     ruler: bool = typer.Option(True, "--ruler/--no-ruler", help="Also add an entity_ruler matching the KB's names."),
     label: str = typer.Option("ENTITY", "--label", help="Entity label of the ruler's spans."),
+    synonym_targets: int = typer.Option(0, "--synonym-targets", help="Also train name -> up to N other names of its concept (0: off)."),
 ) -> None:
     """A linker for your own vocabulary from its names alone: held-out synonyms, a model trained on the
     KB, DPO kept only when dev improves, fusion fitted on dev; OUTPUT is a spaCy pipeline with a model card.
@@ -426,7 +427,10 @@ def kb_linker_command(
     try:
         prepare_output(output)
         kb = load_source_kb([kb_path], kb_format)
-        recipe = Recipe.for_kb(kb, scale=scale, positive_steps=positive_steps, dpo_steps=dpo_steps, seed=seed, threads=threads)
+        recipe = Recipe.for_kb(
+            kb, scale=scale, positive_steps=positive_steps, dpo_steps=dpo_steps, seed=seed, threads=threads,
+            synonym_targets=synonym_targets,
+        )
     except (OSError, ValueError) as err:
         fail(str(err))
     say(

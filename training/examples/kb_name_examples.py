@@ -18,8 +18,14 @@ from spacy_angel.seq2seq.prompt import PromptFormat
 from spacy_angel.types import Mention
 
 
-def copy_examples_file(kb: KnowledgeBase, path: Path, tokenizer: Any) -> Path:
-    """Copy examples (each name -> itself) as pre-formatted JSONL for ``train_positive``.
+def copy_examples_file(kb: KnowledgeBase, path: Path, tokenizer: Any, copies: bool = True, synonym_targets: int = 0) -> Path:
+    """Copy examples (each name -> itself) and, with ``synonym_targets``, synonym examples (each name
+    -> up to that many *other* names of its concept, in KB order) as pre-formatted JSONL for
+    ``train_positive``.
+
+    Why synonym examples: the positive stage teaches each name its single TF-IDF-closest synonym,
+    which is often a spelling variant; a held-out synonym needs the model to have learnt how whole
+    names vary ("renal" for "kidney"), which the other names of a concept show.
 
     Written as text records rather than bare mentions because ``train_positive`` would rank
     every mention's concept names with TF-IDF first (about a minute for HPO), only to find the
@@ -27,11 +33,22 @@ def copy_examples_file(kb: KnowledgeBase, path: Path, tokenizer: Any) -> Path:
     of a bare mention), so the token ids are those of a bare mention of the name.
     """
     fmt = PromptFormat(tokenizer, context_window=0)
+
+    def record(name: str, target: str) -> str:
+        mention = Mention.bare(name, ())
+        rec = {"source": fmt.source_text(mention), "prompt": fmt.prompt_text(mention), "target": target}
+        return json.dumps(rec, ensure_ascii=False) + "\n"
+
     with atomic_open(path) as handle:
-        for name in kb.names:
-            mention = Mention.bare(name, ())
-            rec = {"source": fmt.source_text(mention), "prompt": fmt.prompt_text(mention), "target": name}
-            handle.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        if copies:
+            for name in kb.names:
+                handle.write(record(name, name))
+        if synonym_targets > 0:
+            for cid in kb.concept_ids:
+                names = kb.names_for(cid)
+                for name in names:
+                    for other in [n for n in names if n != name][:synonym_targets]:
+                        handle.write(record(name, other))
     return path
 
 

@@ -244,9 +244,11 @@ class Build:
 
         r = self.recipe
         copy_file = None
-        if r.copy_examples:
+        if r.copy_examples or r.synonym_targets:
             tokenizer = AutoTokenizer.from_pretrained(self.root / "init")
-            copy_file = copy_examples_file(train_kb, self.root / "copy.jsonl", tokenizer)
+            copy_file = copy_examples_file(
+                train_kb, self.root / "copy.jsonl", tokenizer, copies=r.copy_examples, synonym_targets=r.synonym_targets
+            )
         train_positive(self.root / "init", train_kb, [], self.root / "positive", r.positive(copy_file))
         log = _training_log(self.root / "positive")
         examples = log["data"]["train_examples"]

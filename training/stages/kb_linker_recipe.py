@@ -27,6 +27,9 @@ from training.settings import PositiveSettings, PreferenceSettings
 HPO_TRAIN_NAMES = 40691
 HPO_POSITIVE_STEPS = 1040
 HPO_DPO_STEPS = 250
+#: fields added after builds were cached, at the value that reproduces those builds: left out of the
+#: fingerprint there, so an existing cache stays valid (set otherwise, they key a new build)
+NEUTRAL = {"synonym_targets": 0}
 
 
 def _f(default: Any, help: str) -> Any:
@@ -52,6 +55,7 @@ class Recipe:
     positive_batch: int = _f(64, "Examples per positive step.")
     warmup_steps: int = _f(50, "Linear warmup steps of the positive stage.")
     copy_examples: bool = _f(True, "Also teach name -> itself (the decoder can copy known names).")
+    synonym_targets: int = _f(0, "Also teach name -> each other name of its concept, up to this many (0: off).")
     label_smoothing: float = _f(0.1, "Label smoothing of the positive stage.")
     dpo_steps: int = _f(250, "DPO optimiser steps; one epoch over dpo_steps x dpo_batch pairs.")
     dpo_negatives: int = _f(1, "TF-IDF negatives per anchor name.")
@@ -66,7 +70,8 @@ class Recipe:
 
     def fingerprint(self, data_digest: str) -> str:
         """Hash of the recipe and the ontology file: a changed one rebuilds from scratch."""
-        blob = json.dumps({"recipe": dataclasses.asdict(self), "data": data_digest}, sort_keys=True)
+        recipe = {k: v for k, v in dataclasses.asdict(self).items() if NEUTRAL.get(k, object()) != v}
+        blob = json.dumps({"recipe": recipe, "data": data_digest}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def dims(self) -> Dict[str, int]:

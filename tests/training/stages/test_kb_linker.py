@@ -134,3 +134,21 @@ def test_inputs_it_cannot_use_are_refused_before_any_work(tiny_kb_dir, tmp_path)
     (tmp_path / "afile").write_text("x", encoding="utf-8")
     result = _invoke(tiny_kb_dir, tmp_path / "afile" / "out")
     assert result.exit_code == 1 and ("[E401]" in result.output or "[E394]" in result.output)
+
+
+def test_synonym_examples_pair_each_name_with_other_names_of_its_concept(tiny_kb, tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from training.examples.kb_name_examples import copy_examples_file
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    path = copy_examples_file(tiny_kb, tmp_path / "ex.jsonl", tokenizer, copies=False, synonym_targets=2)
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    expected = sum(min(2, len(tiny_kb.names_for(c)) - 1) for c in tiny_kb.concept_ids for _ in tiny_kb.names_for(c))
+    assert len(records) == expected
+    for rec in records:
+        (cid,) = [c for c in tiny_kb.concept_ids if rec["target"] in tiny_kb.names_for(c)]
+        source_name = rec["prompt"].strip().rsplit(" is", 1)[0].strip()  # the decoder prompt is "NAME is"
+        assert source_name in tiny_kb.names_for(cid) and source_name != rec["target"]
+    with_copies = copy_examples_file(tiny_kb, tmp_path / "ex2.jsonl", tokenizer, copies=True, synonym_targets=2)
+    assert len(with_copies.read_text(encoding="utf-8").splitlines()) == expected + tiny_kb.num_names
