@@ -98,6 +98,8 @@ FAULTS = [
     ("the command raised mid-run", "output_lock", "lock released and its file removed", "test_locks.py::test_an_exception_in_the_body_releases_the_lock"),
     ("a file where the output's folder should be", "train kb-linker", "exit 1, `[E401]`; nothing written",
      "training/stages/test_kb_linker.py::test_inputs_it_cannot_use_are_refused_before_any_work"),
+    ("a second main job while the first builds the cache", "python -m training.hpo_default", "exit 1, `[E400]`; nothing built",
+     "test_locks.py::test_the_main_job_refuses_a_cache_another_run_is_building"),
     ("killed (SIGKILL) after the positive stage", "train kb-linker", "the same command resumes; the same weights and report",
      "training/stages/test_kb_linker.py::test_a_killed_build_resumes_to_the_same_model"),
 ]
@@ -141,3 +143,13 @@ def test_every_writer_refuses_an_output_another_run_is_writing(name, tmp_path):
     assert result.exit_code == 1, (name, result.output)
     assert "[E400]" in result.output and "the first run" in result.output, (name, result.output)
     assert not out.exists()  # refused before any work
+
+
+def test_the_main_job_refuses_a_cache_another_run_is_building(tmp_path, capsys):
+    from training.hpo_default import main as hm
+
+    with output_lock(tmp_path / hm.MODEL_NAME, command="the first main job"):
+        assert hm.main(["--cache-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "[E400]" in err and "the first main job" in err
+    assert not (tmp_path / hm.MODEL_NAME).exists()

@@ -12,9 +12,12 @@ import json
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from spacy_angel.errors import OutputLockedError
+from spacy_angel.locks import output_lock
 from training.hpo_default.data import ENTITY_LABEL, hpo_obo_path, phenotype_terms
 from training.runs.bookkeeping import quiet_libraries
 from training.stages.kb_linker import METRICS_FILE, Build, say
@@ -47,10 +50,11 @@ def ensure_model(
     recipe = recipe or Recipe()
     if threads is not None:
         recipe = dataclasses.replace(recipe, threads=threads)
-    build = hpo_build(root, recipe, obo or hpo_obo_path())
-    if not build.done or not (root / "pipeline").is_dir():
-        metrics = build.run()
-        say(f"built in {metrics['build_seconds']:.0f}s -> {root}", MODEL_NAME)
+    with output_lock(root, command="python -m training.hpo_default"):  # two first runs: one builds, one is told
+        build = hpo_build(root, recipe, obo or hpo_obo_path())
+        if not build.done or not (root / "pipeline").is_dir():
+            metrics = build.run()
+            say(f"built in {metrics['build_seconds']:.0f}s -> {root}", MODEL_NAME)
     return root / "pipeline"
 
 
@@ -119,7 +123,11 @@ def main(argv: Optional[Sequence[str]] = None, recipe: Optional[Recipe] = None) 
     root = cache_dir / MODEL_NAME
     if args.rebuild and root.exists():
         shutil.rmtree(root)
-    pipeline_dir = ensure_model(cache_dir, recipe, threads=args.threads, obo=args.obo)
+    try:
+        pipeline_dir = ensure_model(cache_dir, recipe, threads=args.threads, obo=args.obo)
+    except OutputLockedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     metrics = json.loads((root / METRICS_FILE).read_text(encoding="utf-8"))
     if not args.json:
         print(summary(metrics, root / METRICS_FILE))
