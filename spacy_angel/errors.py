@@ -58,8 +58,14 @@ class Errors(metaclass=ErrorsWithCodes):
     E002 = "model directory {path} has no config.json"
     E003 = "model directory {path} has no tokenizer (tokenizer.json or vocab.json + merges.txt)"
     E004 = "model directory {path} does not exist (no config.json to load)"
-    E005 = "could not load a tokenizer from {model}: {err}"
-    E006 = "could not load a seq2seq model from {model}: {err}"
+    E005 = (
+        "could not load a tokenizer from {model}: {err}. If tokenizer.json was cut short or comes from "
+        "another model, copy or save the model directory again"
+    )
+    E006 = (
+        "could not load a seq2seq model from {model}: {err}. If model.safetensors was cut short or comes "
+        "from another model, copy or save the model directory again"
+    )
     E007 = "unknown dtype {dtype!r}: use float32, float16, bfloat16 or int8"
     E009 = (
         "cannot save a {dtype} model that was not loaded from a local directory: load the float32 model "
@@ -95,6 +101,7 @@ class Errors(metaclass=ErrorsWithCodes):
     E032 = "{path}: unsupported trie format version {version!r}"
     E033 = "trie at {path} is incomplete: {file} is missing"
     E034 = "trie at {path} is corrupt: {num_nodes} nodes, trie.json says {expected}"
+    E035 = "trie array {path} cannot be read ({err}): delete the trie folder and it is rebuilt from the KB on load"
 
     # ---- input format (prompt.py)
     E040 = "mention offsets {start}-{end} lie outside its text of length {length} (doc {doc_id!r})"
@@ -214,7 +221,10 @@ class Errors(metaclass=ErrorsWithCodes):
     E182 = "fingerprint mismatch: names.txt does not match kb.json"
     E183 = "corrupt JSON ({err})"
     E184 = "not a spacy_angel KB metadata file"
-    E185 = "unsupported KB format_version {version!r} (expected {expected})"
+    E185 = (
+        "unsupported KB format_version {version!r} (expected {expected}): rebuild the KB directory from its "
+        "source with `spacy-angel kb build SOURCE --output DIR`"
+    )
 
     # ---- the TF-IDF name index (retrieval/tfidf.py)
     E210 = "cannot fit a NameIndex on a KB without names"
@@ -247,7 +257,10 @@ class Errors(metaclass=ErrorsWithCodes):
     # ---- fusion weights (linking/fusion.py); an unusable fusion.json beside a model is E110
     E250 = "{origin}: unknown field(s) {unknown}; expected {expected} (+ source, dev)"
     E251 = "{origin}: field {name!r} must be a number, got {value!r}"
-    E252 = "{origin}: field {name!r} must be finite, got {value}"
+    E252 = (
+        "{origin}: field {name!r} must be finite, got {value}: refit the weights with `spacy-angel train fuse`, or delete the file for "
+        "the default weights"
+    )
     E253 = "{origin}: field 'dev' must be an object"
     E254 = "{path}: not valid JSON (line {line}: {msg})"
     E255 = "{path}: not valid UTF-8 (byte offset {offset})"

@@ -102,6 +102,28 @@ def atomic_open(path: PathLike, mode: str = "w") -> Iterator[Any]:
         raise
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it back at once
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(root: Path) -> None:
+    """Give every file and folder under ``root`` the mode the user's umask gives a new one.
+
+    Why: libraries write some files 0600 (``model.safetensors`` through ``save_pretrained``, which
+    goes through a private temp file), so a model folder shared with a group could not be read.
+    Our own writers already honour the umask (:func:`_temp_beside`); this extends it to whatever a
+    library wrote into one of our temp directories."""
+    mask = current_umask()
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o777 & ~mask)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o666 & ~mask | (os.stat(path).st_mode & 0o111 & ~mask))
+
+
 @contextlib.contextmanager
 def atomic_directory(path: PathLike) -> Iterator[Path]:
     """Yield a temp directory that replaces ``path`` (whole) when the block ends without error.
@@ -115,6 +137,7 @@ def atomic_directory(path: PathLike) -> Iterator[Path]:
     old = tmp.with_name(tmp.name + ".old")
     try:
         yield tmp
+        honour_umask(tmp)
         if path.exists() and not path.is_dir():
             raise NotADirectoryError(Errors.E170.format(path=path))
         if path.exists():

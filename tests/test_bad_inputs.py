@@ -551,14 +551,16 @@ def markdown() -> str:
 
 def faults_markdown() -> List[str]:
     """The faults and concurrency table: the rows ``tests/test_locks.py`` provokes."""
-    from test_locks import FAULTS, WRITERS  # tests/ is on sys.path (pytest's rootdir conftest, or run as a script)
+    from test_broken_artefacts import FAULTS as BROKEN  # tests/ is on sys.path (rootdir conftest, or run as a script)
+    from test_locks import FAULTS, WRITERS
 
     rows = [
         "## Faults and concurrency",
         "",
         "Every row is provoked by the test in the last column (under `tests/`). A command holds the lock of",
         "each output it writes (`parent/.name.lock`, `spacy_angel/locks.py`) for its whole run; a second run",
-        "is refused before any work with `[E400]`, naming the first (pid, host, start time, command).",
+        "is refused before any work with `[E400]`, naming the first (pid, host, start time, command). A broken",
+        "file in a saved pipeline gets a numbered error with a rebuild hint, or is rebuilt from the KB.",
         "",
         "| fault | surface | outcome | test |",
         "|---|---|---|---|",
@@ -566,7 +568,7 @@ def faults_markdown() -> List[str]:
     for surface in sorted(WRITERS):
         rows.append(f"| a second run writes the output of a live run | {surface} | exit 1, `[E400]` naming the holder; "
                     f"nothing written | `test_locks.py::test_every_writer_refuses_an_output_another_run_is_writing[{surface}]` |")
-    rows += [f"| {fault} | {surface} | {outcome} | `{test}` |" for fault, surface, outcome, test in FAULTS]
+    rows += [f"| {fault} | {surface} | {outcome} | `{test}` |" for fault, surface, outcome, test in FAULTS + BROKEN]
     return rows
 
 

@@ -36,3 +36,20 @@ def test_a_failed_atomic_write_leaves_the_old_file(tmp_path, umask_022):
     with pytest.raises(TypeError):
         atomic_write_json(target, {"v": object()})
     assert target.read_text() == '{\n  "v": 1\n}' and len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_a_saved_model_folder_honours_the_umask(tiny_model_dir, tmp_path, umask):
+    """save_pretrained writes model.safetensors 0600; the folder we rename into place follows the umask."""
+    from spacy_angel.seq2seq.loading import load_model_and_tokenizer, save_pretrained_atomic
+
+    model, tokenizer = load_model_and_tokenizer(str(tiny_model_dir), device="cpu")
+    before = os.umask(umask)
+    try:
+        out = save_pretrained_atomic(model, tokenizer, tmp_path / "model")
+    finally:
+        os.umask(before)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+    assert "model.safetensors" in modes
+    assert set(modes.values()) == {0o666 & ~umask}, modes
+    assert (out.stat().st_mode & 0o777) == 0o777 & ~umask

@@ -100,6 +100,8 @@ FAULTS = [
      "training/stages/test_kb_linker.py::test_inputs_it_cannot_use_are_refused_before_any_work"),
     ("a second main job while the first builds the cache", "python -m training.hpo_default", "exit 1, `[E400]`; nothing built",
      "test_locks.py::test_the_main_job_refuses_a_cache_another_run_is_building"),
+    ("a library writes a file 0600 (model.safetensors)", "every model folder we write",
+     "modes follow the umask (0644 under 022, 0664 under 002)", "test_fileio.py::test_a_saved_model_folder_honours_the_umask"),
     ("killed (SIGKILL) after the positive stage", "train kb-linker", "the same command resumes; the same weights and report",
      "training/stages/test_kb_linker.py::test_a_killed_build_resumes_to_the_same_model"),
 ]

@@ -52,7 +52,7 @@ def load_model_and_tokenizer(
         raise LinkerError(Errors.E004.format(path=path))
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_name_or_path), trust_remote_code=False)
-    except (OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 (tokenizers raises a bare Exception on a cut-short tokenizer.json)
         raise LinkerError(Errors.E005.format(model=model_name_or_path, err=err)) from err
     torch_dtype = parse_dtype(dtype)
     target = resolve_device(device)
@@ -62,7 +62,7 @@ def load_model_and_tokenizer(
         model = AutoModelForSeq2SeqLM.from_pretrained(
             str(model_name_or_path), trust_remote_code=False, torch_dtype=torch_dtype, use_safetensors=None
         )
-    except (OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 (safetensors raises SafetensorError on a cut-short or foreign file)
         raise LinkerError(Errors.E006.format(model=model_name_or_path, err=err)) from err
     model.eval()
     model.to(target)

@@ -328,7 +328,10 @@ class TokenTrie:
             file = path / f"{field}.npy"
             if not file.exists():
                 raise TrieError(Errors.E033.format(path=path, file=file.name))
-            arrays[field] = np.load(file, allow_pickle=False, mmap_mode="r" if mmap else None)
+            try:
+                arrays[field] = np.load(file, allow_pickle=False, mmap_mode="r" if mmap else None)
+            except (ValueError, OSError, EOFError) as err:  # truncated, or not a .npy at all
+                raise TrieError(Errors.E035.format(path=file, err=err)) from None
         trie = cls(**arrays, eos_token_id=info["eos_token_id"], vocab_size=info["vocab_size"], meta=info.get("meta"))
         if trie.num_nodes != info.get("num_nodes"):
             raise TrieError(Errors.E034.format(path=path, num_nodes=trie.num_nodes, expected=info.get("num_nodes")))
