@@ -447,6 +447,12 @@ class Errors(metaclass=ErrorsWithCodes):
     )
     E394 = "cannot write the kb-linker output {path}: {err}"
 
+    # ---- writing outputs (fileio.py; E410-E419)
+    E410 = (
+        "cannot write {path}: {err} (a full disk, a quota or a read-only folder?); the previous {path} is "
+        "unchanged and no temporary file was left"
+    )
+
     # ---- output locks (locks.py; E400-E409)
     E400 = (
         "{target} is being written by another run (pid {pid} on {host}, started {started}: {command}); "
@@ -487,6 +493,13 @@ class Warnings(metaclass=ErrorsWithCodes):
         "took over the lock of {target} from a run that is gone (pid {pid} on {host}, started {started}: "
         "{command}); its output was not finished and is written anew"
     )
+
+
+class OutputWriteError(OSError):
+    """An output could not be written (full disk, quota, permissions); what was there is intact."""
+
+    def __str__(self) -> str:  # the numbered message alone, without OSError's "[Errno 28]" prefix
+        return str(self.strerror)
 
 
 class OutputLockedError(RuntimeError):
@@ -555,6 +568,7 @@ __all__ = [
     "LinkerError",
     "NameIndexError",
     "OutputLockedError",
+    "OutputWriteError",
     "PreferenceTrainingError",
     "ScaleError",
     "TrainingDataError",

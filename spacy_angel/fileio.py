@@ -6,6 +6,7 @@ place, so a crash never leaves a half-written KB, trie, model, report or pairs f
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -13,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, Tuple, Type, Union
 
-from spacy_angel.errors import Errors
+from spacy_angel.errors import Errors, OutputWriteError
 
 PathLike = Union[str, Path]
 
@@ -96,10 +97,24 @@ def atomic_open(path: PathLike, mode: str = "w") -> Iterator[Any]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        raise_write_error(err, path)
         raise
+
+
+def raise_write_error(err: BaseException, path: Path) -> None:
+    """Turn a full disk or a refused write into :class:`OutputWriteError` naming ``path`` (the caller
+    has removed its temp file; the previous ``path`` was never touched). One raised for a file inside
+    a temp folder is renamed for the folder the user asked for. Other errors pass."""
+    cause = err.__cause__ if isinstance(err, OutputWriteError) else err
+    if isinstance(cause, OSError) and cause.errno in WRITE_ERRNOS:
+        raise OutputWriteError(cause.errno, Errors.E410.format(path=path, err=cause.strerror or cause)) from cause
+
+
+#: what a full disk, a quota or a read-only place raise while writing
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG})
 
 
 def current_umask() -> int:
@@ -149,8 +164,9 @@ def atomic_directory(path: PathLike) -> Iterator[Path]:
                 os.replace(old, path)
             raise
         shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise_write_error(err, path)
         raise
 
 

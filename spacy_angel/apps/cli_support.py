@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, NoReturn, Union
 
 import typer
 
-from spacy_angel.errors import Errors, KBFormatError, OutputLockedError
+from spacy_angel.errors import Errors, KBFormatError, OutputLockedError, OutputWriteError
 from spacy_angel.fileio import check_output_file
 from spacy_angel.kb.readers import load_kb
 from spacy_angel.kb.store import KnowledgeBase
@@ -74,7 +74,10 @@ def writes(*outputs: Output) -> Callable[[Callable[..., Any]], Callable[..., Any
         def command(**kwargs: Any) -> Any:
             paths = [Path(p) for p in (resolve(o, kwargs) for o in outputs) if p is not None]
             with writing(*paths):
-                return func(**kwargs)
+                try:
+                    return func(**kwargs)
+                except OutputWriteError as err:  # a full disk mid-run: the message, not a traceback
+                    fail(str(err))
 
         return command
 
