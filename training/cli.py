@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -438,7 +440,8 @@ def kb_linker_command(
         f"{recipe.n_test} test synonyms; {recipe.positive_steps} positive + {recipe.dpo_steps} DPO steps, "
         f"expected about {recipe.expected_minutes():.0f} min of training on 2 CPU cores"
     )
-    typer.echo(run_kb_linker(kb_path, output, recipe, kb_format=kb_format, ruler=ruler, entity_label=label))
+    command = "spacy-angel " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    typer.echo(run_kb_linker(kb_path, output, recipe, command, kb_format=kb_format, ruler=ruler, entity_label=label))
 
 
 def main(argv: Optional[List[str]] = None) -> None:

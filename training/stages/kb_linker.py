@@ -420,13 +420,13 @@ def prepare_output(output: Path) -> None:
         raise PermissionError(Errors.E394.format(path=output, err=f"{existing} is not a writable directory"))
 
 
-def run_kb_linker(kb_path: Path, output: Path, recipe: Recipe, **build: Any) -> str:
+def run_kb_linker(kb_path: Path, output: Path, recipe: Recipe, command: Optional[str] = None, **build: Any) -> str:
     """Build (or resume) in ``output/build``, write the pipeline into ``output`` with its report
     (``kb-linker.json``) and model card (``README.md``); returns the card."""
     output.mkdir(parents=True, exist_ok=True)
     (output / OUTPUT_MARKER).touch()  # ours from now on: a rerun after an interruption resumes here
     metrics = Build(output / "build", recipe, [kb_path], pipeline_dir=output, **build).run()
-    report = heldout_report(metrics)
+    report = {**heldout_report(metrics), "command": command}
     card = model_card(report, kb_path.name)
     atomic_write_json(output / REPORT_FILE, report, indent=1)
     atomic_write_text(output / CARD_FILE, card)

@@ -5,6 +5,7 @@ TF-IDF, beam and hybrid, n, build seconds, peak RSS), with the command line that
 typed by hand.
 
 Usage: python scripts/kb_linker_results.py NAME=OUTPUT[=COMMAND] ... --json RESULTS.json [--markdown TABLE.md]
+(COMMAND: only for reports written before the command line was recorded in them)
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def collect(entries: Sequence[str]) -> Dict[str, Any]:
         if not name or not output:
             raise SystemExit(f"error: {entry!r}: expected NAME=OUTPUT[=COMMAND]")
         report = read_json(Path(output) / REPORT)
-        out[name] = {**report, "command": command or None}
+        out[name] = {**report, "command": command or report.get("command")}
     return out
 
 
