@@ -422,7 +422,7 @@ def kb_linker_command(
 
     Resumable: run the same command again after an interruption and it continues at the stage it was in.
     """
-    from training.stages.kb_linker import load_source_kb, prepare_output, run_kb_linker, say
+    from training.stages.kb_linker import load_source_kb, plan, prepare_output, run_kb_linker, say
     from training.stages.kb_linker_recipe import Recipe
 
     quiet_libraries()
@@ -435,11 +435,7 @@ def kb_linker_command(
         )
     except (OSError, ValueError) as err:
         fail(str(err))
-    say(
-        f"{kb_path}: {len(kb.concept_ids)} concepts, {kb.num_names} names; holding out {recipe.n_dev} dev + "
-        f"{recipe.n_test} test synonyms; {recipe.positive_steps} positive + {recipe.dpo_steps} DPO steps, "
-        f"expected about {recipe.expected_minutes():.0f} min of training on 2 CPU cores"
-    )
+    say(plan(kb_path, kb, recipe))
     command = "spacy-angel " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     typer.echo(run_kb_linker(kb_path, output, recipe, command, kb_format=kb_format, ruler=ruler, entity_label=label))
 

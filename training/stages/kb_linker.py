@@ -412,6 +412,15 @@ def model_card(report: Dict[str, Any], kb_name: str) -> str:
     )
 
 
+def plan(kb_path: Path, kb: KnowledgeBase, recipe: Recipe) -> str:
+    """What the build will do and about how long it takes, said before it starts."""
+    return (
+        f"{kb_path}: {len(kb.concept_ids)} concepts, {kb.num_names} names; holding out {recipe.n_dev} dev + "
+        f"{recipe.n_test} test synonyms; {recipe.positive_steps} positive + {recipe.dpo_steps} DPO steps, "
+        f"expected about {recipe.expected_minutes():.0f} min of training on 2 CPU cores"
+    )
+
+
 def prepare_output(output: Path) -> None:
     """Refuse, before any work, an OUTPUT that holds someone else's files or cannot be written."""
     check_output_directory(output, markers=(OUTPUT_MARKER,), option="OUTPUT")
