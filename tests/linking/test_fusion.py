@@ -111,3 +111,22 @@ def test_fusion_file_is_plain_json(tmp_path):
     FusionWeights(tfidf=2.0).to_disk(tmp_path)
     data = json.loads((tmp_path / FUSION_FILE).read_text())
     assert set(FEATURES) <= set(data)
+
+
+def test_a_fit_no_better_than_tfidf_alone_on_dev_ships_tfidf_alone():
+    """Where the model's features carry nothing (names it never saw), the weights are TF-IDF's alone,
+    not a fit that ranks worse on dev; where they help (the test above), the fit is kept."""
+    rng = np.random.default_rng(0)
+    concepts, masks = [], []
+    for i in range(200):
+        feats = np.zeros((6, len(FEATURES)))
+        feats[:, 0] = rng.normal(-1.0, 0.5, 6)  # noise
+        feats[:, 1] = rng.uniform(0, 1, 6)
+        feats[:, 3] = rng.uniform(0, 1, 6)  # noise
+        concepts.append(ConceptEvidence([(f"C{i}_{j}",) for j in range(6)], list(range(6)), feats))
+        masks.append(np.arange(6) == int(np.argmax(feats[:, 1])))
+    fitted = fit_fusion(FusionData(concepts, masks))
+    assert fitted["weights"].source == "tfidf-only" and fitted["C"] is None
+    assert list(fitted["weights"].vector()) == [0.0, 1.0, 0.0, 0.0]
+    assert fitted["tfidf_only_acc@1"] == 1.0 >= max(fitted["cv_acc@1"].values())
+    assert fit_fusion(_toy(300, 0))["weights"].source == "fitted"

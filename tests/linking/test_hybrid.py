@@ -112,7 +112,8 @@ def test_train_fuse_then_evaluate_hybrid(tmp_path, tiny_model_dir, tiny_kb_dir):
                               "--num-beams", "3", "--top-k", "3", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     weights = FusionWeights.from_disk(model / FUSION_FILE)
-    assert weights.source == "fitted" and weights.dev["n"] == 6
+    # an untrained model's scores add nothing on dev: the weights are TF-IDF's alone (fit_fusion's rule)
+    assert weights.source == "tfidf-only" and weights.dev["n"] == 6
     assert "hybrid" in res.output
     out = tmp_path / "report.json"
     res = runner.invoke(app, ["evaluate", str(model), str(tiny_kb_dir), str(dev), "--corpus-format", "askapatient",
