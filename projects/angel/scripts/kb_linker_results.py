@@ -27,7 +27,7 @@ def collect(entries: Sequence[str]) -> Dict[str, Any]:
         output, _, command = rest.partition("=")
         if not name or not output:
             raise SystemExit(f"error: {entry!r}: expected NAME=OUTPUT[=COMMAND]")
-        report = read_json(Path(output) / REPORT)
+        report = read_json(Path(output) / REPORT, "kb-linker report")
         out[name] = {**report, "command": command or report.get("command")}
     return out
 
