@@ -27,7 +27,10 @@ Codes are grouped by room, in blocks that leave room to grow:
   (:mod:`spacy_angel.linking.fusion`, :mod:`spacy_angel.fileio`, :mod:`spacy_angel.seq2seq.offline_init`,
   :mod:`spacy_angel.decoding.beam_sharing`, :mod:`spacy_angel.decoding.padding`,
   :mod:`spacy_angel.apps.records`, :mod:`spacy_angel.linking.linker`, :mod:`spacy_angel.apps.cli`)
-* ``E300`` and up: training, then free; a new room takes the next free block.
+* ``E300``-``E399``: training (the ``training`` package; kb-linker from E393)
+* ``E400``-``E409``: output locks (:mod:`spacy_angel.locks`); ``E410``-``E419``: writing outputs on a full
+  disk or a refused place (:mod:`spacy_angel.fileio`)
+* ``E420`` and up: free; a new room takes the next free block.
 * ``W001``-``W099``: runtime warnings (:mod:`spacy_angel.retrieval.tfidf`, :mod:`spacy_angel.trie.kb_trie`)
 
 One message, one code: where two places raise the same message (e.g. an invalid UTF-8 byte, E111),
