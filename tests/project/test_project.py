@@ -146,6 +146,7 @@ def test_all_workflow_trains_through_accelerate(project_copy, capsys):
 def _script_help(path: Path) -> str:
     result = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, cwd=PROJECT, timeout=120)
     assert result.returncode == 0, f"{path.name} --help failed: {result.stderr[-500:]}"
+    assert not (PROJECT / "--help").exists(), f"{path.name} took --help for an output path and wrote it"
     return result.stdout
 
 

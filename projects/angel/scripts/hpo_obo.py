@@ -4,19 +4,20 @@ Usage: python scripts/hpo_obo.py assets/hp.obo
 """
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
+from typing import Optional, Sequence
 
 from spacy_angel.fileio import atomic_write_bytes
 from training.hpo_default.data import hpo_obo_path
 
 
-def main(argv=None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        raise SystemExit("usage: python scripts/hpo_obo.py OUTPUT")
-    atomic_write_bytes(Path(args[0]), hpo_obo_path().read_bytes())
-    print(f"{hpo_obo_path()} -> {args[0]}")
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("output", type=Path, help="where to write hp.obo (e.g. assets/hp.obo)")
+    args = parser.parse_args(argv)
+    atomic_write_bytes(args.output, hpo_obo_path().read_bytes())
+    print(f"{hpo_obo_path()} -> {args.output}")
 
 
 if __name__ == "__main__":
