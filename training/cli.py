@@ -437,7 +437,8 @@ def kb_linker_command(
         fail(str(err))
     say(plan(kb_path, kb, recipe))
     command = "spacy-angel " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    typer.echo(run_kb_linker(kb_path, output, recipe, command, kb_format=kb_format, ruler=ruler, entity_label=label))
+    card = run_kb_linker(kb_path, output, recipe, command, kb_format=kb_format, ruler=ruler, entity_label=label, source_kb=kb)
+    typer.echo(card)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

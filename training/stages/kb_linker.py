@@ -126,11 +126,12 @@ def load_source_kb(sources: Sequence[Path], kb_format: str = "auto") -> Knowledg
     return load_files(list(sources), format=kb_format)
 
 
-def write_pipeline(nlp: Any, target: Path) -> None:
-    """``nlp.to_disk`` so that a half-written pipeline never loads: into a temp sibling renamed into
-    place; when ``target`` also holds the build (``kb-linker OUTPUT``), each of the pipeline's
-    entries is renamed into it, ``config.cfg`` last (what ``spacy.load`` reads first)."""
-    if not target.exists() or not any(target.iterdir()):
+def write_pipeline(nlp: Any, target: Path, beside_build: bool = False) -> None:
+    """``nlp.to_disk`` so that a half-written pipeline never loads: into a temp sibling that replaces
+    ``target`` whole. When ``target`` also holds the build (``kb-linker OUTPUT``), it cannot be
+    replaced whole: each of the pipeline's entries is renamed into it, ``config.cfg`` last (what
+    ``spacy.load`` reads first)."""
+    if not beside_build:
         with atomic_directory(target) as tmp:
             nlp.to_disk(tmp)
         return
@@ -159,10 +160,12 @@ class Build:
         ruler: bool = True,
         name: str = "kb-linker",
         pipeline_dir: Optional[Path] = None,
+        source_kb: Optional[KnowledgeBase] = None,
     ) -> None:
         """``sources``: a ``kb build`` directory or KB files (``kb_format``); ``ruler_keep``: the
         concepts whose names the entity ruler matches (None: all); ``pipeline_dir``: where the
-        pipeline goes (default ``root/pipeline``)."""
+        pipeline goes (default ``root/pipeline``); ``source_kb``: ``sources`` already loaded (the
+        command sizes its recipe on it), so the split stage does not read them again."""
         self.root = root
         self.recipe = recipe
         self.sources = [Path(p) for p in sources]
@@ -172,6 +175,7 @@ class Build:
         self.ruler = ruler
         self.name = name
         self.pipeline_dir = pipeline_dir if pipeline_dir is not None else root / "pipeline"
+        self.source_kb = source_kb
         self._name_index: Any = None
         self.fingerprint = recipe.fingerprint(sources_digest(self.sources))
         self.state: Dict[str, Any] = {}
@@ -223,7 +227,7 @@ class Build:
 
     # -- the stages
     def stage_kb(self) -> Dict[str, Any]:
-        full = load_source_kb(self.sources, self.kb_format)
+        full = self.source_kb if self.source_kb is not None else load_source_kb(self.sources, self.kb_format)
         split = split_synonyms(full, self.recipe.n_dev, self.recipe.n_test, seed=self.recipe.seed)
         full.to_disk(self.root / "kb-full")
         split.train_kb.to_disk(self.root / "kb-train")
@@ -318,7 +322,7 @@ class Build:
         chosen = self.chosen_model()
         patterns = ruler_patterns(self.kb("full"), self.ruler_keep, self.entity_label) if self.ruler else []
         nlp = build_pipeline(self.root / chosen, self.root / "kb-full", patterns, self.recipe.num_beams)
-        write_pipeline(nlp, self.pipeline_dir)
+        write_pipeline(nlp, self.pipeline_dir, beside_build=self.pipeline_dir == self.root.parent)
         return {"model": chosen, "patterns": len(patterns)}
 
     def run(self) -> Dict[str, Any]:
