@@ -33,6 +33,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Un
 from spacy_angel.errors import Errors
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.linking.linker import AngelLinker
+from spacy_angel.linking.result_cache import batches
 from spacy_angel.retrieval.tfidf import NameIndex
 from spacy_angel.types import Candidate, Mention
 from training.examples.pair_files import PreferencePair
@@ -137,14 +138,8 @@ def name_rankings(linker: AngelLinker, mentions: Sequence[Mention], top_k: int, 
     encoded = [linker.encode(m) for m in mentions]
     unique = sorted(set(encoded), key=lambda key: (len(key[0]), len(key[1])))
     results: Dict[Tuple[Tuple[int, ...], Tuple[int, ...]], List[Candidate]] = {}
-    batches = range(0, len(unique), linker.batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc="mining", unit="batch")
     kb = linker.kb
-    for lo in batches:
-        chunk = unique[lo : lo + linker.batch_size]
+    for chunk in batches(unique, linker.batch_size, "mining", progress):
         for key, ranked in zip(chunk, linker.decoder.beam_search(chunk)):
             results[key] = [Candidate(tuple(kb.ids_for_index(i)), kb.names[i], float(s)) for i, s in ranked[:top_k]]
     return [results[key] for key in encoded]
