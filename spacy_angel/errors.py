@@ -30,7 +30,9 @@ Codes are grouped by room, in blocks that leave room to grow:
 * ``E300``-``E399``: training (the ``training`` package; kb-linker from E393)
 * ``E400``-``E409``: output locks (:mod:`spacy_angel.locks`); ``E410``-``E419``: writing outputs on a full
   disk or a refused place (:mod:`spacy_angel.fileio`)
-* ``E420`` and up: free; a new room takes the next free block.
+* ``E420``-``E429``: explicit fusion weights files (``--fusion FILE``, ``train fuse --output FILE``,
+  :meth:`spacy_angel.linking.fusion.FusionWeights.from_file`)
+* ``E430`` and up: free; a new room takes the next free block.
 * ``W001``-``W099``: runtime warnings (:mod:`spacy_angel.retrieval.tfidf`, :mod:`spacy_angel.trie.kb_trie`)
 
 One message, one code: where two places raise the same message (e.g. an invalid UTF-8 byte, E111),
@@ -233,15 +235,21 @@ class Errors(metaclass=ErrorsWithCodes):
     E210 = "cannot fit a NameIndex on a KB without names"
     E211 = "NameIndex is not fitted: call .fit() or NameIndex.from_disk()"
     E212 = "not a {format} v{version} index"
-    E213 = "cannot read the TF-IDF index in {path} ({err})"
+    E213 = ("cannot read the TF-IDF index in {path} ({err}); it is refitted when the linker loads it, or "
+            "rebuild it with `spacy-angel kb build --index`")
     E214 = "the TF-IDF index in {path} was built for another KB ({num_names} names; this KB has {kb_names})"
     E215 = "the TF-IDF index in {path} has {key}={value!r}, not {wanted!r}"
-    E216 = "the TF-IDF index arrays in {path} are inconsistent with its vocabulary or KB"
+    E216 = ("the TF-IDF index arrays in {path} are inconsistent with its vocabulary or KB; rebuild them with "
+            "`spacy-angel kb build --index`")
     E217 = "similarity needs equal lengths, got {a} and {b}"
     E218 = "{lists} name lists for {queries} queries"
     E219 = "name index out of range (the KB has {n} names)"
     E220 = "exclude_ids has {n} entries for {queries} queries"
     E221 = "chunk sizes must be positive"
+    E222 = ("the TF-IDF index in {path} is half written (tfidf.json and tfidf.safetensors come from different "
+            "builds): it is refitted on load, or rebuild it with `spacy-angel kb build --index`")
+    E223 = ("NameIndex: search={search!r} must be one of {searches}, query_mass={query_mass} in (0, 1] and "
+            "rescore_depth={rescore_depth} at least 1")
 
     # ---- corpus-scale linking on Ray (apps/ray_linking.py); --workers < 1 is E115
     E230 = "no input files at {spec} (a JSONL / Parquet file, a directory of them or a glob)"
@@ -450,7 +458,14 @@ class Errors(metaclass=ErrorsWithCodes):
     )
     E394 = "cannot write the kb-linker output {path}: {err}"
 
-    # ---- writing outputs (fileio.py; E410-E419)
+    # ---- mapped arrays (mapped_arrays.py; E440-E449)
+    E440 = "{name}: dtype {dtype} cannot be saved (use one of {dtypes})"
+    E441 = "shorter than a safetensors header"
+    E442 = "not a safetensors file ({reason})"
+    E443 = "bad header entry for {name!r} ({err})"
+    E444 = "{name!r} runs past the end of the file (truncated?)"
+
+# ---- writing outputs (fileio.py; E410-E419)
     E410 = (
         "cannot write {path}: {err} (a full disk, a quota or a read-only folder?); the previous {path} is "
         "unchanged and no temporary file was left"
@@ -464,6 +479,12 @@ class Errors(metaclass=ErrorsWithCodes):
     E401 = (
         "cannot lock {lock} ({err}): its folder cannot be created or written, or this filesystem does not "
         "support file locks; write the output to a writable local folder"
+    )
+
+    # ---- explicit fusion weights files (linking/fusion.py FusionWeights.from_file; E420-E429)
+    E420 = (
+        "fusion weights file {path} does not exist or is not a file: write it with `spacy-angel train fuse "
+        "MODEL KB DEV --output {path}`, or leave --fusion out to use MODEL/fusion.json (or the default weights)"
     )
 
 

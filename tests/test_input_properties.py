@@ -184,7 +184,7 @@ def test_kb_build_leaves_a_complete_directory_or_none(raw: bytes) -> None:
         assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
         if result.exit_code == 0:
             kb = KnowledgeBase.from_disk(out)
-            assert kb.num_names > 0 and (out / "tfidf.npz").is_file() and (out / "tfidf.json").is_file()
+            assert kb.num_names > 0 and (out / "tfidf.safetensors").is_file() and (out / "tfidf.json").is_file()
         else:
             assert result.exit_code == 1 and str(path) in result.output, result.output
             assert not out.exists()

@@ -35,7 +35,8 @@ FORMAT_VERSION = 1
 KB_FILES: Tuple[str, ...] = ("kb.json", "names.txt", "concepts.jsonl", "name_ptr.npy", "name_concepts.npy")
 
 
-_COMPANION_FILES: Tuple[str, ...] = ("tfidf.json", "tfidf.npz")  # may sit beside them: spacy_angel.retrieval.tfidf
+#: may sit beside them (spacy_angel.retrieval.tfidf; tfidf.npz is its format 1)
+_COMPANION_FILES: Tuple[str, ...] = ("tfidf.json", "tfidf.safetensors", "tfidf.npz")
 
 
 def is_kb_directory(path: PathLike) -> bool:

@@ -14,15 +14,16 @@ Scaling: the name matrix is sparse (n_names x n_3grams); :meth:`NameIndex.neares
 multiplies query chunks by name chunks, keeps each block sparse and a running top-k, so it
 works for millions of names without an n x n matrix.
 
-Persistence: ``tfidf.npz`` (idf and the CSR name matrix) and ``tfidf.json`` (settings, vocabulary,
-KB fingerprint) beside the KB, loaded with ``allow_pickle=False``. scikit-learn and SciPy are
+Persistence: ``tfidf.safetensors`` (idf, the CSR name matrix and its term-major postings, memory-mapped
+on load so worker processes share them) and ``tfidf.json`` (settings, vocabulary, KB fingerprint) beside
+the KB; no pickle. Search: exact (:mod:`.exact_search`) or pruned (:mod:`.pruned_search`). scikit-learn and SciPy are
 imported only when an index is fitted or used, so plain beam linking never pays for them.
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
+import secrets
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
@@ -30,9 +31,18 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence,
 import numpy as np
 
 from spacy_angel.errors import Errors, NameIndexError, Warnings
-from spacy_angel.fileio import atomic_write_bytes, atomic_write_text
+from spacy_angel.fileio import atomic_write_text
 from spacy_angel.kb.normalize import normalize_name
 from spacy_angel.kb.store import KnowledgeBase
+from spacy_angel.mapped_arrays import write_arrays
+from spacy_angel.retrieval.exact_search import exact_top_k
+from spacy_angel.retrieval.index_files import (
+    INDEX_ARRAYS,
+    consistent_csr,
+    csr_over,
+    read_index_arrays,
+)
+from spacy_angel.retrieval.pruned_search import pruned_nearest, term_postings
 from spacy_angel.types import Candidate
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,13 +56,13 @@ logger = logging.getLogger(__name__)
 INDEX_CONFIG = "tfidf.json"
 
 
-INDEX_ARRAYS = "tfidf.npz"
-
-
 _FORMAT = "spacy_angel.tfidf"
 
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+
+
+SEARCHES = ("exact", "pruned")
 
 
 def _safe_canonical(kb: KnowledgeBase, kb_id: str) -> str:
@@ -68,17 +78,28 @@ class NameIndex:
     """TF-IDF (character 3-gram) index over the unique normalised names of a KB.
 
     Row ``i`` of the name matrix is ``kb.names[i]``, so name indices are the KB's own.
+    ``search``: ``"exact"`` (every name scored; the reference, and what training uses) or ``"pruned"``
+    (posting lists of each query's heaviest 3-grams, ``query_mass`` / ``rescore_depth``: see
+    :mod:`spacy_angel.retrieval.pruned_search`; queries with exclusions are always exact).
     """
 
     def __init__(self, kb: KnowledgeBase, *, analyzer: str = "char_wb", ngram_range: Tuple[int, int] = (3, 3),
-                 query_chunk_size: int = 256, name_chunk_size: int = 65536) -> None:
+                 query_chunk_size: int = 256, name_chunk_size: int = 65536, search: str = "exact",
+                 query_mass: float = 0.8, rescore_depth: int = 400) -> None:
+        if search not in SEARCHES or not 0.0 < query_mass <= 1.0 or rescore_depth < 1:
+            raise ValueError(Errors.E223.format(search=search, searches=SEARCHES, query_mass=query_mass,
+                                                rescore_depth=rescore_depth))
         self.kb = kb
         self.analyzer = analyzer
         self.ngram_range = tuple(ngram_range)
         self.query_chunk_size = int(query_chunk_size)
         self.name_chunk_size = int(name_chunk_size)
+        self.search = search
+        self.query_mass = float(query_mass)
+        self.rescore_depth = int(rescore_depth)
         self.vectorizer: Optional["TfidfVectorizer"] = None
         self.matrix: Optional["sp.csr_matrix"] = None
+        self._postings: Optional["sp.csr_matrix"] = None
 
     # ------------------------------------------------------------------ fitting / io
     def _new_vectorizer(self, vocabulary: Optional[Dict[str, int]] = None) -> "TfidfVectorizer":
@@ -96,7 +117,16 @@ class NameIndex:
             raise ValueError(Errors.E210)
         self.vectorizer = self._new_vectorizer()
         self.matrix = sp.csr_matrix(self.vectorizer.fit_transform(names), dtype=np.float32)
+        self._postings = None
         return self
+
+    @property
+    def postings(self) -> "sp.csr_matrix":
+        """The term-major copy of the name matrix (pruned search), loaded or made on first use."""
+        self._require_fitted()
+        if self._postings is None:
+            self._postings = term_postings(self.matrix)
+        return self._postings
 
     @property
     def fitted(self) -> bool:
@@ -107,9 +137,11 @@ class NameIndex:
             raise RuntimeError(Errors.E211)
 
     def to_disk(self, directory: Union[str, Path]) -> None:
-        """Write ``tfidf.npz`` then ``tfidf.json`` into ``directory`` (e.g. the KB directory).
+        """Write ``tfidf.safetensors`` (idf, the name matrix and its term-major postings, mappable) then
+        ``tfidf.json`` (settings, vocabulary) into ``directory`` (e.g. the KB directory).
 
-        Both carry the KB fingerprint, so a crash between the two writes reads as stale, not wrong.
+        Both carry the KB fingerprint and one build id, so a crash between the two writes reads as
+        stale (and is refitted), never as an index of another build.
         """
         self._require_fitted()
         assert self.vectorizer is not None and self.matrix is not None
@@ -117,48 +149,57 @@ class NameIndex:
         terms = [""] * len(self.vectorizer.vocabulary_)
         for term, col in self.vectorizer.vocabulary_.items():
             terms[int(col)] = str(term)
-        m, fingerprint = self.matrix, self.kb.fingerprint()
-        buf = io.BytesIO()
-        np.savez(buf, idf=np.asarray(self.vectorizer.idf_, dtype=np.float64), data=m.data.astype(np.float32),
-                 indices=m.indices.astype(np.int32), indptr=m.indptr.astype(np.int64),
-                 kb_fingerprint=np.array(fingerprint))
-        atomic_write_bytes(d / INDEX_ARRAYS, buf.getvalue())
+        m, post, fingerprint = self.matrix, self.postings, self.kb.fingerprint()
+        build_id = secrets.token_hex(8)
+        index_dtype = np.int32 if max(m.nnz, m.shape[1], m.shape[0]) < 2**31 - 1 else np.int64
+        arrays = {"idf": np.asarray(self.vectorizer.idf_, dtype=np.float64), "data": m.data.astype(np.float32),
+                  "indices": m.indices.astype(index_dtype), "indptr": m.indptr.astype(index_dtype),
+                  "postings_data": post.data.astype(np.float32), "postings_indices": post.indices.astype(index_dtype),
+                  "postings_indptr": post.indptr.astype(index_dtype)}
+        write_arrays(d / INDEX_ARRAYS, arrays, {"format": _FORMAT, "kb_fingerprint": fingerprint, "build_id": build_id})
         config = {"format": _FORMAT, "format_version": _FORMAT_VERSION, "analyzer": self.analyzer,
                   "ngram_range": list(self.ngram_range), "num_names": int(m.shape[0]), "kb_fingerprint": fingerprint,
-                  "vocabulary": terms}
+                  "build_id": build_id, "vocabulary": terms}
         atomic_write_text(d / INDEX_CONFIG, json.dumps(config, ensure_ascii=False))
 
     @classmethod
-    def from_disk(cls, directory: Union[str, Path], kb: KnowledgeBase, **kwargs: Any) -> "NameIndex":
-        """The index saved in ``directory`` for ``kb``; :class:`NameIndexError` if it is unreadable,
-        belongs to another KB or was built with other ``analyzer`` / ``ngram_range`` settings."""
-        import scipy.sparse as sp
+    def from_disk(cls, directory: Union[str, Path], kb: KnowledgeBase, *, mmap: bool = True,
+                  **kwargs: Any) -> "NameIndex":
+        """The index saved in ``directory`` for ``kb``, its arrays memory-mapped (``mmap``: shared between
+        worker processes); :class:`NameIndexError` if it is unreadable, belongs to another KB or was built
+        with other ``analyzer`` / ``ngram_range`` settings. Reads the v1 ``tfidf.npz`` too (into memory)."""
 
         d = Path(directory)
         try:
             config = json.loads((d / INDEX_CONFIG).read_text(encoding="utf-8"))
-            with np.load(d / INDEX_ARRAYS, allow_pickle=False) as z:
-                idf, data, indices, indptr = (z[k] for k in ("idf", "data", "indices", "indptr"))
-                saved_fp = str(z["kb_fingerprint"])
-            if config.get("format") != _FORMAT or config.get("format_version") != _FORMAT_VERSION:
+            version = config.get("format_version")
+            if config.get("format") != _FORMAT or version not in (1, _FORMAT_VERSION):
                 raise ValueError(Errors.E212.format(format=_FORMAT, version=_FORMAT_VERSION))
+            arrays, meta = read_index_arrays(d, version, mmap)
             terms = config["vocabulary"]
             settings = {"analyzer": config["analyzer"], "ngram_range": tuple(config["ngram_range"])}
         except (OSError, ValueError, KeyError, AttributeError, TypeError, zipfile.BadZipFile) as err:
             raise NameIndexError(Errors.E213.format(path=d, err=err)) from err
-        if config.get("kb_fingerprint") != kb.fingerprint() or saved_fp != kb.fingerprint():
+        fp = kb.fingerprint()
+        if config.get("kb_fingerprint") != fp or meta.get("kb_fingerprint") != fp:
             raise NameIndexError(Errors.E214.format(path=d, num_names=config.get("num_names"), kb_names=kb.num_names))
+        if version != 1 and meta.get("build_id") != config.get("build_id"):
+            raise NameIndexError(Errors.E222.format(path=d))
         for key, value in settings.items():
             if key in kwargs and (tuple(kwargs[key]) if key == "ngram_range" else kwargs[key]) != value:
                 raise NameIndexError(Errors.E215.format(path=d, key=key, value=value, wanted=kwargs[key]))
         n, v = kb.num_names, len(terms)
-        if (len(idf) != v or len(indptr) != n + 1 or int(indptr[-1]) != len(data) or len(indices) != len(data)
-                or (len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= v))):
+        idf, data, indices, indptr = (arrays[k] for k in ("idf", "data", "indices", "indptr"))
+        if not consistent_csr(data, indices, indptr, n, v) or len(idf) != v or (
+                "postings_data" in arrays and not consistent_csr(
+                    arrays["postings_data"], arrays["postings_indices"], arrays["postings_indptr"], v, n)):
             raise NameIndexError(Errors.E216.format(path=d))
         index = cls(kb, **{**kwargs, **settings})
         index.vectorizer = index._new_vectorizer({t: i for i, t in enumerate(terms)})
-        index.vectorizer.idf_ = idf
-        index.matrix = sp.csr_matrix((data, indices, indptr), shape=(n, v), dtype=np.float32)
+        index.vectorizer.idf_ = np.asarray(idf)
+        index.matrix = csr_over(data, indices, indptr, (n, v))
+        if "postings_data" in arrays:
+            index._postings = csr_over(arrays["postings_data"], arrays["postings_indices"], arrays["postings_indptr"], (v, n))
         return index
 
     save = to_disk
@@ -291,10 +332,15 @@ class NameIndex:
         ncs = int(name_chunk_size or self.name_chunk_size)
         if qcs <= 0 or ncs <= 0:
             raise ValueError(Errors.E221)
-        n = self.matrix.shape[0]
         results: List[List[Tuple[int, float]]] = []
         if k <= 0:
             return [[] for _ in queries]
+        if self.search == "pruned" and exclude_ids is None:
+            for qs in range(0, len(queries), min(qcs, 64)):  # 64: bounds the partial-score block per chunk
+                results.extend(pruned_nearest(self.transform(list(queries[qs : qs + 64])), self.matrix,
+                                              self.postings, k, query_mass=self.query_mass,
+                                              rescore_depth=self.rescore_depth))
+            return results
         for qs in range(0, len(queries), qcs):
             chunk = list(queries[qs : qs + qcs])
             m = len(chunk)
@@ -310,16 +356,7 @@ class NameIndex:
                         cols.append(e)
                 if rows:
                     ex_rows, ex_cols = np.concatenate(rows), np.concatenate(cols)
-            best_r = np.zeros(0, dtype=np.int64)
-            best_c = np.zeros(0, dtype=np.int64)
-            best_s = np.zeros(0, dtype=np.float32)
-            for ns in range(0, n, ncs):
-                ne = min(n, ns + ncs)
-                r, c, s = _block_top_k(self.matrix[ns:ne] @ qt, ex_rows, ex_cols, ns, k)
-                best_r = np.concatenate([best_r, r])
-                best_c = np.concatenate([best_c, c + ns])
-                best_s = np.concatenate([best_s, s])
-                best_r, best_c, best_s = _keep_top_k(best_r, best_c, best_s, k)
+            best_r, best_c, best_s = exact_top_k(self.matrix, qt, k, ex_rows, ex_cols, ncs)
             per_row: List[List[Tuple[int, float]]] = [[] for _ in range(m)]
             for r, c, s in zip(best_r.tolist(), best_c.tolist(), best_s.tolist()):
                 per_row[r].append((int(c), float(s)))
@@ -354,58 +391,6 @@ class NameIndex:
                     break
             out.append(cands)
         return out
-
-
-def _block_top_k(
-    product: "sp.spmatrix", ex_rows: np.ndarray, ex_cols: np.ndarray, offset: int, k: int
-) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(query row, name column, cosine) of each query's top ``k`` (ties included) in one name block.
-
-    ``product`` is the sparse (names x queries) cosine block. It stays sparse: a mention shares
-    3-grams with about a fifth of MEDIC's names, so a dense block plus ``np.partition`` over every
-    column cost 13x more (measured: 147 vs 1,958 queries/s for the 960 NCBI-disease test mentions
-    x MEDIC's 77k names, identical top-20 with and without exclusions). Cosines are float32, as
-    the dense block ranked them, so ties break the same way.
-    """
-    import scipy.sparse as sp
-
-    block = product.T.tocsr()  # queries x names in this block
-    block.data = block.data.astype(np.float32)
-    sel = (ex_cols >= offset) & (ex_cols < offset + block.shape[1])
-    if sel.any():
-        excluded = sp.csr_matrix(
-            (np.ones(int(sel.sum()), dtype=np.float32), (ex_rows[sel], ex_cols[sel] - offset)), shape=block.shape
-        )
-        block = block - block.multiply(excluded)
-    block.data[block.data <= 0] = 0
-    block.eliminate_zeros()
-    rows, cols, scores = [], [], []
-    indptr, indices, data = block.indptr, block.indices, block.data
-    for row in range(block.shape[0]):
-        lo, hi = indptr[row], indptr[row + 1]
-        d = data[lo:hi]
-        keep = slice(None) if len(d) <= k else d >= np.partition(d, len(d) - k)[len(d) - k]
-        kept = indices[lo:hi][keep]
-        rows.append(np.full(len(kept), row, dtype=np.int64))
-        cols.append(kept.astype(np.int64))
-        scores.append(d[keep])
-    if not rows:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-    return np.concatenate(rows), np.concatenate(cols), np.concatenate(scores).astype(np.float32)
-
-
-def _keep_top_k(
-    rows: np.ndarray, cols: np.ndarray, scores: np.ndarray, k: int
-) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row, keep the ``k`` best by (score desc, col asc); output sorted the same way."""
-    if not len(rows):
-        return rows, cols, scores
-    order = np.lexsort((cols, -scores.astype(np.float64), rows))
-    rows, cols, scores = rows[order], cols[order], scores[order]
-    starts = np.searchsorted(rows, rows, side="left")
-    rank = np.arange(len(rows)) - starts
-    keep = rank < k
-    return rows[keep], cols[keep], scores[keep]
 
 
 def load_or_build_index(kb: KnowledgeBase, path: Optional[Union[str, Path]] = None, **kwargs: Any) -> NameIndex:

@@ -129,7 +129,7 @@ def test_kb_build_refuses_a_foreign_directory_and_keeps_its_files(tmp_path: Path
 def test_kb_build_replaces_its_own_kb_atomically(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert invoke("kb", "build", write(tmp_path / "a.tsv", TSV), "--output", out).exit_code == 0
-    assert {"kb.json", "tfidf.json", "tfidf.npz"} <= {p.name for p in out.iterdir()}  # the index is written too
+    assert {"kb.json", "tfidf.json", "tfidf.safetensors"} <= {p.name for p in out.iterdir()}  # the index is written too
     result = invoke("kb", "build", write(tmp_path / "b.tsv", "X1\theadache\n"), "--output", out)
     assert result.exit_code == 0, result.output
     assert load_kb(out).concept_ids == ["X1"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from spacy_angel.mapped_arrays import read_arrays
 from spacy_angel.retrieval.tfidf import INDEX_ARRAYS, INDEX_CONFIG, NameIndex, load_or_build_index
 from spacy_angel.errors import NameIndexError
 from spacy_angel.kb.store import KnowledgeBase
@@ -42,8 +43,9 @@ def index() -> NameIndex:
 def test_round_trip_equals_a_fresh_fit(index: NameIndex, tmp_path: Path) -> None:
     index.to_disk(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [INDEX_CONFIG, INDEX_ARRAYS]
-    with np.load(tmp_path / INDEX_ARRAYS, allow_pickle=False) as arrays:  # no object arrays anywhere
-        assert all(arrays[k].dtype != object for k in arrays.files)
+    arrays, meta = read_arrays(tmp_path / INDEX_ARRAYS)  # plain numeric arrays, mapped; no pickle anywhere
+    assert all(isinstance(a, np.memmap) and a.dtype.kind in "fiu" for a in arrays.values() if a.size)
+    assert meta["kb_fingerprint"] == index.kb.fingerprint()
     config = json.loads((tmp_path / INDEX_CONFIG).read_text())
     assert config["kb_fingerprint"] == index.kb.fingerprint() and config["num_names"] == index.kb.num_names
     loaded = NameIndex.from_disk(tmp_path, make_kb())  # an equal KB built separately

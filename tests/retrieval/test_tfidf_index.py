@@ -160,9 +160,11 @@ def test_short_abbreviations_have_features(index: NameIndex) -> None:
 def test_save_load_roundtrip(index: NameIndex, tmp_path) -> None:
     index.save(tmp_path)  # alias of to_disk
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["tfidf.json", "tfidf.npz"]
+    assert files == ["tfidf.json", "tfidf.safetensors"]
     vocab = json.loads((tmp_path / "tfidf.json").read_text())["vocabulary"]
-    assert len(vocab) == len(np.load(tmp_path / "tfidf.npz", allow_pickle=False)["idf"])
+    from safetensors.numpy import load_file  # the arrays file is plain safetensors: other tools read it
+
+    assert len(vocab) == len(load_file(tmp_path / "tfidf.safetensors")["idf"])
     loaded = NameIndex.load(tmp_path, index.kb)
     assert abs(loaded.matrix - index.matrix).max() < 1e-7
     q = ["type 2 diabetes", "breast cancers"]

@@ -1,0 +1,114 @@
+"""Top-k TF-IDF names through posting lists of each query's heaviest 3-grams, then exact re-scoring.
+
+Why: exact retrieval (:meth:`NameIndex.nearest_names` with ``search="exact"``) multiplies every query
+by the whole name matrix, so its cost grows with the KB (414 queries/s at 76k names, 28 at 2M). A
+char 3-gram query has about 15 terms of similar weight; its best names must share most of the
+query's *heavy* (rare, high-idf) terms. So:
+
+1. per query, keep the heaviest terms until they hold ``query_mass`` of its squared weight (the
+   light, common 3-grams such as "ion" or " ca" have the longest posting lists and add little);
+2. partial scores from those terms' posting lists (the term-major copy of the name matrix, saved
+   beside the KB), one sparse product per query chunk;
+3. the ``rescore_depth`` names with the best partial scores get their exact cosine, and the top ``k``
+   of them are returned, ties on the smaller name index as in exact search.
+
+This is approximate: a name that shares only light terms with the query can be missed. Its recall
+of the exact top-20 is measured by ``bench/kb_scale.py`` (``docs/performance.md``), not assumed;
+with ``query_mass=1.0`` and ``rescore_depth`` at least the number of names sharing a term it equals
+exact search. Cost still grows with the KB (posting lists lengthen), but with a much smaller
+constant. Written on SciPy's sparse products (no ANN library): hnswlib and faiss need dense vectors,
+and a dense projection of 3-gram vectors is what loses recall.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, List, Tuple
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import scipy.sparse as sp
+
+
+def term_postings(matrix: "sp.csr_matrix") -> "sp.csr_matrix":
+    """The term-major copy of the (names x terms) matrix: row ``t`` lists the names holding term ``t``."""
+    import scipy.sparse as sp
+
+    return sp.csr_matrix(matrix.T, dtype=np.float32)
+
+
+def heavy_terms(queries: "sp.csr_matrix", query_mass: float) -> "sp.csr_matrix":
+    """``queries`` keeping, per row, its heaviest terms until they hold ``query_mass`` of the row's
+    squared weight (at least one term). Works on copies: ``eliminate_zeros`` edits arrays in place."""
+    import scipy.sparse as sp
+
+    data = queries.data.copy()
+    if query_mass < 1.0:
+        indptr = queries.indptr
+        for row in range(queries.shape[0]):
+            lo, hi = int(indptr[row]), int(indptr[row + 1])
+            if hi - lo < 2:
+                continue
+            weights = data[lo:hi]
+            order = np.argsort(-weights, kind="stable")
+            held = np.cumsum(weights[order].astype(np.float64) ** 2)
+            keep = int(np.searchsorted(held, query_mass * held[-1] - 1e-12)) + 1
+            weights[order[keep:]] = 0.0
+    kept = sp.csr_matrix((data, queries.indices.copy(), queries.indptr.copy()), shape=queries.shape)
+    kept.eliminate_zeros()
+    return kept
+
+
+def pruned_nearest(
+    queries: "sp.csr_matrix",
+    matrix: "sp.csr_matrix",
+    postings: "sp.csr_matrix",
+    k: int,
+    *,
+    query_mass: float,
+    rescore_depth: int,
+) -> List[List[Tuple[int, float]]]:
+    """Top-``k`` ``(name index, cosine)`` per query row, best first, cosine > 0 (see the module doc)."""
+    m = queries.shape[0]
+    if k <= 0 or m == 0:
+        return [[] for _ in range(m)]
+    out = _search(queries, matrix, postings, k, query_mass, rescore_depth)
+    short = [r for r, hits in enumerate(out) if len(hits) < k] if query_mass < 1.0 else []
+    if short:  # fewer than k names share a heavy 3-gram: the light ones may add some (as exact search would)
+        for r, hits in zip(short, _search(queries[short], matrix, postings, k, 1.0, rescore_depth)):
+            out[r] = hits
+    return out
+
+
+def _search(queries: "sp.csr_matrix", matrix: "sp.csr_matrix", postings: "sp.csr_matrix", k: int,
+            query_mass: float, rescore_depth: int) -> List[List[Tuple[int, float]]]:
+    m = queries.shape[0]
+    partial = (heavy_terms(queries, query_mass) @ postings).tocsr()
+    depth = max(int(rescore_depth), k)
+    rows, cols = [], []
+    for row in range(m):
+        lo, hi = partial.indptr[row], partial.indptr[row + 1]
+        names, scores = partial.indices[lo:hi], partial.data[lo:hi]
+        if len(names) > depth:
+            names = names[np.argpartition(-scores, depth - 1)[:depth]]
+        rows.append(np.full(len(names), row, dtype=np.int64))
+        cols.append(names.astype(np.int64))
+    row_of, name_of = np.concatenate(rows), np.concatenate(cols)
+    if not len(row_of):
+        return [[] for _ in range(m)]
+    # Exact cosines by the same sparse product as exact search (candidate rows x the query chunk), so
+    # both searches give bit-equal scores and break ties alike; then each query keeps its own candidates.
+    unique, column = np.unique(name_of, return_inverse=True)
+    import scipy.sparse as sp
+
+    scores = (matrix[unique] @ queries.T.tocsr()).T.tocsr()
+    own = sp.csr_matrix((np.ones(len(row_of), dtype=np.float32), (row_of, column)), shape=scores.shape)
+    picked = scores.multiply(own).tocoo()
+    row_of, name_of, exact = picked.row.astype(np.int64), unique[picked.col], picked.data.astype(np.float32)
+    order = np.lexsort((name_of, -exact.astype(np.float64), row_of))
+    row_of, name_of, exact = row_of[order], name_of[order], exact[order]
+    rank = np.arange(len(row_of)) - np.searchsorted(row_of, row_of, side="left")
+    keep = (rank < k) & (exact > 0)
+    out: List[List[Tuple[int, float]]] = [[] for _ in range(m)]
+    for r, c, s in zip(row_of[keep].tolist(), name_of[keep].tolist(), exact[keep].tolist()):
+        out[r].append((c, s))
+    return out

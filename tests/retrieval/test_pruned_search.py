@@ -1,0 +1,191 @@
+"""Pruned TF-IDF search (spacy_angel.retrieval.pruned_search) against exact search, and the mapped index
+files: same links mapped or in memory, pages shared between processes, clear errors for broken files."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spacy_angel.errors import NameIndexError
+from spacy_angel.kb.store import KnowledgeBase
+from spacy_angel.retrieval.tfidf import INDEX_ARRAYS, INDEX_CONFIG, NameIndex, load_or_build_index
+
+NAMES = {
+    "D1": ["breast cancer", "carcinoma of the breast", "mammary carcinoma"],
+    "D2": ["ovarian cancer", "carcinoma of ovary", "ovarian neoplasm"],
+    "D3": ["type 2 diabetes mellitus", "t2dm", "adult onset diabetes"],
+    "D4": ["ataxia telangiectasia", "louis bar syndrome"],
+    "D5": ["huntington disease", "huntington chorea", "chorea"],
+    "D6": ["colorectal cancer", "colon cancer", "cancer of the colon", "hereditary nonpolyposis colorectal cancer"],
+    "D7": ["myotonic dystrophy", "dystrophia myotonica", "steinert disease"],
+    "D8": ["cancer", "malignant neoplasm", "malignancy"],
+}
+QUERIES = ["breast cancers", "cancer of ovary", "diabetes type ii", "telangiectasia ataxia", "hnpcc colon cancer",
+           "myotonic dystrophy type 1", "chorea of huntington", "neoplasm", "xyz"]
+
+
+def make_kb() -> KnowledgeBase:
+    kb = KnowledgeBase()
+    for cid, names in NAMES.items():
+        for name in names:
+            kb.add(cid, name)
+    return kb
+
+
+@pytest.fixture(scope="module")
+def exact() -> NameIndex:
+    return NameIndex(make_kb()).fit()
+
+
+def pruned_like(index: NameIndex, **settings) -> NameIndex:
+    other = NameIndex(index.kb, search="pruned", **settings)
+    other.vectorizer, other.matrix = index.vectorizer, index.matrix
+    return other
+
+
+def test_pruned_search_with_the_whole_query_equals_exact_search(exact: NameIndex) -> None:
+    """query_mass=1 and a depth above the KB size: every name sharing a 3-gram is re-scored (recall 1.0)."""
+    pruned = pruned_like(exact, query_mass=1.0, rescore_depth=exact.kb.num_names)
+    for k in (1, 3, 10, 100):
+        assert pruned.nearest_names(QUERIES, k) == exact.nearest_names(QUERIES, k)
+    assert pruned.link(QUERIES, 3) == exact.link(QUERIES, 3)
+
+
+def test_pruned_search_defaults_find_the_exact_top_5_on_a_small_kb(exact: NameIndex) -> None:
+    pruned = pruned_like(exact)  # query_mass 0.8, rescore_depth 400
+    for got, want in zip(pruned.nearest_names(QUERIES, 5), exact.nearest_names(QUERIES, 5)):
+        assert [i for i, _ in got] == [i for i, _ in want]
+        assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-6)
+
+
+def test_pruned_search_is_approximate_when_the_query_is_cut(exact: NameIndex) -> None:
+    """With a tenth of the query mass and a depth of 1, only names sharing the heaviest 3-grams are
+    seen: the result must differ from exact search somewhere (so the equal cases above are not trivial)."""
+    cut = pruned_like(exact, query_mass=0.1, rescore_depth=1)
+    assert cut.nearest_names(QUERIES, 5) != exact.nearest_names(QUERIES, 5)
+
+
+def test_exclusions_fall_back_to_exact_search(exact: NameIndex) -> None:
+    cut = pruned_like(exact, query_mass=0.1, rescore_depth=1)
+    ex = [{"D1"}] * len(QUERIES)
+    assert cut.nearest_names(QUERIES, 4, exclude_ids=ex) == exact.nearest_names(QUERIES, 4, exclude_ids=ex)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.text(alphabet="abcdeilmnorst 2", min_size=1, max_size=20), min_size=1, max_size=6),
+       st.integers(min_value=1, max_value=30))
+def test_full_mass_pruned_search_equals_exact_for_any_query(queries, k) -> None:
+    index = NameIndex(make_kb()).fit()
+    pruned = pruned_like(index, query_mass=1.0, rescore_depth=index.kb.num_names)
+    assert pruned.nearest_names(queries, k) == index.nearest_names(queries, k)
+
+
+@pytest.mark.parametrize("bad_setting", [{"search": "ann"}, {"query_mass": 0.0}, {"query_mass": 1.5},
+                                         {"rescore_depth": 0}])
+def test_bad_search_settings_are_refused(bad_setting) -> None:
+    with pytest.raises(ValueError, match="E223"):
+        NameIndex(make_kb(), **bad_setting)
+
+
+# ---------------------------------------------------------------------------- mapped index files
+def test_a_mapped_index_gives_the_same_links_as_one_in_memory(exact: NameIndex, tmp_path: Path) -> None:
+    exact.to_disk(tmp_path)
+    mapped = NameIndex.from_disk(tmp_path, make_kb(), search="pruned")
+    in_memory = NameIndex.from_disk(tmp_path, make_kb(), mmap=False, search="pruned")
+    assert isinstance(mapped.matrix.data, np.memmap) and isinstance(mapped.postings.indices, np.memmap)
+    assert not isinstance(in_memory.matrix.data, np.memmap)
+    assert mapped.link(QUERIES, 5) == in_memory.link(QUERIES, 5) == exact.link(QUERIES, 5)
+    assert mapped.nearest_names(QUERIES, 5) == exact.nearest_names(QUERIES, 5)
+    assert [c.tolist() for c in mapped.cosine(QUERIES[:2], [[0, 1], [2]])] == \
+        [c.tolist() for c in exact.cosine(QUERIES[:2], [[0, 1], [2]])]
+
+
+def test_a_version_1_index_still_loads(exact: NameIndex) -> None:
+    fixture = Path(__file__).parents[1] / "fixtures" / "pipeline_v0_1" / "angel_linker"
+    from spacy_angel.kb.store import KnowledgeBase as KB
+
+    kb = KB.from_disk(fixture / "kb")
+    old = NameIndex.from_disk(fixture / "index", kb)
+    assert json.loads((fixture / "index" / INDEX_CONFIG).read_text())["format_version"] == 1
+    assert old.nearest_names(["cancer"], 3) == NameIndex(kb).fit().nearest_names(["cancer"], 3)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "other-build"])
+def test_a_broken_index_file_gets_a_clear_error_and_a_rebuild_hint(exact: NameIndex, tmp_path: Path, damage, caplog) -> None:
+    exact.to_disk(tmp_path)
+    arrays = tmp_path / INDEX_ARRAYS
+    if damage == "truncated":
+        arrays.write_bytes(arrays.read_bytes()[:-50])
+    elif damage == "foreign":
+        arrays.write_bytes(b'{"not": "an index"}' * 10)
+    else:  # arrays of a later save, the config of an earlier one (a crash between the two writes)
+        config = (tmp_path / INDEX_CONFIG).read_text()
+        exact.to_disk(tmp_path)
+        (tmp_path / INDEX_CONFIG).write_text(config)
+    with pytest.raises(NameIndexError, match="E213|E222") as err:
+        NameIndex.from_disk(tmp_path, make_kb())
+    assert str(tmp_path) in str(err.value) and "kb build --index" in str(err.value)
+    rebuilt = load_or_build_index(make_kb(), tmp_path)  # what the linker does: refit, save, go on
+    assert rebuilt.nearest_names(QUERIES, 3) == exact.nearest_names(QUERIES, 3)
+    assert NameIndex.from_disk(tmp_path, make_kb()).nearest_names(QUERIES, 3) == exact.nearest_names(QUERIES, 3)
+
+
+_HOLD_MAPPED = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from spacy_angel.kb.store import KnowledgeBase
+    from spacy_angel.retrieval.tfidf import NameIndex
+    kb = KnowledgeBase()
+    for i in range(int(sys.argv[2])):
+        kb.add(f"C{i}", f"name {i} of concept {i * 7919 % 100003} x{i * 31 % 977}")
+    index = NameIndex.from_disk(sys.argv[1], kb)
+    touched = float(np.asarray(index.matrix.data).sum() + np.asarray(index.postings.data).sum())
+    print("ready", flush=True)
+    sys.stdin.readline()
+    rss = pss = 0
+    with open("/proc/self/smaps") as fh:
+        mapped = False
+        for line in fh:
+            if "-" in line.split(" ")[0] and len(line.split()) >= 5:
+                mapped = line.rstrip().endswith("tfidf.safetensors")
+            elif mapped and line.startswith("Rss:"):
+                rss += int(line.split()[1])
+            elif mapped and line.startswith("Pss:"):
+                pss += int(line.split()[1])
+    print(rss, pss, flush=True)
+""")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc smaps")
+def test_two_processes_share_the_mapped_index_pages(tmp_path: Path) -> None:
+    n = 20_000
+    kb = KnowledgeBase()
+    for i in range(n):
+        kb.add(f"C{i}", f"name {i} of concept {i * 7919 % 100003} x{i * 31 % 977}")
+    NameIndex(kb).fit().to_disk(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    procs = [subprocess.Popen([sys.executable, "-c", _HOLD_MAPPED, str(tmp_path), str(n)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready"
+        readings = []
+        for p in procs:  # both still hold the pages while each one reads its smaps
+            p.stdin.write("\n")
+            p.stdin.flush()
+            readings.append([int(x) for x in p.stdout.readline().split()])
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    rss, pss = readings[0]
+    assert rss > 100  # kB of index pages resident in the first process
+    assert pss < 0.75 * rss, f"mapped pages are not shared: Rss {rss} kB, Pss {pss} kB"
