@@ -16,13 +16,13 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
 import typer
 
-from spacy_angel.apps.cli_support import check_output_file_or_fail, fail, load_kb_or_fail, writes
+from spacy_angel.apps.cli_support import check_output_file_or_fail, fail, load_fusion_or_fail, load_kb_or_fail, writes
 from spacy_angel.errors import Errors
-from training.cli_support import load_dev, load_mentions, save_pairs, settings_options, setup_logging
+from training.cli_support import acc_line, fusion_summary, load_dev, load_mentions, save_pairs, settings_options, setup_logging
 from training.runs.bookkeeping import quiet_libraries
 from training.settings import (
     CorpusSettings,
@@ -248,14 +248,6 @@ def pretrain_data_command(
 
 
 # ---------------------------------------------------------------------------- evaluate
-def _acc_line(summary: Dict[str, Any], top_k: int) -> str:
-    parts = [f"acc@{k} {summary[f'acc@{k}']:.4f}" for k in range(1, top_k + 1) if f"acc@{k}" in summary]
-    ci = summary.get("acc@1_ci95")
-    if ci:
-        parts.append(f"acc@1 95% CI [{ci[0]:.4f}, {ci[1]:.4f}]")
-    return f"n={summary['n']}: " + ", ".join(parts)
-
-
 @app.command("evaluate")
 @settings_options(settings=EvaluateSettings, corpus=CorpusSettings)
 @writes("output")
@@ -264,6 +256,7 @@ def evaluate_command(
     kb_path: Path = typer.Argument(..., help="KB directory or KB file."),
     test: Path = typer.Argument(..., help="Test corpus."),
     output: Path = typer.Option(..., "--output", "-o", help="JSON report: summary + every mention's candidates and correctness."),
+    fusion: Optional[Path] = typer.Option(None, "--fusion", help="Hybrid mode: fusion weights file (from 'train fuse --output'), used instead of MODEL/fusion.json."),
     settings: EvaluateSettings = None,
     corpus: CorpusSettings = None,
 ) -> None:
@@ -278,6 +271,7 @@ def evaluate_command(
     if s.top_k < 1:  # else num_beams = max(.., top_k) could be 0 and the error would blame num_beams
         fail(Errors.E115.format(option="--top-k", value=s.top_k))
     check_output_file_or_fail(output, "--output")
+    weights = load_fusion_or_fail(fusion)
     kb = load_kb_or_fail(kb_path)
     mentions, counts = load_mentions(test, kb, corpus, label="test")
     beams = max(s.num_beams or s.top_k, s.top_k)
@@ -288,7 +282,7 @@ def evaluate_command(
         try:
             linker = AngelLinker.from_pretrained(
                 model_dir, kb, device=s.device, num_beams=beams, batch_size=s.batch_size, context_window=s.context_window,
-                mode=s.mode, num_candidates=s.num_candidates, name_index=index,
+                mode=s.mode, num_candidates=s.num_candidates, name_index=index, fusion=weights,
             )
         except (LinkerError, OSError) as err:
             fail(str(err))
@@ -304,10 +298,11 @@ def evaluate_command(
         "mode": "tfidf" if model_dir == "tfidf" else s.mode,
         "num_candidates": s.num_candidates,
         "fusion": None if model_dir == "tfidf" or s.mode != "hybrid" else linker.fusion.to_dict(),
+        "fusion_file": None if fusion is None else str(fusion),
         "corpus": counts,
     }
     write_report(report, output)
-    typer.echo(_acc_line(report["summary"], s.top_k))
+    typer.echo(acc_line(report["summary"], s.top_k))
     if s.bins_plot is not None:
         plot_bins({Path(str(model_dir)).name or "model": report}, Path(s.bins_plot))
         typer.echo(f"similarity-bin plot -> {s.bins_plot}")
@@ -317,29 +312,33 @@ def evaluate_command(
 # ---------------------------------------------------------------------------- fuse
 @app.command("fuse")
 @settings_options(settings=FuseSettings, corpus=CorpusSettings)
-@writes(lambda kw: Path(kw["model_dir"]) / "fusion.json")
+@writes(lambda kw: kw["output"] if kw["output"] is not None else Path(kw["model_dir"]) / "fusion.json")
 def fuse_command(
-    model_dir: Path = typer.Argument(..., help="Model directory: fusion.json is written into it."),
+    model_dir: Path = typer.Argument(..., help="Model directory (left untouched with --output)."),
     kb_path: Path = typer.Argument(..., help="KB directory or KB file (the dev KB)."),
     dev: Path = typer.Argument(..., help="Labelled dev corpus the weights are fitted on."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Weights file to write (read back with --fusion); default MODEL/fusion.json."),
     settings: FuseSettings = None,
     corpus: CorpusSettings = None,
 ) -> None:
-    """Fit the hybrid mode's fusion weights on dev and write MODEL/fusion.json (atomically)."""
+    """Fit the hybrid mode's fusion weights on dev and write them to --output (or MODEL/fusion.json), atomically."""
     setup_logging(verbose=False)
     from spacy_angel.errors import LinkerError
+    from spacy_angel.linking.fusion import FusionWeights
     from spacy_angel.linking.linker import AngelLinker
     from training.evaluation.metrics import write_report
     from training.stages.fuse import fit_linker_fusion
 
     s = settings
+    if output is not None:
+        check_output_file_or_fail(output, "--output")
     kb = load_kb_or_fail(kb_path)
     mentions, _ = load_mentions(dev, kb, corpus, label="dev")
     try:
         linker = AngelLinker.from_pretrained(
             model_dir, kb, device=s.device, num_beams=max(s.num_beams or s.top_k, s.top_k), batch_size=s.batch_size,
             context_window=s.context_window, mode="hybrid", num_candidates=s.num_candidates,
-            index_dir=kb_path if kb_path.is_dir() else None,
+            index_dir=kb_path if kb_path.is_dir() else None, fusion=FusionWeights(),  # the old weights play no part
         )
     except (LinkerError, OSError) as err:
         fail(str(err))
@@ -347,15 +346,8 @@ def fuse_command(
         weights, report = fit_linker_fusion(linker, mentions, seed=s.seed)
     except ValueError as err:
         fail(f"{dev}: {err}")
-    path = weights.to_disk(model_dir)
-    dev_fig = weights.dev
-    typer.echo(
-        f"dev n={int(dev_fig['n'])}: acc@1 tfidf {dev_fig['tfidf_acc@1']:.4f}, beam {dev_fig['beam_acc@1']:.4f}, "
-        f"hybrid {dev_fig['hybrid_acc@1']:.4f} (5-fold CV {dev_fig['hybrid_cv_acc@1']:.4f}); "
-        f"candidate recall {dev_fig['candidate_recall']:.4f}"
-    )
-    typer.echo("weights: " + ", ".join(f"{k} {getattr(weights, k):+.3f}" for k in ("model", "tfidf", "exact", "beam")))
-    typer.echo(f"fusion weights -> {path}")
+    path = weights.to_file(output) if output is not None else weights.to_disk(model_dir)
+    typer.echo(fusion_summary(weights, path))
     if s.report:
         write_report(report, Path(s.report))
 

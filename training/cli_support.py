@@ -1,5 +1,6 @@
 """What every ``spacy-angel train`` command shares: options generated from the settings dataclasses,
-thread pinning, logging, and reading corpora and writing pairs with the counts printed.
+thread pinning, logging, reading corpora and writing pairs with the counts printed, and the summary
+lines of ``train evaluate`` and ``train fuse``.
 
 Apart from the commands (:mod:`training.cli`) so that file holds one command per stage and nothing
 else. Heavy imports stay inside the functions so ``--help`` stays fast.
@@ -122,3 +123,24 @@ def load_mentions(path: Path, kb: Any, corpus: CorpusSettings, label: str = "cor
 
 def load_dev(dev: Optional[Path], kb: Any, corpus: CorpusSettings):
     return load_mentions(dev, kb, corpus, label="dev")[0] if dev is not None else None
+
+
+def acc_line(summary: Dict[str, Any], top_k: int) -> str:
+    """``train evaluate``'s summary line: Acc@1..k and the Acc@1 confidence interval."""
+    parts = [f"acc@{k} {summary[f'acc@{k}']:.4f}" for k in range(1, top_k + 1) if f"acc@{k}" in summary]
+    ci = summary.get("acc@1_ci95")
+    if ci:
+        parts.append(f"acc@1 95% CI [{ci[0]:.4f}, {ci[1]:.4f}]")
+    return f"n={summary['n']}: " + ", ".join(parts)
+
+
+def fusion_summary(weights: Any, path: Path) -> str:
+    """``train fuse``'s report: the dev figures, the fitted weights and where they were written."""
+    dev = weights.dev
+    return (
+        f"dev n={int(dev['n'])}: acc@1 tfidf {dev['tfidf_acc@1']:.4f}, beam {dev['beam_acc@1']:.4f}, "
+        f"hybrid {dev['hybrid_acc@1']:.4f} (5-fold CV {dev['hybrid_cv_acc@1']:.4f}); "
+        f"candidate recall {dev['candidate_recall']:.4f}\n"
+        "weights: " + ", ".join(f"{k} {getattr(weights, k):+.3f}" for k in ("model", "tfidf", "exact", "beam")) + "\n"
+        f"fusion weights -> {path}"
+    )

@@ -14,7 +14,7 @@ from typing import Any, List, Optional, Sequence
 
 import typer
 
-from spacy_angel.apps.cli_support import fail, load_kb_or_fail, writes
+from spacy_angel.apps.cli_support import fail, load_fusion_or_fail, load_kb_or_fail, writes
 from spacy_angel.apps.records import link_record, read_link_input
 from spacy_angel.errors import Errors, KBFormatError
 from spacy_angel.fileio import atomic_open, check_output_file
@@ -141,6 +141,7 @@ def link_command(
     dtype: Optional[str] = typer.Option(None, help="float32 (default); float16 / bfloat16 on a GPU; int8 on the CPU (dynamic quantisation, ~1.5x faster; docs/performance.md)."),
     mode: str = typer.Option("hybrid", help="hybrid (TF-IDF top names + beam, fused with the model's fusion.json or default weights), beam, or rerank."),
     num_candidates: int = typer.Option(20, help="TF-IDF names per mention in hybrid and rerank modes."),
+    fusion: Optional[Path] = typer.Option(None, "--fusion", help="Hybrid mode: fusion weights file (from 'train fuse --output'), used instead of MODEL/fusion.json."),
     engine: str = typer.Option("single", help="single (this process) or ray (corpus scale: OUTPUT is a directory of shards; needs the [scale] extra)."),
     address: Optional[str] = typer.Option(None, help="--engine ray: join this Ray cluster (e.g. auto, ray://head:10001); default: start a local Ray."),
     workers: int = typer.Option(1, help="--engine ray: linker actors (each loads the model once and uses one CPU core)."),
@@ -158,13 +159,15 @@ def link_command(
 
     if top_k < 1:  # the linker would quietly return one candidate
         fail(Errors.E115.format(option="--top-k", value=top_k))
+    weights = load_fusion_or_fail(fusion)  # before any work: a bad file is named at once
     if engine == "ray":
         if html is not None:
             fail(Errors.E272)
         _link_with_ray(model_dir, kb_path, str(input_path), output, ner=ner, address=address, workers=workers,
                        num_gpus_per_worker=num_gpus_per_worker, shard_size=shard_size, num_beams=num_beams,
                        top_k=top_k, batch_size=batch_size, context_window=context_window, device=device,
-                       dtype=dtype, mode=mode, num_candidates=num_candidates)
+                       dtype=dtype, mode=mode, num_candidates=num_candidates,
+                       fusion=weights.to_dict() if weights is not None else None)
         return
     if engine != "single":
         fail(Errors.E273.format(engine=engine))
@@ -185,7 +188,7 @@ def link_command(
         linker = AngelLinker.from_pretrained(
             model_dir, kb, device=device, dtype=dtype, num_beams=num_beams, batch_size=batch_size,
             context_window=context_window, mode=mode, num_candidates=num_candidates,
-            index_dir=kb_path if kb_path.is_dir() else None,
+            index_dir=kb_path if kb_path.is_dir() else None, fusion=weights,
         )
     except (LinkerError, OSError) as err:
         fail(str(err))

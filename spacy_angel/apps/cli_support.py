@@ -1,16 +1,16 @@
 """How every command of ``spacy-angel`` (and of ``spacy-angel train``) fails and opens its inputs.
 
 One copy for both command lines: a numbered message on stderr and exit code 1 instead of a
-traceback; a KB path opened as a ``kb build`` directory or any KB file; an output file refused
-before the work when it is a directory; the output's lock held for the whole run
-(:mod:`spacy_angel.locks`).
+traceback; a KB path opened as a ``kb build`` directory or any KB file; a ``--fusion`` weights file
+read, or refused with its numbered error; an output file refused before the work when it is a
+directory; the output's lock held for the whole run (:mod:`spacy_angel.locks`).
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Optional, Union
 
 import typer
 
@@ -19,6 +19,9 @@ from spacy_angel.fileio import check_output_file
 from spacy_angel.kb.readers import load_kb
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.locks import output_lock
+
+if TYPE_CHECKING:
+    from spacy_angel.linking.fusion import FusionWeights
 
 
 def fail(message: str) -> NoReturn:
@@ -32,6 +35,19 @@ def load_kb_or_fail(path: Path) -> KnowledgeBase:
         return load_kb(path)
     except (KBFormatError, ValueError, OSError) as err:
         fail(str(err) if not Path(path).exists() else Errors.E389.format(path=path, err=err))
+
+
+def load_fusion_or_fail(path: Optional[Path]) -> Optional["FusionWeights"]:
+    """``--fusion FILE``: its weights (None when not given, so MODEL/fusion.json or the defaults apply)."""
+    if path is None:
+        return None
+    from spacy_angel.errors import FusionError
+    from spacy_angel.linking.fusion import FusionWeights
+
+    try:
+        return FusionWeights.from_file(path)
+    except (FusionError, OSError) as err:
+        fail(f"--fusion: {err}")
 
 
 def check_output_file_or_fail(path: Path, option: str) -> None:

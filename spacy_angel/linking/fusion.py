@@ -106,6 +106,18 @@ class FusionWeights:
             raise FusionError(Errors.E256.format(path=path))
         return cls.from_dict(data, origin=str(path))
 
+    def to_file(self, path: Union[str, Path]) -> Path:
+        """Write the weights to ``path`` itself, atomically (``train fuse --output FILE``)."""
+        return atomic_write_json(Path(path), self.to_dict())
+
+    @classmethod
+    def from_file(cls, path: Union[str, Path]) -> "FusionWeights":
+        """An explicit weights file (``--fusion FILE``): it must exist; a bad one is refused naming it."""
+        path = Path(path)
+        if not path.is_file():
+            raise FusionError(Errors.E420.format(path=path))
+        return cls.from_disk(path)
+
     @classmethod
     def for_model(cls, model_dir: Optional[Union[str, Path]]) -> "FusionWeights":
         """The model directory's ``fusion.json`` if it has one, else the documented defaults."""

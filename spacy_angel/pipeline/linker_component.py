@@ -121,14 +121,18 @@ class AngelLinkerComponent:
             self._linker = self._load(self.cfg["model"], self._kb_object if self._kb_object is not None else self.cfg["kb"])
         return self._linker
 
-    def _load(self, model_path: Optional[Union[str, Path]], kb: Optional[Union[str, Path, KnowledgeBase]]) -> AngelLinker:
+    def _load(self, model_path: Optional[Union[str, Path]], kb: Optional[Union[str, Path, KnowledgeBase]],
+              fusion_file: Optional[Union[str, Path]] = None) -> AngelLinker:
         if model_path is None:
             raise ValueError(Errors.E102.format(name=self.name))
         kb_dir = Path(kb) if not isinstance(kb, KnowledgeBase) and kb is not None and Path(kb).is_dir() else None
         kb = kb if isinstance(kb, KnowledgeBase) else self._load_kb(kb, self.name, self.kb_loader)
         model, tokenizer = load_model_and_tokenizer(str(model_path), self.cfg["device"], self.cfg["dtype"])
         trie = load_or_build_trie(kb, tokenizer, None)
-        fusion = FusionWeights.for_model(model_path) if Path(str(model_path)).is_dir() else FusionWeights()
+        if fusion_file is not None:  # an explicit file wins over the model's fusion.json
+            fusion = FusionWeights.from_file(fusion_file)
+        else:
+            fusion = FusionWeights.for_model(model_path) if Path(str(model_path)).is_dir() else FusionWeights()
         return self._make_linker(model, tokenizer, kb, trie, fusion=fusion, index_dir=kb_dir)
 
     @staticmethod
@@ -147,6 +151,7 @@ class AngelLinkerComponent:
         nlp: Optional[Language] = None,
         model: Optional[Union[str, Path]] = None,
         kb: Optional[Union[str, Path, KnowledgeBase]] = None,
+        fusion: Optional[Union[str, Path]] = None,
     ) -> None:
         """Load the model and KB now, without writing their paths into the pipeline's config.
 
@@ -155,12 +160,17 @@ class AngelLinkerComponent:
         ``[initialize.components.angel_linker]`` block, which ``nlp.initialize()`` passes here)
         loads the same files while the config keeps ``model = null``; ``nlp.to_disk`` then saves
         the files themselves. Nothing is trained: ``get_examples`` is accepted and not used.
+
+        ``fusion``: a fusion weights file (``spacy-angel train fuse --output FILE``) used instead of
+        the model's ``fusion.json``; a ``fusion`` config setting still comes first. ``to_disk``
+        saves the weights in the pipeline's own folder, so the file is not needed after it.
         """
-        if model is None and kb is None and self._linker is not None:
+        if model is None and kb is None and fusion is None and self._linker is not None:
             return  # already loaded (from_disk, or an earlier call): nlp.initialize() keeps it
         self._linker = self._load(
             model if model is not None else self.cfg["model"],
             kb if kb is not None else (self._kb_object if self._kb_object is not None else self.cfg["kb"]),
+            fusion_file=fusion,
         )
         self._kb_object = self._linker.kb
 

@@ -6,6 +6,10 @@ deliverable is one directory that ``spacy.load`` restores, model + KB + trie inc
 
 Usage: python scripts/assemble.py NER_MODEL LINKER_MODEL KB_DIR --output PIPELINE_DIR
        [--num-beams 5] [--top-k 5] [--threshold 0.0] [--batch-size 32] [--device auto]
+       [--fusion FUSION_JSON]
+
+``--fusion`` takes the weights ``spacy-angel train fuse ... --output FILE`` wrote, in place of
+LINKER_MODEL/fusion.json; the pipeline keeps its own copy (``angel_linker/fusion``).
 """
 from __future__ import annotations
 
@@ -28,17 +32,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--threshold", type=float, default=0.0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--mode", default="hybrid", help="hybrid (the model's fusion.json), beam or rerank")
+    parser.add_argument("--mode", default="hybrid", help="hybrid (fused with --fusion, else the model's fusion.json), beam or rerank")
+    parser.add_argument("--fusion", type=Path, default=None, help="fusion weights file (train fuse --output) instead of LINKER_MODEL/fusion.json")
     parser.add_argument("--num-candidates", type=int, default=20, help="TF-IDF names per mention (hybrid, rerank)")
     parser.add_argument("--no-abbreviations", action="store_true", help="no angel_abbreviations before the linker")
     args = parser.parse_args(argv)
-    for path in (args.ner, args.kb):
+    for path in (args.ner, args.kb, *([args.fusion] if args.fusion is not None else [])):
         if not path.exists():
             print(f"error: {path} does not exist", file=sys.stderr)
             return 1
     import spacy
 
     import spacy_angel.pipeline.linker_component  # noqa: F401  (registers the factory)
+    from spacy_angel.errors import FusionError
 
     nlp = spacy.load(args.ner)
     if "ner" not in nlp.pipe_names:
@@ -58,7 +64,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     # model and KB through initialize(), not the config: config.cfg keeps `model = null` and no
     # path of this machine ends up in `spacy package`'s output; to_disk saves the files themselves.
-    linker.initialize(model=str(args.linker), kb=args.kb)
+    try:
+        linker.initialize(model=str(args.linker), kb=args.kb, fusion=args.fusion)
+    except FusionError as err:  # a missing or bad --fusion file (or LINKER_MODEL/fusion.json), named
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     with atomic_directory(args.output) as tmp:
         nlp.to_disk(tmp)
     print(f"pipeline {nlp.pipe_names} written to {args.output}")
