@@ -8,13 +8,14 @@ from typing import Any, Callable, Dict, Optional, Union
 from spacy.language import Language
 from spacy.util import registry
 
+from spacy_angel.errors import Errors
 from spacy_angel.kb.readers import load_kb
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.linking.linker import Retriever
 from spacy_angel.pipeline.abbreviation_component import AbbreviationDetector
 from spacy_angel.pipeline.linker_component import AngelLinkerComponent
 from spacy_angel.pipeline.scoring import angel_linker_score
-from spacy_angel.retrieval.tfidf import load_or_build_index
+from spacy_angel.retrieval.tfidf import NameIndex, load_or_build_index
 
 
 @registry.scorers("spacy_angel.linker_scorer.v1")
@@ -36,6 +37,29 @@ def make_tfidf_retriever() -> Retriever:
     saved beside the KB, fitted and saved there when missing or stale (spaCy's
     ``spacy.CandidateGenerator.v1`` idea: a swappable part, not a mode string)."""
     return load_or_build_index
+
+
+#: above this many KB names ``search="auto"`` uses pruned search. Chosen on NCBI-disease dev queries
+#: (bench/kb_scale.py, docs/performance.md): below it exact search is fast enough and bit-exact; above it
+#: pruned search at query_mass 0.9 kept recall@20 at 100% of exact (1M names) and ran faster.
+AUTO_PRUNED_ABOVE = 500_000
+
+
+@registry.misc("spacy_angel.tfidf_retriever.v2")
+def make_tfidf_retriever_v2(search: str = "auto", query_mass: float = 0.9, rescore_depth: int = 400) -> Retriever:
+    """v1 with a choice of search (:class:`spacy_angel.retrieval.tfidf.NameIndex`): ``"exact"``, ``"pruned"``
+    (the query's heaviest 3-grams, then exact re-scoring; for KBs of millions of names) or ``"auto"``
+    (pruned above ``AUTO_PRUNED_ABOVE`` names, so NCBI-sized KBs keep exact search's results bit for bit).
+    The index arrays are memory-mapped either way: ``n_process`` workers share them."""
+    if search not in ("auto", "exact", "pruned"):
+        raise ValueError(Errors.E223.format(search=search, searches=("auto", "exact", "pruned"),
+                                            query_mass=query_mass, rescore_depth=rescore_depth))
+
+    def retrieve(kb: KnowledgeBase, index_dir: Optional[Union[str, Path]]) -> NameIndex:
+        chosen = search if search != "auto" else ("pruned" if kb.num_names > AUTO_PRUNED_ABOVE else "exact")
+        return load_or_build_index(kb, index_dir, search=chosen, query_mass=query_mass, rescore_depth=rescore_depth)
+
+    return retrieve
 
 
 @Language.factory(

@@ -189,3 +189,20 @@ def test_two_processes_share_the_mapped_index_pages(tmp_path: Path) -> None:
     rss, pss = readings[0]
     assert rss > 100  # kB of index pages resident in the first process
     assert pss < 0.75 * rss, f"mapped pages are not shared: Rss {rss} kB, Pss {pss} kB"
+
+
+def test_the_component_retriever_picks_pruned_search_only_for_large_kbs(tmp_path: Path, monkeypatch) -> None:
+    from spacy.util import registry
+
+    from spacy_angel.pipeline import factories
+
+    retrieve = registry.misc.get("spacy_angel.tfidf_retriever.v2")()
+    assert retrieve(make_kb(), None).search == "exact"
+    monkeypatch.setattr(factories, "AUTO_PRUNED_ABOVE", 5)
+    index = retrieve(make_kb(), tmp_path)
+    assert (index.search, index.query_mass, index.rescore_depth) == ("pruned", 0.9, 400)
+    assert (tmp_path / INDEX_ARRAYS).is_file()  # fitted and saved beside the KB on first use
+    pinned = registry.misc.get("spacy_angel.tfidf_retriever.v2")(search="exact")(make_kb(), tmp_path)
+    assert pinned.search == "exact" and isinstance(pinned.matrix.data, np.memmap)
+    with pytest.raises(ValueError, match="E223"):
+        registry.misc.get("spacy_angel.tfidf_retriever.v2")(search="ann")

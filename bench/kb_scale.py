@@ -1,0 +1,306 @@
+"""KB scale: build, load, memory shared between workers, retrieval and linking speed, per KB size.
+
+One run, sizes one after the other on the same machine. Names: MEDIC 2017's 76,781 real disease names
+first, then **synthetic** variants up to the size (a MEDIC name's words shuffled, a word of another MEDIC
+name inserted 7 times in 10, kept under the base name's concept id, as UMLS keeps word-order and
+qualified variants of one concept). The synthetic names are harder than UMLS for retrieval: each base
+name has many near-identical variants, so the exact top-20 is a large tie-prone set.
+
+Per size, each step in a fresh process, so one step's memory is not counted in the next:
+
+* ``build``: ``spacy-angel kb build --index`` on a TSV of the names: seconds and peak RSS;
+* ``load``: KB + TF-IDF index from the KB folder (the index memory-mapped): seconds and RSS;
+* ``share``: two processes load it and touch every index page; the second one's PSS (its fair share,
+  counting shared pages once across both) against its RSS;
+* ``retrieval``: top-20 for the NCBI-disease dev mentions (raw surfaces) with exact search and with
+  pruned search (``spacy_angel.retrieval.pruned_search``): queries/s and pruned recall@20 of exact,
+  counting a pruned name as found when its cosine equals the exact one at that rank (ties are
+  interchangeable);
+* ``linking``: beam and hybrid mentions/s (``AngelLinker.link``, 5 beams, batch 32) with ``--model``
+  (default: an untrained ``init-model --size small``, the cpu-ncbi recipe's shape: speed only).
+
+    .venv/bin/python bench/kb_scale.py --sizes 100000,1000000 --json docs/results/kb_scale.json
+
+Writes the JSON (a list of per-size records, plus the machine) and the "KB scale" section of
+docs/performance.md.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import DATA, DEFAULT_CACHE, REPO, current_rss_mb, machine, peak_rss_mb, write_json_atomic  # noqa: E402
+
+DOC_BEGIN, DOC_END = "<!-- bench/kb_scale.py: begin -->", "<!-- bench/kb_scale.py: end -->"
+MEDIC = DATA / "medic" / "CTD_diseases_2017.tsv.gz"
+QUERIES = DATA / "biosyn" / "ncbi-disease" / "processed_dev"  # dev: the search settings were chosen on these
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="100000,1000000", help="comma-separated KB sizes (names)")
+    p.add_argument("--json", type=Path, default=REPO / "docs" / "results" / "kb_scale.json")
+    p.add_argument("--doc", default=str(REPO / "docs" / "performance.md"), help="'' to skip")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE / "kb_scale")
+    p.add_argument("--model", type=Path, default=None, help="model directory for beam/hybrid (default: untrained small)")
+    p.add_argument("--queries", type=int, default=960, help="NCBI-disease dev mentions used as queries")
+    p.add_argument("--mentions", type=int, default=256, help="mentions linked for beam/hybrid speed")
+    p.add_argument("--query-mass", type=float, default=0.9)
+    p.add_argument("--rescore-depth", type=int, default=400)
+    p.add_argument("--skip-exact-above", type=int, default=3_000_000,
+                   help="exact retrieval on a query sample of 128 above this size (its rate is flat per query)")
+    p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------- names
+def base_names() -> List[tuple]:
+    from spacy_angel.kb.readers import load_files
+
+    kb = load_files([MEDIC])
+    return [(cid, name) for cid, name in kb]
+
+
+def write_source(path: Path, size: int) -> str:
+    """A TSV (id, name) of ``size`` distinct names: MEDIC's, then synthetic variants (seed 0)."""
+    pairs, seen = [], set()
+    for cid, name in base_names():  # one pair per distinct name (a name of two concepts keeps the first)
+        if name not in seen:
+            seen.add(name)
+            pairs.append((cid, name))
+    rng = random.Random(0)
+    words = sorted({w for _, n in pairs for w in n.split()})
+    out = list(pairs[:size])
+    while len(out) < size:
+        cid, name = pairs[rng.randrange(len(pairs))]
+        tokens = name.split()
+        rng.shuffle(tokens)
+        if rng.random() < 0.7:
+            tokens.insert(rng.randrange(len(tokens) + 1), words[rng.randrange(len(words))])
+        variant = " ".join(tokens)
+        if variant not in seen:
+            seen.add(variant)
+            out.append((cid, variant))
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.writelines(f"{cid}\t{name}\n" for cid, name in out)
+    os.replace(tmp, path)
+    return f"{min(size, len(pairs))} MEDIC names + {max(0, size - len(pairs))} synthetic variants"
+
+
+def read_queries(limit: int) -> List[str]:
+    queries = []
+    for f in sorted(glob.glob(str(QUERIES / "*.concept"))):
+        with open(f, encoding="utf-8") as fh:
+            queries.extend(line.split("||")[3] for line in fh if line.count("||") >= 4)
+    return queries[:limit]
+
+
+# ---------------------------------------------------------------------------- workers (fresh processes)
+def worker_build(source: str, out: str) -> Dict[str, Any]:
+    from spacy_angel.retrieval.kb_build import build_kb
+
+    t0 = time.perf_counter()
+    build_kb([source], out, format="tsv", overwrite=True, index=True)
+    return {"build_s": time.perf_counter() - t0, "build_peak_rss_mb": peak_rss_mb()}
+
+
+def _load(kb_dir: str, **settings: Any):
+    from spacy_angel.kb.store import KnowledgeBase
+    from spacy_angel.retrieval.tfidf import NameIndex
+
+    kb = KnowledgeBase.from_disk(kb_dir)
+    return kb, NameIndex.from_disk(kb_dir, kb, **settings)
+
+
+def _pss_rss_mb() -> Dict[str, float]:
+    values = {}
+    with open("/proc/self/smaps_rollup", encoding="utf8") as fh:
+        for line in fh:
+            key, _, rest = line.partition(":")
+            if key in ("Rss", "Pss"):
+                values[key.lower() + "_mb"] = int(rest.split()[0]) / 1024
+    return values
+
+
+def worker_share(kb_dir: str) -> Dict[str, Any]:
+    """Load, touch every mapped index page, report, then wait for a line (so two live side by side)."""
+    import numpy as np
+
+    kb, index = _load(kb_dir)
+    float(np.asarray(index.matrix.data).sum() + np.asarray(index.postings.data).sum())
+    index.nearest_names(["breast cancer"], 5)
+    print(json.dumps(_pss_rss_mb()), flush=True)
+    sys.stdin.readline()
+    print(json.dumps(_pss_rss_mb()), flush=True)
+    return {}
+
+
+def worker_query(kb_dir: str, queries_json: str, mass: str, depth: str, exact_sample: str) -> Dict[str, Any]:
+    t0 = time.perf_counter()
+    kb, exact = _load(kb_dir)
+    load_s = time.perf_counter() - t0
+    rss = current_rss_mb()
+    queries = json.loads(Path(queries_json).read_text())
+    pruned = type(exact)(kb, search="pruned", query_mass=float(mass), rescore_depth=int(depth))
+    pruned.vectorizer, pruned.matrix, pruned._postings = exact.vectorizer, exact.matrix, exact.postings
+    sample = queries[: int(exact_sample)] if int(exact_sample) else queries
+    exact.nearest_names(sample[:8], 20)
+    t0 = time.perf_counter()
+    want = exact.nearest_names(sample, 20)
+    exact_qps = len(sample) / (time.perf_counter() - t0)
+    pruned.nearest_names(queries[:8], 20)
+    t0 = time.perf_counter()
+    got = pruned.nearest_names(queries, 20)
+    pruned_qps = len(queries) / (time.perf_counter() - t0)
+    found = total = 0
+    for w, g in zip(want, got):
+        scores = [s for _, s in g] + [0.0] * len(w)
+        found += sum(scores[i] >= s - 1e-6 for i, (_, s) in enumerate(w))
+        total += len(w)
+    return {"load_s": load_s, "rss_mb": rss, "exact_qps": exact_qps, "retrieval_qps": pruned_qps,
+            "recall_at_20": found / max(total, 1), "exact_queries": len(sample), "queries": len(queries),
+            "query_rss_mb": current_rss_mb()}
+
+
+def worker_link(kb_dir: str, model_dir: str, queries_json: str, mentions: str) -> Dict[str, Any]:
+    import torch
+
+    from spacy_angel.kb.store import KnowledgeBase
+    from spacy_angel.linking.linker import AngelLinker
+    from spacy_angel.types import Mention
+
+    torch.set_num_threads(2)
+    kb = KnowledgeBase.from_disk(kb_dir)
+    t0 = time.perf_counter()
+    linker = AngelLinker.from_pretrained(model_dir, kb, trie_path=Path(kb_dir).parent / (Path(kb_dir).name + "-trie"),
+                                         device="cpu", num_beams=5, batch_size=32, index_dir=kb_dir)
+    trie_s = time.perf_counter() - t0
+    surfaces = json.loads(Path(queries_json).read_text())[: int(mentions)]
+    batch = [Mention(doc_id=str(i), text=s, start=0, end=len(s)) for i, s in enumerate(surfaces)]
+    rates = {}
+    for mode in ("beam", "hybrid"):
+        linker.link(batch[:8], top_k=5, mode=mode)
+        linker.clear_cache()
+        t0 = time.perf_counter()
+        linker.link(batch, top_k=5, mode=mode)
+        rates[f"{mode}_per_s"] = len(batch) / (time.perf_counter() - t0)
+    return {**rates, "trie_load_or_build_s": trie_s, "link_rss_mb": current_rss_mb()}
+
+
+def run(args: List[str], timeout: float = 3600) -> Dict[str, Any]:
+    proc = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=str(REPO))
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {args[0]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads([line for line in proc.stdout.splitlines() if line.strip()][-1])
+
+
+def share(kb_dir: Path) -> Dict[str, Any]:
+    cmd = [sys.executable, __file__, "--worker", "share", str(kb_dir)]
+    first = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(REPO))
+    alone = json.loads(first.stdout.readline())
+    second = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(REPO))
+    json.loads(second.stdout.readline())
+    for p in (first, second):
+        p.stdin.write("\n")
+        p.stdin.flush()
+    first_now, second_now = json.loads(first.stdout.readline()), json.loads(second.stdout.readline())
+    for p in (first, second):
+        p.wait(timeout=60)
+    return {"one_worker_rss_mb": alone["rss_mb"], "one_worker_pss_mb": alone["pss_mb"],
+            "second_worker_rss_mb": second_now["rss_mb"], "second_worker_pss_mb": second_now["pss_mb"],
+            "first_worker_pss_mb_with_two": first_now["pss_mb"]}
+
+
+# ---------------------------------------------------------------------------- report
+def markdown(records: List[Dict[str, Any]], command: str) -> str:
+    rows = ["| names | kb build | build peak RSS | load | RSS loaded | 2nd worker PSS (RSS) | exact q/s | pruned q/s "
+            "| pruned recall@20 | beam /s | hybrid /s |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in records:
+        rows.append(f"| {r['names']:,} | {r['build_s']:.1f} s | {r['build_peak_rss_mb']:.0f} MB | {r['load_s']:.2f} s "
+                    f"| {r['rss_mb']:.0f} MB | {r['second_worker_pss_mb']:.0f} MB ({r['second_worker_rss_mb']:.0f} MB) "
+                    f"| {r['exact_qps']:.0f} | {r['retrieval_qps']:.0f} | {100 * r['recall_at_20']:.2f}% "
+                    f"| {_num(r.get('beam_per_s'))} | {_num(r.get('hybrid_per_s'))} |")
+    report, m = records[0], records[0]["machine"]
+    names_note = "; ".join(f"{r['names']:,}: {r['names_note']}" for r in records)
+    return "\n".join([
+        DOC_BEGIN, "## KB scale: build, load, shared memory, retrieval and linking per KB size", "",
+        f"Command: `{command}` (JSON: `docs/results/kb_scale.json`). Machine: {m.get('Model name', '?')}, "
+        f"{m.get('nproc', m.get('cpus'))} cores; every step in a fresh process; one run.",
+        f"Names: {names_note}. Queries: {report['queries']} NCBI-disease dev mentions (raw surfaces). "
+        f"Pruned search: query_mass {report['query_mass']}, rescore_depth {report['rescore_depth']}. "
+        f"Linking: {report['model']}, 5 beams, batch 32, {report['mentions']} mentions without context.", "",
+        *rows, "",
+        "PSS counts a page shared by two processes half in each: the second worker's PSS is what it adds.",
+        DOC_END])
+
+
+def _num(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
+def update_doc(path: Path, section: str) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if DOC_BEGIN in text:
+        text = text[: text.index(DOC_BEGIN)] + section + text[text.index(DOC_END) + len(DOC_END):]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    from spacy_angel.fileio import atomic_write_text
+
+    atomic_write_text(path, text)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        name, *rest = args.worker
+        result = {"build": worker_build, "share": worker_share, "query": worker_query, "link": worker_link}[name](*rest)
+        print(json.dumps(result), flush=True)
+        return 0
+    args.cache_dir.mkdir(parents=True, exist_ok=True)
+    queries_json = args.cache_dir / "queries.json"
+    queries_json.write_text(json.dumps(read_queries(args.queries)))
+    model = args.model
+    if model is None:
+        from common import cached_kb, cached_model
+
+        kb, kb_path = cached_kb(MEDIC, args.cache_dir)
+        model = cached_model(kb, kb_path, args.cache_dir, size="small")
+    settings: Dict[str, Any] = {"machine": machine(), "queries": args.queries, "query_mass": args.query_mass,
+                                "rescore_depth": args.rescore_depth, "mentions": args.mentions,
+                                "model": str(args.model) if args.model else "untrained init-model --size small"}
+    records: List[Dict[str, Any]] = []
+    notes = []
+    for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
+        source, kb_dir = args.cache_dir / f"names-{size}.tsv", args.cache_dir / f"kb-{size}"
+        notes.append(write_source(source, size))
+        record: Dict[str, Any] = {"names": size, "names_note": notes[-1], **settings}
+        record.update(run(["build", str(source), str(kb_dir)]))
+        exact_sample = "128" if size > args.skip_exact_above else "0"
+        record.update(run(["query", str(kb_dir), str(queries_json), str(args.query_mass), str(args.rescore_depth),
+                           exact_sample]))
+        record.update(share(kb_dir))
+        record.update(run(["link", str(kb_dir), str(model), str(queries_json), str(args.mentions)]))
+        records.append(record)
+        print(json.dumps({k: v for k, v in record.items() if k != "machine"}), flush=True)
+        write_json_atomic(args.json, records)
+    command = "python bench/kb_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.doc:
+        update_doc(Path(args.doc), markdown(records, command))
+    print(markdown(records, command))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
