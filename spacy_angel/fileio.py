@@ -9,10 +9,11 @@ import contextlib
 import errno
 import json
 import os
+import re
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Iterator, List, Sequence, Tuple, Type, Union
 
 from spacy_angel.errors import Errors, OutputWriteError
 
@@ -168,6 +169,70 @@ def atomic_directory(path: PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise_write_error(err, path)
         raise
+
+
+def recover_interrupted_write(path: PathLike) -> List[str]:
+    """Undo what a killed writer of ``path`` left; returns what was done (for the log).
+
+    A SIGKILL runs no ``except`` block, so :func:`atomic_open` / :func:`atomic_directory` may leave
+    their hidden temp (``.name.<hex>.tmp``, a file or a folder, complete or not) and, when killed
+    between their two renames, the previous folder renamed aside (``.name.<hex>.tmp.old``) with
+    ``path`` absent. Looked for beside ``path`` (with its sidecars ``path.<suffix>``, e.g. a pairs
+    file's ``.stats.json``, unless another run holds a sidecar's lock) and, when ``path`` is a folder
+    written file by file (``train pretrain-data``), at its top level. The temps are removed; a folder
+    aside is put back when its place is empty (the user's previous output is never lost) and removed
+    otherwise.
+
+    Call it only while holding ``path``'s lock (:func:`spacy_angel.locks.output_lock` does, when it
+    takes over the lock of a killed run): a temp of a live writer would be removed under it.
+    """
+    path = Path(path)
+    done = _tidy(path.parent, re.escape(path.name) + r"(?:\.[^/]+)?", path)
+    if path.is_dir() and not path.is_symlink():
+        done += _tidy(path, ".+", path)
+    return done
+
+
+def _tidy(folder: Path, name: str, own: Path) -> List[str]:
+    """Tidy the temps in ``folder`` whose output's name matches ``name``; ``own``: the caller's output."""
+    pattern = re.compile(r"\.(" + name + r")\.[0-9a-f]{12}\.tmp(\.old)?")
+    try:
+        found = [(p, pattern.fullmatch(p.name)) for p in folder.iterdir()]
+    except OSError:
+        return []
+    done = []
+    for left, match in sorted((f for f in found if f[1]), key=lambda f: (not f[1].group(2), f[0].name)):  # folders aside first
+        target = folder / match.group(1)
+        if target != own and _locked_elsewhere(folder / f".{match.group(1)}.lock"):
+            continue
+        if match.group(2) and not os.path.lexists(target):
+            os.replace(left, target)
+            done.append(f"restored {target} from {left.name}")
+        elif left.is_dir() and not left.is_symlink():
+            shutil.rmtree(left, ignore_errors=True)
+            done.append(f"removed {left}")
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(left)
+            done.append(f"removed {left}")
+    return done
+
+
+def _locked_elsewhere(lock: Path) -> bool:
+    """Whether a live run holds ``lock`` (the lock file of :mod:`spacy_angel.locks`; it is not created)."""
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # drops the shared lock taken here
 
 
 def iter_jsonl(path: PathLike, error: Type[Exception] = ValueError, make_error: Callable[..., Exception] = None) -> Iterator[Tuple[int, dict]]:

@@ -6,7 +6,9 @@ of ``out/model`` is ``out/.model.lock``.
 
 Why ``fcntl.flock`` and not only an ``O_EXCL`` file: the kernel drops a flock when its process dies,
 SIGKILL included, so a lock left by a killed run is free at once and the next run takes it over
-(logging the dead holder that the file still names) without guessing from PIDs. The file's JSON
+(logging the dead holder that the file still names) without guessing from PIDs; what the killed run
+left beside the output (its temp files, a previous folder it had renamed aside) is tidied then
+(:func:`spacy_angel.fileio.recover_interrupted_write`). The file's JSON
 (pid, host, start time, command) is what a refused second run reports. A lock on a network
 filesystem without flock support is refused with a numbered error rather than ignored.
 
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Dict, Iterator, Optional
 
 from spacy_angel.errors import Errors, OutputLockedError, Warnings
+from spacy_angel.fileio import recover_interrupted_write
 from spacy_angel.types import PathLike
 
 logger = logging.getLogger(__name__)
@@ -98,6 +101,8 @@ def output_lock(target: PathLike, command: Optional[str] = None) -> Iterator[Pat
         previous = read_holder(path)
         if previous:  # the file outlived its holder: a killed run (a released lock is unlinked)
             logger.warning(Warnings.W010.format(target=target, **{k: previous.get(k, "?") for k in ("pid", "host", "started", "command")}))
+            for action in recover_interrupted_write(target):  # its temps; a previous folder it renamed aside
+                logger.info("after the killed run: %s", action)
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(_holder(command)).encode("utf-8"))
         os.fsync(fd)

@@ -552,6 +552,7 @@ def markdown() -> str:
 def faults_markdown() -> List[str]:
     """The faults and concurrency table: the rows ``tests/test_locks.py`` provokes."""
     from test_broken_artefacts import FAULTS as BROKEN  # tests/ is on sys.path (rootdir conftest, or run as a script)
+    from test_kills import FAULTS as KILLS
     from test_locks import FAULTS, WRITERS
     from test_write_faults import FAULTS as WRITES
 
@@ -569,7 +570,7 @@ def faults_markdown() -> List[str]:
     for surface in sorted(WRITERS):
         rows.append(f"| a second run writes the output of a live run | {surface} | exit 1, `[E400]` naming the holder; "
                     f"nothing written | `test_locks.py::test_every_writer_refuses_an_output_another_run_is_writing[{surface}]` |")
-    rows += [f"| {fault} | {surface} | {outcome} | `{test}` |" for fault, surface, outcome, test in FAULTS + WRITES + BROKEN]
+    rows += [f"| {fault} | {surface} | {outcome} | `{test}` |" for fault, surface, outcome, test in FAULTS + WRITES + BROKEN + KILLS]
     return rows
 
 

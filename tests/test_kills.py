@@ -1,0 +1,334 @@
+"""Kill anywhere: every writer SIGKILLed at each point of its output write, then run again.
+
+Each case runs the command in a child of the fork server ``tests/kill_runner.py`` (it imports the
+command line once), which kills itself at the point named (``kill_runner.POINTS``). Then:
+
+1. what was there before (a previous good output, or nothing) is intact or absent, never partial:
+   every output is exactly its previous content, absent, or (once renamed in) the new output;
+2. the lock the killed run held is stale: the re-run takes it over (``[W010]`` naming the dead pid)
+   and tidies what the killed run left (:func:`spacy_angel.fileio.recover_interrupted_write`);
+3. the re-run's output equals an uninterrupted run's (bytes, but for the volatile parts: a TF-IDF
+   build id, the stats' ``seconds``);
+4. after the re-run no temp file, temp folder or lock is left anywhere.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import pytest
+
+from conftest import tiny_pubtator_corpus
+from spacy_angel.kb.store import KnowledgeBase
+from spacy_angel.retrieval.tfidf import INDEX_CONFIG
+
+RUNNER = Path(__file__).with_name("kill_runner.py")
+
+
+@dataclass(frozen=True)
+class Writer:
+    argv: Tuple[str, ...]  # OUT: the output; WS/...: a path in the case's folder; @name: a shared input
+    output: str  # the output, relative to the case's folder
+    previous: Dict[str, str]  # argument -> what the previous good output was made from instead
+    sidecars: Tuple[str, ...] = ()  # other files the command writes beside OUT (OUT + suffix)
+
+
+WRITERS = {
+    "kb build": Writer(("kb", "build", "@src.tsv", "--output", "OUT"), "kb", {"@src.tsv": "@old.tsv"}),
+    "link": Writer(("link", "@model", "@kb", "@in.jsonl", "--output", "OUT", "--device", "cpu"), "links.jsonl",
+                   {"@in.jsonl": "@old.jsonl"}),
+    "train mine": Writer(("train", "mine", "@model", "@kb", "@train.txt", "--output", "OUT", "--top-k", "2", "--num-beams", "2",
+                          "--threads", "1"), "pairs.jsonl", {"@train.txt": "@old.txt"}, (".stats.json",)),
+    "train fuse": Writer(("train", "fuse", "WS/model", "@kb", "@train.txt", "--threads", "1"), "model/fusion.json",
+                         {"@train.txt": "@old.txt"}),
+    "init-model": Writer(("init-model", "@kb", "OUT", "--seed", "0"), "model", {"0": "1"}),
+    "train pretrain-data": Writer(("train", "pretrain-data", "@kb", "--output", "OUT"), "pre", {"@kb": "@old_kb"}),
+}
+
+# (writer, point, name of the output it is killed at, what the output is just after the kill)
+#   "before": the previous output (or nothing); "new": the new output; "aside": absent, the previous
+#   folder renamed aside beside it; "new-no-card": the new model folder without its README.md yet
+CASES = [
+    ("kb build", "early", "kb", "before"),
+    ("kb build", "mid-write", INDEX_CONFIG, "before"),  # the TF-IDF index, inside the temp KB folder
+    ("kb build", "before-rename", "kb", "before"),
+    ("kb build", "aside", "kb", "aside"),
+    ("kb build", "after-rename", "kb", "new"),
+    ("link", "early", "links.jsonl", "before"),
+    ("link", "mid-write", "links.jsonl", "before"),
+    ("link", "before-rename", "links.jsonl", "before"),
+    ("link", "after-rename", "links.jsonl", "new"),
+    ("train mine", "early", "pairs.jsonl", "before"),
+    ("train mine", "mid-write", "pairs.jsonl", "before"),
+    ("train mine", "before-rename", "pairs.jsonl", "before"),
+    ("train mine", "after-rename", "pairs.jsonl", "new"),
+    ("train mine", "mid-write", "pairs.jsonl.stats.json", "new"),  # the pairs in place, their stats not yet
+    ("train fuse", "early", "fusion.json", "before"),
+    ("train fuse", "mid-write", "fusion.json", "before"),
+    ("train fuse", "before-rename", "fusion.json", "before"),
+    ("train fuse", "after-rename", "fusion.json", "new"),
+    ("init-model", "before-rename", "model", "before"),
+    ("init-model", "aside", "model", "aside"),
+    ("init-model", "mid-write", "README.md", "new-no-card"),  # the model card is written into the renamed folder
+    ("train pretrain-data", "mid-write", "pretraining.jsonl", "before"),
+    ("train pretrain-data", "after-rename", "pretraining.jsonl", "new"),
+]
+# without a previous output too: the first write of each writer (the rest run with -m slow)
+FIRST = {("kb build", "mid-write"), ("link", "mid-write"), ("train mine", "before-rename"), ("train fuse", "mid-write"),
+         ("init-model", "before-rename"), ("train pretrain-data", "mid-write")}
+
+
+def _case_id(case) -> str:
+    writer, point, name, _ = case
+    return f"{writer}-{point}" + ("-stats" if name.endswith(".stats.json") else "")
+
+
+#: (fault, surface, outcome, test) rows of docs/reliability.md
+_OUTCOME = {
+    "before": "the previous output intact (or none)",
+    "new": "the new output whole, in place",
+    "aside": "the output absent, the previous folder kept aside (put back by the next run)",
+    "new-no-card": "the new model in place without README.md",
+}
+_WHEN = {
+    "early": "before anything of {name} is written",
+    "mid-write": "with {name} half written (its temp file)",
+    "before-rename": "just before the rename of {name}",
+    "after-rename": "just after the rename of {name}, before the command ends",
+    "aside": "between moving the previous {name} aside and renaming the new one in",
+}
+FAULTS = [
+    (f"killed (SIGKILL) {_WHEN[point].format(name=name)}", writer,
+     f"{'the new pairs in place, their stats still the previous ones (or none)' if name.endswith('.stats.json') else _OUTCOME[expect]}; the re-run takes the lock over (`[W010]`), tidies and writes what an uninterrupted run writes",
+     f"test_kills.py::test_a_killed_writer_reruns_to_the_uninterrupted_output[{_case_id((writer, point, name, expect))}-previous]")
+    for writer, point, name, expect in CASES
+] + [
+    ("killed between renaming the previous folder aside and the new one in; the next run fails", "kb build",
+     "the lock taken over puts the previous KB back, byte for byte", "test_kills.py::test_the_folder_renamed_aside_is_put_back_by_the_next_run"),
+]
+
+
+# ---------------------------------------------------------------------------- the fork server
+class Server:
+    def __init__(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+        self.proc = subprocess.Popen([sys.executable, str(RUNNER), "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env={**env, "TOKENIZERS_PARALLELISM": "false"}, start_new_session=True)
+        assert "ready" in self._answer(120)
+
+    def _answer(self, timeout: float) -> dict:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            self.close()
+            pytest.fail(f"the kill runner did not answer in {timeout:.0f} s (a hang)")
+        line = self.proc.stdout.readline()
+        if not line:
+            pytest.fail("the kill runner died")
+        return json.loads(line)
+
+    def run(self, argv: List[str], log: Path, kill: Optional[Tuple[str, str, int]] = None, timeout: float = 120) -> dict:
+        self.proc.stdin.write(json.dumps({"argv": argv, "kill": kill, "log": str(log)}) + "\n")
+        self.proc.stdin.flush()
+        answer = self._answer(timeout)
+        answer["log"] = log.read_text(encoding="utf-8", errors="replace")
+        return answer
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = Server()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, tiny_kb_dir, tiny_model_dir) -> Path:
+    root = tmp_path_factory.mktemp("kill-inputs")
+    shutil.copytree(tiny_kb_dir, root / "kb")
+    shutil.copytree(tiny_model_dir, root / "model")  # a copy: nothing else writes a fusion.json into it
+    (root / "src.tsv").write_text("D1\tbreast cancer\nD2\tmigraine\nD3\theart attack\n", encoding="utf-8")
+    (root / "old.tsv").write_text("D9\tcystic fibrosis\n", encoding="utf-8")
+    record = lambda i, t: json.dumps({"id": f"m{i}", "text": t, "start": 0, "end": len(t)}) + "\n"  # noqa: E731
+    (root / "in.jsonl").write_text("".join(record(i, t) for i, t in enumerate(["breast cancer", "migraine", "heart attack"])), encoding="utf-8")
+    (root / "old.jsonl").write_text(record(0, "hypertension"), encoding="utf-8")
+    tiny_pubtator_corpus(root / "train.txt")
+    blocks = (root / "train.txt").read_text(encoding="utf-8").split("\n\n")
+    (root / "old.txt").write_text("\n\n".join(blocks[:5]).strip() + "\n", encoding="utf-8")
+    old_kb = KnowledgeBase()
+    for name in ("migraine", "migraine disorder"):
+        old_kb.add("D008881", name)
+    old_kb.to_disk(root / "old_kb")
+    return root
+
+
+def _argv(writer: Writer, inputs: Path, ws: Path, previous: bool = False) -> List[str]:
+    args = [writer.previous.get(a, a) if previous else a for a in writer.argv]
+    return [str(ws / writer.output) if a == "OUT" else str(ws / a[3:]) if a.startswith("WS/")
+            else str(inputs / a[1:]) if a.startswith("@") else a for a in args]
+
+
+def _prepare(writer: Writer, inputs: Path, ws: Path) -> None:
+    ws.mkdir(parents=True, exist_ok=True)
+    if "WS/model" in writer.argv:
+        shutil.copytree(inputs / "model", ws / "model")
+
+
+# ---------------------------------------------------------------------------- comparing outputs
+TEMP = re.compile(r"\..+\.[0-9a-f]{12}\.tmp(\.old)?")  # fileio's hidden temps: no reader opens them
+
+
+def _files(path: Path) -> List[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file() and not TEMP.fullmatch(p.name)) if path.is_dir() else [path]
+
+
+def digest(path: Path) -> Optional[str]:
+    """A hash of a file or folder, blind to its volatile parts: the TF-IDF build id (random per build),
+    the stats' ``seconds``. None when absent (or a folder with nothing but hidden temps in it)."""
+    if not os.path.lexists(path):
+        return None
+    files = _files(path)
+    if not files:
+        return None
+    volatile = set()
+    for f in files:
+        if f.name == INDEX_CONFIG:
+            volatile.add(json.loads(f.read_text(encoding="utf-8")).get("build_id"))
+    h = hashlib.sha1()
+    for f in files:
+        data = f.read_bytes()
+        if f.name.endswith(".stats.json"):
+            data = json.dumps({k: v for k, v in json.loads(data).items() if k != "seconds"}, sort_keys=True).encode()
+        for token in filter(None, volatile):
+            data = data.replace(token.encode(), b"BUILD")
+        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode() + b"\0" + hashlib.sha1(data).digest())
+    return h.hexdigest()
+
+
+def outputs(writer: Writer, ws: Path) -> Dict[str, Optional[str]]:
+    out = ws / writer.output
+    return {writer.output: digest(out), **{writer.output + s: digest(out.with_name(out.name + s)) for s in writer.sidecars}}
+
+
+def leftovers(root: Path) -> List[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if re.search(r"\.tmp(\.old)?$|\.lock$", p.name))
+
+
+_made: Dict[Tuple[str, bool], Tuple[Path, Dict[str, Optional[str]]]] = {}
+
+
+def made(server: Server, name: str, inputs: Path, tmp_root: Path, previous: bool) -> Tuple[Path, Dict[str, Optional[str]]]:
+    """A folder where the writer ran uninterrupted (on the previous output's inputs when ``previous``), and its digests."""
+    key = (name, previous)
+    if key not in _made:
+        writer = WRITERS[name]
+        ws = tmp_root / f"{name.replace(' ', '_')}-{'previous' if previous else 'expected'}"
+        _prepare(writer, inputs, ws)
+        result = server.run(_argv(writer, inputs, ws, previous), ws.with_suffix(".log"))
+        assert result["exit"] == 0, result["log"]
+        _made[key] = ws, outputs(writer, ws)
+    return _made[key]
+
+
+# ---------------------------------------------------------------------------- the tests
+PARAMS = [pytest.param(case, True, id=_case_id(case) + "-previous") for case in CASES] + [
+    pytest.param(case, False, id=_case_id(case) + "-none",
+                 marks=() if (case[0], case[1]) in FIRST and case[3] != "aside" else pytest.mark.slow)
+    for case in CASES if case[3] != "aside"
+]
+
+
+@pytest.mark.parametrize("case,previous", PARAMS)
+def test_a_killed_writer_reruns_to_the_uninterrupted_output(case, previous, server, inputs, tmp_path, tmp_path_factory):
+    name, point, target, expect = case
+    writer = WRITERS[name]
+    root = tmp_path_factory.getbasetemp() / "kill-made"
+    expected = made(server, name, inputs, root, previous=False)[1]
+    ws = tmp_path / "ws"
+    if previous:
+        shutil.copytree(made(server, name, inputs, root, previous=True)[0], ws)
+    else:
+        _prepare(writer, inputs, ws)
+    before = outputs(writer, ws)
+    assert set(before.values()) != {None} if previous else set(before.values()) == {None}
+    assert before[writer.output] != expected[writer.output]  # a previous output is not the new one
+    argv = _argv(writer, inputs, ws)
+
+    killed = server.run(argv, tmp_path / "killed.log", kill=(point, target, 1))
+    assert killed["signal"] == signal.SIGKILL, f"the kill point was never reached: {killed}"
+    now = outputs(writer, ws)
+    out = writer.output
+    if expect == "before":
+        assert now == before
+    elif expect == "new":
+        assert now[out] == expected[out] and all(now[k] == before[k] for k in now if k != out)
+    elif expect == "aside":  # the only moment the output is absent: its previous folder is beside it, whole
+        assert now[out] is None
+        aside = [p for p in (ws / out).parent.iterdir() if p.name.startswith(f".{Path(out).name}.") and p.name.endswith(".tmp.old")]
+        assert len(aside) == 1 and digest(aside[0]) == before[out]
+    else:  # new-no-card: the new model folder, all but the card; the card's half temp is hidden
+        model = ws / out
+        assert not (model / "README.md").exists() and [p.name for p in model.glob(".README.md.*.tmp")]
+        ready = made(server, name, inputs, root, previous=False)[0] / out
+        assert all(f.read_bytes() == (ready / f.name).read_bytes() for f in model.iterdir() if not f.name.startswith("."))
+    lock = (ws / out).parent / f".{Path(out).name}.lock"
+    assert json.loads(lock.read_text(encoding="utf-8"))["pid"] == killed["pid"]  # stale: its holder is dead
+
+    rerun = server.run(argv, tmp_path / "rerun.log")
+    assert rerun["exit"] == 0, rerun["log"]
+    assert "[W010]" in rerun["log"] and f"pid {killed['pid']}" in rerun["log"], rerun["log"]
+    assert outputs(writer, ws) == expected
+    assert leftovers(ws) == []
+
+
+def test_the_folder_renamed_aside_is_put_back_by_the_next_run(server, inputs, tmp_path, tmp_path_factory):
+    """Killed between its two renames, ``kb build`` leaves no KB at OUTPUT; the next run to take the lock puts
+    the previous one back before its own work, even one that then fails."""
+    writer = WRITERS["kb build"]
+    root = tmp_path_factory.getbasetemp() / "kill-made"
+    ws = tmp_path / "ws"
+    shutil.copytree(made(server, "kb build", inputs, root, previous=True)[0], ws)
+    before = digest(ws / "kb")
+    killed = server.run(_argv(writer, inputs, ws), tmp_path / "killed.log", kill=("aside", "kb", 1))
+    assert killed["signal"] == signal.SIGKILL and not (ws / "kb").exists()
+    failed = server.run(["kb", "build", str(inputs / "missing.tsv"), "--output", str(ws / "kb")], tmp_path / "failed.log")
+    assert failed["exit"] == 1 and "[W010]" in failed["log"], failed["log"]
+    assert digest(ws / "kb") == before
+    assert leftovers(ws) == []
+
+
+def test_a_kill_point_that_is_never_reached_is_reported(server, inputs, tmp_path):
+    """The harness itself: a kill point the command never reaches lets it finish (so the test above would fail)."""
+    ws = tmp_path / "ws"
+    _prepare(WRITERS["link"], inputs, ws)
+    result = server.run(_argv(WRITERS["link"], inputs, ws), tmp_path / "run.log", kill=("before-rename", "no-such-output", 1))
+    assert result["signal"] is None and result["exit"] == 0
+
+
+def test_a_temp_another_live_run_is_writing_is_left_alone(tmp_path):
+    """The tidying after a kill removes the killed run's temps (and its sidecars'), never a live writer's."""
+    from spacy_angel.fileio import recover_interrupted_write
+    from spacy_angel.locks import output_lock
+
+    ours, sidecar = tmp_path / ".pairs.jsonl.0123456789ab.tmp", tmp_path / ".pairs.jsonl.stats.json.0123456789ab.tmp"
+    other = tmp_path / ".pairs.jsonl.bak.0123456789ab.tmp"
+    for temp in (ours, sidecar, other):
+        temp.write_text("half", encoding="utf-8")
+    with output_lock(tmp_path / "pairs.jsonl.bak"):  # a live run writing pairs.jsonl.bak
+        done = recover_interrupted_write(tmp_path / "pairs.jsonl")
+    assert not ours.exists() and not sidecar.exists() and other.exists()
+    assert len(done) == 2
