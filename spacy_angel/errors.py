@@ -230,6 +230,7 @@ class Errors(metaclass=ErrorsWithCodes):
         "unsupported KB format_version {version!r} (expected {expected}): rebuild the KB directory from its "
         "source with `spacy-angel kb build SOURCE --output DIR`"
     )
+    E187 = "kb.safetensors does not match kb.json ({what}); rebuild the KB with `spacy-angel kb build`"
 
     # ---- the TF-IDF name index (retrieval/tfidf.py)
     E210 = "cannot fit a NameIndex on a KB without names"
@@ -487,6 +488,13 @@ class Errors(metaclass=ErrorsWithCodes):
         "MODEL KB DEV --output {path}`, or leave --fusion out to use MODEL/fusion.json (or the default weights)"
     )
 
+    # ---- worker processes (pipeline/worker_pipe.py; E430-E439)
+    E430 = (
+        "a worker process of the {n} running the pipeline died ({how}) after {docs} docs had been returned; "
+        "the docs of the batches it held are lost. A SIGKILL is most often the kernel's out-of-memory killer: "
+        "run fewer processes (n_process) or smaller batches (batch_size)"
+    )
+
 
 class Warnings(metaclass=ErrorsWithCodes):
     """Numbered warnings (logged or ``warnings.warn``), read as ``Warnings.W001`` -> ``"[W001] ..."``."""
@@ -528,6 +536,10 @@ class OutputWriteError(OSError):
 
 class OutputLockedError(RuntimeError):
     """Another run holds the lock of an output this run would write (see :mod:`spacy_angel.locks`)."""
+
+
+class WorkerDiedError(RuntimeError):
+    """A worker process of :func:`spacy_angel.pipeline.worker_pipe.pipe_in_processes` died (``[E430]``)."""
 
 
 class LinkerError(ValueError):

@@ -23,7 +23,9 @@ import numpy as np
 
 from spacy_angel.errors import Errors, KBFormatError
 from spacy_angel.fileio import atomic_directory
+from spacy_angel.kb.mapped import map_tables, materialize, table_arrays
 from spacy_angel.kb.normalize import normalize_id, normalize_name
+from spacy_angel.mapped_arrays import write_arrays
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -35,8 +37,16 @@ FORMAT_VERSION = 1
 KB_FILES: Tuple[str, ...] = ("kb.json", "names.txt", "concepts.jsonl", "name_ptr.npy", "name_concepts.npy")
 
 
+#: the same tables as flat arrays to memory-map (spacy_angel.kb.mapped); KB folders written before it lack it
+MAPPED_FILE = "kb.safetensors"
+
+
+#: files whose sizes ``kb.safetensors`` records: one edited after the save makes the mapped tables stale
+SIZED_FILES: Tuple[str, ...] = ("names.txt", "concepts.jsonl", "name_ptr.npy", "name_concepts.npy")
+
+
 #: may sit beside them (spacy_angel.retrieval.tfidf; tfidf.npz is its format 1)
-_COMPANION_FILES: Tuple[str, ...] = ("tfidf.json", "tfidf.safetensors", "tfidf.npz")
+_COMPANION_FILES: Tuple[str, ...] = (MAPPED_FILE, "tfidf.json", "tfidf.safetensors", "tfidf.npz")
 
 
 def is_kb_directory(path: PathLike) -> bool:
@@ -104,6 +114,7 @@ class KnowledgeBase:
         self._rev: Optional[Tuple[np.ndarray, np.ndarray]] = None  # concept_ptr, concept_names
         self._fingerprint: Optional[str] = None
         self._n_added = 0  # non-empty names added (for the per-file "no names found" check)
+        self._mapped_from: Optional[Path] = None  # set by from_disk(mmap=True): the tables are mapped views
 
     # ------------------------------------------------------------------ building
     def _concept(self, kb_id: str, create: bool) -> Optional[int]:
@@ -138,6 +149,7 @@ class KnowledgeBase:
         ``preferred=True`` (the first such call wins). The first non-empty definition is kept;
         semantic types accumulate. Empty names are ignored (the concept is still created).
         """
+        self._check_writable()
         c = self._concept(kb_id, create=True)
         assert c is not None
         if definition:
@@ -176,6 +188,7 @@ class KnowledgeBase:
         MEDIC AltDiseaseIDs). An id already bound to a *different* concept keeps its first
         binding: some sources share one alt id between several concepts, and merging them
         would silently fuse distinct diseases."""
+        self._check_writable()
         c = self._concept(kb_id, create=True)
         assert c is not None
         for raw in other_ids:
@@ -184,6 +197,11 @@ class KnowledgeBase:
                 continue
             self._id_to_concept[oid] = c
             self._aliases.setdefault(c, []).append(oid)
+
+    def _check_writable(self) -> None:
+        """A mapped KB that is added to first copies its tables into memory (copy on write)."""
+        if self._mapped_from is not None:
+            materialize(self)
 
     # ------------------------------------------------------------------ frozen views
     def _freeze(self) -> Tuple[np.ndarray, np.ndarray]:
@@ -317,18 +335,34 @@ class KnowledgeBase:
         meta = {"format": "spacy_angel.kb.store", "format_version": FORMAT_VERSION, "lowercase": self.lowercase,
                 "num_concepts": len(self.concept_ids), "num_names": len(self.names), "num_pairs": int(len(cons)),
                 "fingerprint": self.fingerprint()}
+        cptr, cnames = self._reverse()
+        arrays = table_arrays(self.names, self.concept_ids, self._aliases, self._preferred, self._definitions,
+                              self._types, self._pref_explicit)
+        arrays.update(name_ptr=ptr.astype(np.int64), name_concepts=cons.astype(np.int32),
+                      concept_ptr=cptr.astype(np.int64), concept_names=cnames.astype(np.int32))
+        sizes = {f: (d / f).stat().st_size for f in SIZED_FILES}  # an edited text file is then seen as such
+        write_arrays(d / MAPPED_FILE, arrays, {"fingerprint": meta["fingerprint"], "num_names": str(len(self.names)),
+                                               "num_concepts": str(len(self.concept_ids)), "sizes": json.dumps(sizes)})
         with open(d / "kb.json", "w", encoding="utf-8") as fh:
             json.dump(meta, fh, indent=2)
 
     @classmethod
-    def from_disk(cls, path: PathLike) -> "KnowledgeBase":
-        """Load a KB written by :meth:`to_disk`; missing or inconsistent files raise clearly."""
+    def from_disk(cls, path: PathLike, *, mmap: bool = True) -> "KnowledgeBase":
+        """Load a KB written by :meth:`to_disk`; missing or inconsistent files raise clearly.
+
+        ``mmap`` (and a ``kb.safetensors`` in the folder): the tables are memory-mapped views, read-only,
+        shared between processes; otherwise (or for folders written before it) they are read into memory.
+        """
         d = Path(path)
         if not d.is_dir():
             raise FileNotFoundError(Errors.E174.format(path=d))
         for fname in (f for f in KB_FILES if not (d / f).is_file()):
             raise FileNotFoundError(Errors.E175.format(path=d, file=fname))
         meta = _read_meta(d / "kb.json")
+        if mmap and (d / MAPPED_FILE).is_file():
+            kb = cls(lowercase=bool(meta["lowercase"]))
+            map_tables(kb, d, MAPPED_FILE, meta, SIZED_FILES)
+            return kb
         kb = cls(lowercase=bool(meta["lowercase"]))
         with open(d / "names.txt", "r", encoding="utf-8", newline="\n") as fh:
             names = fh.read().split("\n")

@@ -369,7 +369,7 @@ def test_round_trip(tmp_path: Path) -> None:
     out = tmp_path / "kb"
     kb.to_disk(out)
     assert sorted(x.name for x in out.iterdir()) == [
-        "concepts.jsonl", "kb.json", "name_concepts.npy", "name_ptr.npy", "names.txt"]
+        "concepts.jsonl", "kb.json", "kb.safetensors", "name_concepts.npy", "name_ptr.npy", "names.txt"]
     assert not [x for x in tmp_path.iterdir() if x.name.startswith(".")]  # no temp dirs left
     meta = json.loads((out / "kb.json").read_text())
     assert meta["fingerprint"] == kb.fingerprint() and meta["num_names"] == kb.num_names
@@ -398,6 +398,7 @@ def test_round_trip_keep_case_and_build_kb(tmp_path: Path) -> None:
 
 
 def test_from_disk_errors(tmp_path: Path) -> None:
+    """The text files, read into memory (mmap=False, or a folder without kb.safetensors)."""
     with pytest.raises(FileNotFoundError):
         KnowledgeBase.from_disk(tmp_path / "nope")
     kb = KnowledgeBase()
@@ -406,7 +407,7 @@ def test_from_disk_errors(tmp_path: Path) -> None:
     kb.to_disk(out)
     (out / "names.txt").write_text("a\nb\n")
     with pytest.raises(KBFormatError, match="names.txt"):
-        KnowledgeBase.from_disk(out)
+        KnowledgeBase.from_disk(out, mmap=False)
     kb.to_disk(out)
     (out / "kb.json").write_text("{not json")
     with pytest.raises(KBFormatError, match="kb.json"):
@@ -414,11 +415,56 @@ def test_from_disk_errors(tmp_path: Path) -> None:
     kb.to_disk(out)
     np.save(out / "name_concepts.npy", np.array([7], dtype=np.int32))
     with pytest.raises(KBFormatError):
-        KnowledgeBase.from_disk(out)
+        KnowledgeBase.from_disk(out, mmap=False)
     kb.to_disk(out)
     (out / "concepts.jsonl").unlink()
     with pytest.raises(FileNotFoundError, match="concepts.jsonl"):
         KnowledgeBase.from_disk(out)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "names-edited", "other-kb"])
+def test_a_broken_mapped_kb_file_is_refused_by_name(tmp_path: Path, damage: str) -> None:
+    kb = load_files([write(tmp_path / "CTD_diseases.tsv", MEDIC_TSV)])
+    out = tmp_path / "kb"
+    kb.to_disk(out)
+    mapped = out / "kb.safetensors"
+    if damage == "truncated":
+        mapped.write_bytes(mapped.read_bytes()[:-40])
+    elif damage == "foreign":
+        mapped.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}" + b" " * 64)
+    elif damage == "names-edited":
+        (out / "names.txt").write_text((out / "names.txt").read_text() + "an added name\n")
+    else:  # the arrays of another KB beside this kb.json
+        other = KnowledgeBase()
+        other.add("X", "something else")
+        other.to_disk(tmp_path / "other")
+        mapped.write_bytes((tmp_path / "other" / "kb.safetensors").read_bytes())
+    with pytest.raises(KBFormatError, match="E180|E187") as err:
+        KnowledgeBase.from_disk(out)
+    assert "kb.safetensors" in str(err.value)
+
+
+def test_a_mapped_kb_answers_like_the_one_in_memory_and_grows_by_copying(tmp_path: Path) -> None:
+    kb = load_files([write(tmp_path / "CTD_diseases.tsv", MEDIC_TSV)])
+    kb.add("HP:1", "Seizure", definition="d", semantic_types=["T1", "T2"])
+    kb.add_alias_ids("HP:1", ["HP:01"])
+    out = tmp_path / "kb"
+    kb.to_disk(out)
+    mapped, in_memory = KnowledgeBase.from_disk(out), KnowledgeBase.from_disk(out, mmap=False)
+    assert mapped._mapped_from == out and in_memory._mapped_from is None
+    assert mapped.names == in_memory.names == kb.names and list(mapped) == list(kb)
+    assert list(mapped.concept_ids) == list(kb.concept_ids) and mapped.fingerprint() == kb.fingerprint()
+    for cid in list(kb.concept_ids) + ["HP:01", "OMIM:114480", "nope"]:
+        for get in ("all_ids", "canonical_id", "preferred_name", "definition", "semantic_types", "names_for"):
+            assert getattr(mapped, get)(cid) == getattr(kb, get)(cid), (get, cid)
+        assert (cid in mapped) == (cid in kb)
+    for name in list(kb.names) + ["Seizure", "not a name", ""]:
+        assert mapped.name_index(name) == kb.name_index(name) and mapped.ids_for(name) == kb.ids_for(name)
+    mapped.add("NEW", "new name")  # copy on write: the file is untouched, the KB grows in memory
+    assert mapped._mapped_from is None and mapped.ids_for("new name") == ("NEW",)
+    assert KnowledgeBase.from_disk(out).ids_for("new name") == ()
+    mapped.to_disk(out)
+    assert KnowledgeBase.from_disk(out).ids_for("new name") == ("NEW",)
 
 
 # --------------------------------------------------------------------------- real data

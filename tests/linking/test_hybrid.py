@@ -167,3 +167,28 @@ def test_component_reads_the_models_fusion_json(tmp_path, tiny_model_dir, tiny_k
 def test_component_config_errors_name_the_field(tiny_model_dir, tiny_kb_dir, config, field):
     with pytest.raises(ValueError, match=f"'{field}'"):
         _pipeline(tiny_model_dir, tiny_kb_dir, **config)
+
+
+@pytest.mark.parametrize("mode", ["beam", "hybrid", "rerank"])
+def test_a_mapped_kb_and_index_give_the_same_links_as_in_memory_ones(tiny_model_dir, tiny_kb_dir, tmp_path, mode):
+    """kb.safetensors and tfidf.safetensors memory-mapped (the default for a KB folder) against the same
+    folder read into memory: every candidate, id and score equal, in all three modes."""
+    import shutil
+
+    from spacy_angel.kb.store import KnowledgeBase
+
+    kb_dir = tmp_path / "kb"
+    shutil.copytree(tiny_kb_dir, kb_dir)
+    NameIndex(KnowledgeBase.from_disk(kb_dir)).fit().to_disk(kb_dir)
+    mapped_kb = KnowledgeBase.from_disk(kb_dir)
+    assert mapped_kb._mapped_from == kb_dir
+    mapped = AngelLinker.from_pretrained(tiny_model_dir, mapped_kb, device="cpu", num_candidates=4, num_beams=3,
+                                         index_dir=kb_dir)
+    assert type(mapped.name_index.matrix.data).__name__ == "memmap"
+    in_memory_kb = KnowledgeBase.from_disk(kb_dir, mmap=False)
+    in_memory = AngelLinker.from_pretrained(tiny_model_dir, in_memory_kb, device="cpu", num_candidates=4,
+                                            num_beams=3, name_index=NameIndex.from_disk(kb_dir, in_memory_kb, mmap=False))
+    got, want = mapped.link(MENTIONS, top_k=4, mode=mode), in_memory.link(MENTIONS, top_k=4, mode=mode)
+    assert [[(c.kb_ids, c.name, round(c.score, 6)) for c in cands] for cands in got] == \
+        [[(c.kb_ids, c.name, round(c.score, 6)) for c in cands] for cands in want]
+    assert any(got)
