@@ -32,7 +32,9 @@ Codes are grouped by room, in blocks that leave room to grow:
   disk or a refused place (:mod:`spacy_angel.fileio`)
 * ``E420``-``E429``: explicit fusion weights files (``--fusion FILE``, ``train fuse --output FILE``,
   :meth:`spacy_angel.linking.fusion.FusionWeights.from_file`)
-* ``E430`` and up: free; a new room takes the next free block.
+* ``E430``-``E439``: worker processes of a multi-process pipe (:mod:`spacy_angel.pipeline.worker_pipe`);
+  ``E440``-``E449``: mapped arrays (:mod:`spacy_angel.mapped_arrays`)
+* ``E450`` and up: free; a new room takes the next free block.
 * ``W001``-``W099``: runtime warnings (:mod:`spacy_angel.retrieval.tfidf`, :mod:`spacy_angel.trie.kb_trie`)
 
 One message, one code: where two places raise the same message (e.g. an invalid UTF-8 byte, E111),

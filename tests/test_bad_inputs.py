@@ -549,10 +549,22 @@ def markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _faults_of(relative: str) -> list:
+    """The FAULTS rows of a test module in a folder under tests/ (not on sys.path), read from its file."""
+    import importlib.util
+
+    path = Path(__file__).parent / relative
+    spec = importlib.util.spec_from_file_location(f"_faults_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return list(module.FAULTS)
+
+
 def faults_markdown() -> List[str]:
     """The faults and concurrency table: the rows ``tests/test_locks.py`` provokes."""
     from test_broken_artefacts import FAULTS as BROKEN  # tests/ is on sys.path (rootdir conftest, or run as a script)
     from test_kills import FAULTS as KILLS
+    DYING = _faults_of("pipeline/test_dying_workers.py") + _faults_of("apps/test_ray_actor_kill.py")
     from test_locks import FAULTS, WRITERS
     from test_write_faults import FAULTS as WRITES
 
@@ -570,7 +582,7 @@ def faults_markdown() -> List[str]:
     for surface in sorted(WRITERS):
         rows.append(f"| a second run writes the output of a live run | {surface} | exit 1, `[E400]` naming the holder; "
                     f"nothing written | `test_locks.py::test_every_writer_refuses_an_output_another_run_is_writing[{surface}]` |")
-    rows += [f"| {fault} | {surface} | {outcome} | `{test}` |" for fault, surface, outcome, test in FAULTS + WRITES + BROKEN + KILLS]
+    rows += [f"| {fault} | {surface} | {outcome} | `{test}` |" for fault, surface, outcome, test in FAULTS + WRITES + BROKEN + KILLS + DYING]
     return rows
 
 

@@ -12,7 +12,10 @@ schedules the shard descriptors onto ``workers`` actors (``map_batches`` with a 
 loads the model, KB and trie once), and every actor reads its shard with the same record rules as
 the single-process command (:func:`spacy_angel.apps.records.mentions_from_record`) and writes
 ``OUTPUT/<input stem>-<shard>.jsonl`` through :func:`spacy_angel.fileio.atomic_open` (temp file +
-rename). A shard file that exists is therefore complete, and a re-run skips it.
+rename). A shard file that exists is therefore complete, and a re-run skips it. An actor that dies
+mid-shard (killed, out of memory) is restarted by Ray Data and its shard resubmitted (``map_batches``
+actor pools default to ``max_restarts=-1``, ``max_task_retries=-1``); the dead actor's temp file is
+removed when the job ends (``tests/apps/test_ray_actor_kill.py``).
 
 Model, KB and corpus paths must be readable by every worker (one machine, or a shared
 file system on a cluster), as must ``OUTPUT``.
@@ -309,6 +312,7 @@ def link_corpus(
         finally:
             if started_ray:
                 ray.shutdown()
+        _remove_stale_temp_files(output_dir)  # an actor killed mid-shard left one; Ray redid its shard
     report["seconds"] = round(time.perf_counter() - started, 3)
     return report
 
