@@ -176,4 +176,13 @@ spacy-angel link "$PROJ/training/gpu/ncbi/angel" "$PROJ/training/gpu/kb/ncbi" "$
 [ "$(cat "$WORK"/ray_out/*.jsonl | wc -l)" -eq "$(wc -l < "$WORK/single_out.jsonl")" ] \
     || { echo "ray output and single-process output differ in length" >&2; exit 1; }
 
+step "paper-sized model (BART-large shape, random weights): beam, hybrid, int8 mentions/s on the GPU"
+# needs MEDIC 2017 and the BioSyn NCBI-disease dev split under DATA_DIR (../shared/data's layout)
+if [ -f "$DATA_DIR/medic/CTD_diseases_2017.tsv.gz" ] && [ -d "$DATA_DIR/biosyn/ncbi-disease/processed_dev" ]; then
+    SPACY_ANGEL_DATA="$DATA_DIR" "$PY" "$REPO/bench/paper_scale.py" --device cuda --mentions 64 \
+        --cache-dir "$WORK/bench-cache" --json "$WORK/paper_scale.json"
+else
+    echo "skipped: MEDIC 2017 or BioSyn NCBI-disease dev not under $DATA_DIR"
+fi
+
 step "done in $((SECONDS - START))s (target: under 480s); results in $WORK/gpu_smoke.json"

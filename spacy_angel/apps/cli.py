@@ -89,7 +89,7 @@ def kb_info(kb_path: Path = typer.Argument(..., help="KB directory or file.")) -
 def init_model_command(
     kb_path: Path = typer.Argument(..., help="KB directory or file whose names the tokenizer is fitted on."),
     output_dir: Path = typer.Argument(..., help="Directory for the new model + tokenizer."),
-    size: str = typer.Option("tiny", help="tiny, small or base."),
+    size: str = typer.Option("tiny", help="tiny, small, base or large (BART-large's shape: for speed and memory figures)."),
     corpus: Optional[Path] = typer.Option(None, help="Optional text file (one text per line) to fit the tokenizer on too."),
     seed: int = typer.Option(0, help="Random seed for the weights."),
     vocab_size: Optional[int] = typer.Option(None, help="Tokenizer vocabulary size (default by size)."),

@@ -20,6 +20,9 @@ SIZES = {
     "tiny": dict(d_model=64, layers=1, heads=2, ffn=128, vocab=2000),
     "small": dict(d_model=256, layers=3, heads=4, ffn=1024, vocab=8000),
     "base": dict(d_model=512, layers=6, heads=8, ffn=2048, vocab=16000),
+    # BART-large's shape (the published ANGEL checkpoints): for speed and memory figures on this machine
+    # only (random weights); its output layer is padded to BART's 50,265 rows whatever the KB's vocabulary
+    "large": dict(d_model=1024, layers=12, heads=16, ffn=4096, vocab=50265),
 }
 
 
@@ -93,7 +96,7 @@ def init_model(
     tokenizer = train_tokenizer(kb, vocab_size or spec["vocab"], corpus, lowercase=kb.lowercase)
     torch.manual_seed(seed)
     config = BartConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=max(len(tokenizer), spec["vocab"]) if size == "large" and dims is None else len(tokenizer),
         d_model=spec["d_model"],
         encoder_layers=spec["layers"],
         decoder_layers=spec["layers"],
