@@ -10,7 +10,8 @@ by default: the soak is about memory and equality, and a tiny model gets through
 
     .venv/bin/python bench/soak.py [--mentions 100000] [--json docs/results/soak.json]
 
-Writes the JSON and the "Soak" section of docs/reliability.md is written by tests/test_bad_inputs.py from it.
+Writes the JSON; the "Soak" section of docs/reliability.md is generated from it by tests/test_bad_inputs.py
+(``python tests/test_bad_inputs.py --markdown > docs/reliability.md``).
 """
 from __future__ import annotations
 
@@ -110,7 +111,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     docs = repeat_documents(base, args.mentions)
     mentions = sum(len(d[2]) for d in docs)
     print(f"{len(docs)} documents, {mentions} mentions", flush=True)
-    report: Dict[str, Any] = {"machine": machine(), "mentions": mentions, "documents": len(docs),
+    report: Dict[str, Any] = {"machine": machine(), "mentions_asked": args.mentions, "mentions": mentions,
+                              "documents": len(docs),
                               "model": str(args.model) if args.model else f"untrained init-model --size {args.size}",
                               "kb": args.kb_source.name, "engines": {}}
     top1: Dict[str, List[Any]] = {}

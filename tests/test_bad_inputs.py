@@ -565,6 +565,7 @@ def faults_markdown() -> List[str]:
     from test_broken_artefacts import FAULTS as BROKEN  # tests/ is on sys.path (rootdir conftest, or run as a script)
     from test_kills import FAULTS as KILLS
     DYING = _faults_of("pipeline/test_dying_workers.py") + _faults_of("apps/test_ray_actor_kill.py")
+    MAPPED = _faults_of("kb/test_kb_store.py") + _faults_of("retrieval/test_pruned_search.py")
     from test_locks import FAULTS, WRITERS
     from test_write_faults import FAULTS as WRITES
 
@@ -582,7 +583,32 @@ def faults_markdown() -> List[str]:
     for surface in sorted(WRITERS):
         rows.append(f"| a second run writes the output of a live run | {surface} | exit 1, `[E400]` naming the holder; "
                     f"nothing written | `test_locks.py::test_every_writer_refuses_an_output_another_run_is_writing[{surface}]` |")
-    rows += [f"| {fault} | {surface} | {outcome} | `{test}` |" for fault, surface, outcome, test in FAULTS + WRITES + BROKEN + KILLS + DYING]
+    rows += [f"| {fault} | {surface} | {outcome} | `{test}` |" for fault, surface, outcome, test in FAULTS + WRITES + BROKEN + MAPPED + KILLS + DYING]
+    return rows + soak_markdown()
+
+
+SOAK = Path(__file__).parents[1] / "docs" / "results" / "soak.json"
+
+
+def soak_markdown() -> List[str]:
+    """The soak figure from ``docs/results/soak.json`` (``bench/soak.py``: a benchmark, not a test)."""
+    if not SOAK.exists():
+        return []
+    import json
+
+    report = json.loads(SOAK.read_text(encoding="utf-8"))
+    rows = ["", "## Soak (`bench/soak.py`)", "",
+            f"Command: `python bench/soak.py --mentions {report['mentions_asked']}` (JSON: `docs/results/soak.json`). "
+            f"{report['mentions']:,} NCBI-disease test mentions (documents repeated, each copy tagged so no input "
+            f"repeats), MEDIC, {report['model']}; {report['machine'].get('nproc', report['machine'].get('cpus'))} cores. "
+            "Growth: a worker's last RSS over its RSS a tenth of the way into the run (after loading and warm-up); "
+            "the largest over the workers. Equal: every mention's top concept equals the one-process run's.", "",
+            "| engine | mentions | wall | max worker RSS growth | equal to one process |", "|---|---:|---:|---:|---|"]
+    for name, run in report["engines"].items():
+        growth = run.get("max_growth_pct")
+        rows.append(f"| {name} | {run['mentions']:,} | {run['wall_s']:.0f} s | "
+                    f"{'reference' if growth is None else f'{growth:+.1f}%'} | "
+                    f"{'yes' if report['equal_to_one_process'].get(name) else 'NO'} |")
     return rows
 
 

@@ -422,7 +422,18 @@ def test_from_disk_errors(tmp_path: Path) -> None:
         KnowledgeBase.from_disk(out)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "foreign", "names-edited", "other-kb"])
+MAPPED_DAMAGE = {"truncated": "kb.safetensors cut short", "foreign": "kb.safetensors replaced by a foreign file",
+                 "names-edited": "names.txt edited after the save (the mapped tables are stale)",
+                 "other-kb": "kb.safetensors of another KB beside this kb.json"}
+
+#: rows of docs/reliability.md's faults table (collected by tests/test_bad_inputs.py)
+FAULTS = [(f"broken artefact: {what}", "KnowledgeBase.from_disk (every KB folder load)",
+           "`KBFormatError` `[E180]`/`[E187]` naming kb.safetensors, with a `kb build` hint",
+           f"kb/test_kb_store.py::test_a_broken_mapped_kb_file_is_refused_by_name[{key}]")
+          for key, what in MAPPED_DAMAGE.items()]
+
+
+@pytest.mark.parametrize("damage", list(MAPPED_DAMAGE))
 def test_a_broken_mapped_kb_file_is_refused_by_name(tmp_path: Path, damage: str) -> None:
     kb = load_files([write(tmp_path / "CTD_diseases.tsv", MEDIC_TSV)])
     out = tmp_path / "kb"

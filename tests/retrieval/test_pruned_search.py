@@ -118,7 +118,17 @@ def test_a_version_1_index_still_loads(exact: NameIndex) -> None:
     assert old.nearest_names(["cancer"], 3) == NameIndex(kb).fit().nearest_names(["cancer"], 3)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "foreign", "other-build"])
+INDEX_DAMAGE = {"truncated": "tfidf.safetensors cut short", "foreign": "tfidf.safetensors replaced by a foreign file",
+                "other-build": "tfidf.json of one save beside the arrays of another (a kill between the two writes)"}
+
+#: rows of docs/reliability.md's faults table (collected by tests/test_bad_inputs.py)
+FAULTS = [(f"broken artefact: {what}", "NameIndex.from_disk / the linker's retriever",
+           "`[E213]`/`[E222]` naming the folder with a `kb build --index` hint; the linker refits and saves the index",
+           f"retrieval/test_pruned_search.py::test_a_broken_index_file_gets_a_clear_error_and_a_rebuild_hint[{key}]")
+          for key, what in INDEX_DAMAGE.items()]
+
+
+@pytest.mark.parametrize("damage", list(INDEX_DAMAGE))
 def test_a_broken_index_file_gets_a_clear_error_and_a_rebuild_hint(exact: NameIndex, tmp_path: Path, damage, caplog) -> None:
     exact.to_disk(tmp_path)
     arrays = tmp_path / INDEX_ARRAYS
