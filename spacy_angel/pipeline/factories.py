@@ -64,7 +64,8 @@ def make_tfidf_retriever_v2(search: str = "auto", query_mass: float = 0.9, resco
 
 @Language.factory(
     "angel_linker",
-    assigns=["token.ent_kb_id", "span._.cui", "span._.cui_score", "span._.kb_name", "span._.candidates", "span._.kb_ents"],
+    assigns=["token.ent_kb_id", "span._.cui", "span._.cui_score", "span._.kb_name", "span._.candidates", "span._.kb_ents",
+             "span._.cuis"],
     requires=["doc.ents"],
     default_score_weights={"nel_micro_f": 1.0, "nel_micro_r": None, "nel_micro_p": None},
     default_config={
@@ -83,6 +84,9 @@ def make_tfidf_retriever_v2(search: str = "auto", query_mass: float = 0.9, resco
         "mode": "hybrid",
         "num_candidates": 20,
         "fusion": None,
+        "abbreviation_propagation": False,
+        "one_sense_per_document": False,
+        "split_composite": False,
         "scorer": {"@scorers": "spacy_angel.linker_scorer.v1"},
         "kb_loader": {"@misc": "spacy_angel.load_kb.v1"},
         "retriever": {"@misc": "spacy_angel.tfidf_retriever.v1"},
@@ -106,11 +110,16 @@ def make_angel_linker(
     mode: str,
     num_candidates: int,
     fusion: Optional[Dict[str, float]],
+    abbreviation_propagation: bool,
+    one_sense_per_document: bool,
+    split_composite: bool,
     scorer: Optional[Callable[..., Dict[str, Any]]],
     kb_loader: Callable[..., Any],  # spacy_angel.load_kb.v1: (path) -> KnowledgeBase
     retriever: Callable[..., Any],  # spacy_angel.tfidf_retriever.v1: linking.linker.Retriever
 ) -> "AngelLinkerComponent":
-    """Create the component. ``model``: a local directory or hub id; ``kb``: a KB directory or KB file."""
+    """Create the component. ``model``: a local directory or hub id; ``kb``: a KB directory or KB file.
+    ``abbreviation_propagation``, ``one_sense_per_document``, ``split_composite``: document-level linking
+    (:mod:`spacy_angel.pipeline.document_linking`), off by default."""
     return AngelLinkerComponent(
         nlp.vocab,
         name=name,
@@ -129,6 +138,9 @@ def make_angel_linker(
         mode=mode,
         num_candidates=num_candidates,
         fusion=fusion,
+        abbreviation_propagation=abbreviation_propagation,
+        one_sense_per_document=one_sense_per_document,
+        split_composite=split_composite,
         scorer=scorer,
         kb_loader=kb_loader,
         retriever=retriever,

@@ -9,7 +9,6 @@ exist on the loading machine) and then ``from_disk`` supplies the real files.
 from __future__ import annotations
 
 import json
-import math
 import typing
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
@@ -26,6 +25,9 @@ from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.linking.fusion import FusionWeights
 from spacy_angel.linking.linker import AngelLinker, Retriever
 from spacy_angel.pipeline.config_checks import validate_config
+from spacy_angel.pipeline.document_linking import (
+    SpanPlan, SpanPrediction, as_predictions, collect_predictions, decide_document, plan_document,
+)
 from spacy_angel.pipeline.fork_safety import install_fork_hooks
 from spacy_angel.pipeline.scoring import angel_linker_score
 from spacy_angel.seq2seq.loading import load_model_and_tokenizer, save_pretrained_atomic
@@ -33,7 +35,7 @@ from spacy_angel.trie.kb_trie import load_or_build_trie
 from spacy_angel.trie.token_trie import TokenTrie
 from spacy_angel.types import NIL, Candidate, Mention
 
-EXTENSIONS = ("cui", "cui_score", "kb_name", "candidates", "kb_ents")
+EXTENSIONS = ("cui", "cui_score", "kb_name", "candidates", "kb_ents", "cuis")
 
 
 
@@ -48,7 +50,7 @@ def install_extensions() -> None:
 
 
 class AngelLinkerComponent:
-    """Sets ``kb_id_`` and ``span._.cui``, ``cui_score``, ``kb_name``, ``candidates``, ``kb_ents`` on entity spans.
+    """Sets ``kb_id_`` and ``span._.cui``, ``cuis``, ``cui_score``, ``kb_name``, ``candidates``, ``kb_ents`` on entity spans.
 
     ``kb_id_`` is what spaCy itself reads (``Scorer.score_links``, displaCy, ``spacy evaluate``):
     the best concept id, or ``"NIL"`` for a span left unlinked, as spaCy's EntityLinker writes it.
@@ -59,6 +61,14 @@ class AngelLinkerComponent:
     ``expand_abbreviations`` and ``angel_abbreviations`` earlier in the pipeline, an abbreviated
     span is linked as its long form (written in place of the abbreviation in the model input),
     the preprocessing the published models were trained and evaluated with.
+
+    Document-level switches (off by default; :mod:`spacy_angel.pipeline.document_linking`):
+    ``abbreviation_propagation`` (a short form defined once in a document takes the links of its
+    long form's span wherever it occurs later), ``one_sense_per_document`` (one concept per span
+    text per document, by a vote over the mentions' candidate scores) and ``split_composite``
+    ("breast and ovarian cancer" linked as its conjuncts: ``kb_id_`` is ``"ID1|ID2"``,
+    ``span._.cui`` the first id, ``span._.cuis`` all of them; a span with one concept has
+    ``cuis == (cui,)``, a NIL span ``()``).
     """
 
     def __init__(
@@ -81,6 +91,9 @@ class AngelLinkerComponent:
         mode: str = "hybrid",
         num_candidates: int = 20,
         fusion: Optional[Dict[str, float]] = None,
+        abbreviation_propagation: bool = False,
+        one_sense_per_document: bool = False,
+        split_composite: bool = False,
         scorer: Optional[Callable[..., Dict[str, Any]]] = angel_linker_score,
         kb_loader: Callable[[Union[str, Path]], KnowledgeBase] = load_kb,
         retriever: Optional[Retriever] = None,
@@ -105,6 +118,9 @@ class AngelLinkerComponent:
             "mode": mode,
             "num_candidates": num_candidates,
             "fusion": dict(fusion) if fusion is not None else None,
+            "abbreviation_propagation": abbreviation_propagation,
+            "one_sense_per_document": one_sense_per_document,
+            "split_composite": split_composite,
         }
         validate_config(self.cfg)
         self.scorer = scorer
@@ -219,49 +235,64 @@ class AngelLinkerComponent:
             self.set_annotations(docs, self.predict(docs))
             yield from docs
 
-    def predict(self, docs: Sequence[Doc]) -> List[List[List[Candidate]]]:
-        """Candidates for every span of every doc (no side effects)."""
+    def predict(self, docs: Sequence[Doc]) -> List[List[SpanPrediction]]:
+        """Candidates for every span of every doc (no side effects): what each span is linked as is
+        planned from the text first (its long form, its conjuncts, or another span's links:
+        :func:`~spacy_angel.pipeline.document_linking.plan_document`), then all are linked in one batch."""
         mentions: List[Mention] = []
-        counts: List[int] = []
+        plans = []
         for i, doc in enumerate(docs):
             spans = self.spans(doc)
-            counts.append(len(spans))
-            mentions.extend(self._mention(span, i) for span in spans)
+            doc_plans = self._plans(doc, spans)
+            plans.append(doc_plans)
+            for span, plan in zip(spans, doc_plans):
+                mentions.extend(self._mention(span, i, surface) for surface in plan.surfaces)
         flat = self.linker.link(mentions, top_k=self.cfg["top_k"]) if mentions else []
-        out: List[List[List[Candidate]]] = []
-        pos = 0
-        for count in counts:
-            out.append(flat[pos : pos + count])
-            pos += count
-        return out
+        return collect_predictions(plans, flat)
 
-    def _mention(self, span: Span, doc_index: int) -> Mention:
-        """The span in its document; an abbreviation is replaced by its long form when known."""
+    def _plans(self, doc: Doc, spans: Sequence[Span]) -> List[SpanPlan]:
+        cfg = self.cfg
+        is_name = (lambda text: self.linker.kb.name_index(text) is not None) if cfg["split_composite"] else None
+        return plan_document(doc.text, spans, [self._surface(span) for span in spans], is_name=is_name,
+                             propagate=cfg["abbreviation_propagation"], split=cfg["split_composite"])
+
+    def _surface(self, span: Span) -> str:
+        """What the span is linked as on its own: its text, or its long form when known."""
+        # angel_abbreviations installs doc._.abbreviations and span._.long_form together.
+        if self.cfg["expand_abbreviations"] and Doc.has_extension("abbreviations") and span.doc._.abbreviations:
+            long_form = span._.long_form
+            if long_form:
+                return long_form
+        return span.text
+
+    def _mention(self, span: Span, doc_index: int, surface: Optional[str] = None) -> Mention:
+        """The span in its document; ``surface`` (default: its long form when known) written in its place."""
         doc = span.doc
         start, end = span.start_char, span.end_char
-        # angel_abbreviations installs doc._.abbreviations and span._.long_form together.
-        if self.cfg["expand_abbreviations"] and Doc.has_extension("abbreviations") and doc._.abbreviations:
-            long_form = span._.long_form
-            if long_form and long_form != span.text:
-                text = doc.text[:start] + long_form + doc.text[end:]
-                return Mention(str(doc_index), text, start, start + len(long_form))
+        surface = self._surface(span) if surface is None else surface
+        if surface != span.text:
+            text = doc.text[:start] + surface + doc.text[end:]
+            return Mention(str(doc_index), text, start, start + len(surface))
         return Mention(str(doc_index), doc.text, start, end)
 
-    def set_annotations(self, docs: Sequence[Doc], candidates: List[List[List[Candidate]]]) -> None:
-        """Write ``kb_id_`` (the concept id or ``NIL``) and the ``span._`` extensions."""
-        threshold = self.cfg["threshold"]
+    def set_annotations(self, docs: Sequence[Doc], predictions: Sequence[Sequence[Union[SpanPrediction, List[Candidate]]]]) -> None:
+        """Write ``kb_id_`` (the concept id, ids joined by ``|`` for a composite span, or ``NIL``) and
+        the ``span._`` extensions; document-level decisions are taken here (:func:`decide_document`)."""
         kb = self.linker.kb
         key = self.cfg["spans_key"]
-        for doc, doc_candidates in zip(docs, candidates):
-            for i, (span, cands) in enumerate(zip(self.spans(doc), doc_candidates)):
-                ranked = [(c.kb_ids[0], kb.preferred_name(c.kb_ids[0]) or c.name, math.exp(c.score)) for c in cands]
-                span._.candidates = ranked
-                span._.kb_ents = [(kb_id, score) for kb_id, _, score in ranked]
-                if ranked and ranked[0][2] >= threshold:
-                    span._.cui, span._.kb_name, span._.cui_score = ranked[0]
-                else:
-                    span._.cui, span._.kb_name, span._.cui_score = None, None, (ranked[0][2] if ranked else None)
-                kb_id = span._.cui if span._.cui is not None else NIL
+        for doc, doc_predictions in zip(docs, predictions):
+            spans = self.spans(doc)
+            decisions = decide_document(
+                as_predictions(doc_predictions), [span.text for span in spans], threshold=self.cfg["threshold"],
+                name_of=lambda c: kb.preferred_name(c.kb_ids[0]) or c.name, one_sense=self.cfg["one_sense_per_document"],
+            )
+            for i, (span, decision) in enumerate(zip(spans, decisions)):
+                span._.candidates = decision.ranked
+                span._.kb_ents = [(kb_id, score) for kb_id, _, score in decision.ranked]
+                span._.cui = decision.ids[0] if decision.ids else None
+                span._.cuis = decision.ids
+                span._.kb_name, span._.cui_score = decision.name, decision.score
+                kb_id = "|".join(decision.ids) if decision.ids else NIL
                 # A Span is a view: setting span.kb_id_ on an item of doc.ents or of a span group
                 # changes a temporary copy only. doc.ents are built from the tokens, so (like
                 # spaCy's EntityLinker) the id goes on every token; a span group item is replaced.
