@@ -59,6 +59,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--rescore-depth", type=int, default=400)
     p.add_argument("--skip-exact-above", type=int, default=3_000_000,
                    help="exact retrieval on a query sample of 128 above this size (its rate is flat per query)")
+    p.add_argument("--from-json", action="store_true", help="only re-render --doc from the records in --json")
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -218,9 +219,19 @@ def share(kb_dir: Path) -> Dict[str, Any]:
     first_now, second_now = json.loads(first.stdout.readline()), json.loads(second.stdout.readline())
     for p in (first, second):
         p.wait(timeout=60)
-    return {"one_worker_rss_mb": alone["rss_mb"], "one_worker_pss_mb": alone["pss_mb"],
-            "second_worker_rss_mb": second_now["rss_mb"], "second_worker_pss_mb": second_now["pss_mb"],
-            "first_worker_pss_mb_with_two": first_now["pss_mb"]}
+    return derive({"one_worker_rss_mb": alone["rss_mb"], "one_worker_pss_mb": alone["pss_mb"],
+                   "second_worker_rss_mb": second_now["rss_mb"], "second_worker_own_pss_mb": second_now["pss_mb"],
+                   "first_worker_pss_mb_with_two": first_now["pss_mb"]})
+
+
+def derive(record: Dict[str, Any]) -> Dict[str, Any]:
+    """``second_worker_pss_mb``: what a second worker adds to the machine's memory, i.e. the PSS of both
+    workers together minus the PSS of one alone (a shared page moves from one worker's PSS to half in each)."""
+    own = record.get("second_worker_own_pss_mb", record.get("second_worker_pss_mb"))
+    if "first_worker_pss_mb_with_two" in record and own is not None:
+        record["second_worker_own_pss_mb"] = own
+        record["second_worker_pss_mb"] = record["first_worker_pss_mb_with_two"] + own - record["one_worker_pss_mb"]
+    return record
 
 
 # ---------------------------------------------------------------------------- report
@@ -242,7 +253,7 @@ def markdown(records: List[Dict[str, Any]], command: str) -> str:
         f"Pruned search: query_mass {report['query_mass']}, rescore_depth {report['rescore_depth']}. "
         f"Linking: {report['model']}, 5 beams, batch 32, {report['mentions']} mentions without context.", "",
         *rows, "",
-        "PSS counts a page shared by two processes half in each: the second worker's PSS is what it adds.",
+        "PSS counts a page shared by two processes half in each; '2nd worker PSS' is what a second worker adds (PSS of both minus PSS of one alone), beside its RSS.",
         "", *targets(records[-1]), DOC_END])
 
 
@@ -288,6 +299,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = {"build": worker_build, "share": worker_share, "query": worker_query, "link": worker_link}[name](*rest)
         print(json.dumps(result), flush=True)
         return 0
+    if args.from_json:
+        records = [derive(r) for r in json.loads(args.json.read_text(encoding="utf-8"))]
+        write_json_atomic(args.json, records)
+        command = records[0].get("command", "python bench/kb_scale.py")
+        update_doc(Path(args.doc), markdown(records, command))
+        return 0
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     queries_json = args.cache_dir / "queries.json"
     queries_json.write_text(json.dumps(read_queries(args.queries)))
@@ -305,7 +322,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
         source, kb_dir = args.cache_dir / f"names-{size}.tsv", args.cache_dir / f"kb-{size}"
         notes.append(write_source(source, size))
-        record: Dict[str, Any] = {"names": size, "names_note": notes[-1], **settings}
+        command = "python bench/kb_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        record: Dict[str, Any] = {"names": size, "names_note": notes[-1], "command": command, **settings}
         record.update(run(["build", str(source), str(kb_dir)]))
         exact_sample = "128" if size > args.skip_exact_above else "0"
         record.update(run(["query", str(kb_dir), str(queries_json), str(args.query_mass), str(args.rescore_depth),
@@ -315,7 +333,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         records.append(record)
         print(json.dumps({k: v for k, v in record.items() if k != "machine"}), flush=True)
         write_json_atomic(args.json, records)
-    command = "python bench/kb_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.doc:
         update_doc(Path(args.doc), markdown(records, command))
     print(markdown(records, command))

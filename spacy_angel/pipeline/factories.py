@@ -39,25 +39,19 @@ def make_tfidf_retriever() -> Retriever:
     return load_or_build_index
 
 
-#: above this many KB names ``search="auto"`` uses pruned search. Chosen on NCBI-disease dev queries
-#: (bench/kb_scale.py, docs/performance.md): below it exact search is fast enough and bit-exact; above it
-#: pruned search at query_mass 0.9 kept recall@20 at 100% of exact (1M names) and ran faster.
-AUTO_PRUNED_ABOVE = 500_000
-
-
 @registry.misc("spacy_angel.tfidf_retriever.v2")
-def make_tfidf_retriever_v2(search: str = "auto", query_mass: float = 0.9, rescore_depth: int = 400) -> Retriever:
-    """v1 with a choice of search (:class:`spacy_angel.retrieval.tfidf.NameIndex`): ``"exact"``, ``"pruned"``
-    (the query's heaviest 3-grams, then exact re-scoring; for KBs of millions of names) or ``"auto"``
-    (pruned above ``AUTO_PRUNED_ABOVE`` names, so NCBI-sized KBs keep exact search's results bit for bit).
-    The index arrays are memory-mapped either way: ``n_process`` workers share them."""
-    if search not in ("auto", "exact", "pruned"):
-        raise ValueError(Errors.E223.format(search=search, searches=("auto", "exact", "pruned"),
-                                            query_mass=query_mass, rescore_depth=rescore_depth))
+def make_tfidf_retriever_v2(search: str = "exact", query_mass: float = 0.9, rescore_depth: int = 400) -> Retriever:
+    """v1 with a choice of search (:class:`spacy_angel.retrieval.tfidf.NameIndex`): ``"exact"`` or ``"pruned"``
+    (the query's heaviest 3-grams, then exact re-scoring). Pruned search is opt-in: on the KB-scale bench
+    (docs/performance.md) it was 1.2-1.4x faster than exact up to 1M names at recall@20 >= 99.8%, as fast at
+    2M and half as fast at 6M, where its partial-score matrices grow with the posting lists. The index
+    arrays are memory-mapped either way, so ``n_process`` workers share them."""
+    if search not in ("exact", "pruned"):
+        raise ValueError(Errors.E223.format(search=search, searches=("exact", "pruned"), query_mass=query_mass,
+                                            rescore_depth=rescore_depth))
 
     def retrieve(kb: KnowledgeBase, index_dir: Optional[Union[str, Path]]) -> NameIndex:
-        chosen = search if search != "auto" else ("pruned" if kb.num_names > AUTO_PRUNED_ABOVE else "exact")
-        return load_or_build_index(kb, index_dir, search=chosen, query_mass=query_mass, rescore_depth=rescore_depth)
+        return load_or_build_index(kb, index_dir, search=search, query_mass=query_mass, rescore_depth=rescore_depth)
 
     return retrieve
 

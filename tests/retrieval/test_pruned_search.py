@@ -201,18 +201,17 @@ def test_two_processes_share_the_mapped_index_pages(tmp_path: Path) -> None:
     assert pss < 0.75 * rss, f"mapped pages are not shared: Rss {rss} kB, Pss {pss} kB"
 
 
-def test_the_component_retriever_picks_pruned_search_only_for_large_kbs(tmp_path: Path, monkeypatch) -> None:
+def test_the_component_retriever_v2_passes_its_search_settings(tmp_path: Path) -> None:
     from spacy.util import registry
 
-    from spacy_angel.pipeline import factories
+    import spacy_angel.pipeline.factories  # noqa: F401  (registers the retrievers, as spaCy's entry points do)
 
-    retrieve = registry.misc.get("spacy_angel.tfidf_retriever.v2")()
-    assert retrieve(make_kb(), None).search == "exact"
-    monkeypatch.setattr(factories, "AUTO_PRUNED_ABOVE", 5)
-    index = retrieve(make_kb(), tmp_path)
-    assert (index.search, index.query_mass, index.rescore_depth) == ("pruned", 0.9, 400)
+    make = registry.misc.get("spacy_angel.tfidf_retriever.v2")
+    assert make()(make_kb(), None).search == "exact"
+    index = make(search="pruned", query_mass=0.7, rescore_depth=50)(make_kb(), tmp_path)
+    assert (index.search, index.query_mass, index.rescore_depth) == ("pruned", 0.7, 50)
     assert (tmp_path / INDEX_ARRAYS).is_file()  # fitted and saved beside the KB on first use
-    pinned = registry.misc.get("spacy_angel.tfidf_retriever.v2")(search="exact")(make_kb(), tmp_path)
-    assert pinned.search == "exact" and isinstance(pinned.matrix.data, np.memmap)
+    again = make(search="pruned")(make_kb(), tmp_path)  # loaded, mapped, with the settings asked for
+    assert again.search == "pruned" and isinstance(again.matrix.data, np.memmap)
     with pytest.raises(ValueError, match="E223"):
-        registry.misc.get("spacy_angel.tfidf_retriever.v2")(search="ann")
+        make(search="ann")
