@@ -15,9 +15,12 @@ query's *heavy* (rare, high-idf) terms. So:
 This is approximate: a name that shares only light terms with the query can be missed. Its recall
 of the exact top-20 is measured by ``bench/kb_scale.py`` (``docs/performance.md``), not assumed;
 with ``query_mass=1.0`` and ``rescore_depth`` at least the number of names sharing a term it equals
-exact search. Cost still grows with the KB (posting lists lengthen), but with a much smaller
-constant. Written on SciPy's sparse products (no ANN library): hnswlib and faiss need dense vectors,
-and a dense projection of 3-gram vectors is what loses recall.
+exact search. It is NOT sublinear: posting lists lengthen with the KB, and on the bench's KBs (MEDIC
+plus word-shuffled variants) it was 1.2-1.4x exact search up to 1M names, equal at 2M and half as
+fast at 6M, where the partial-score matrix of a query chunk holds millions of entries. Hence opt-in
+(``spacy_angel.tfidf_retriever.v2``, ``search="pruned"``). Written on SciPy's sparse products; an ANN
+index (a graph over the sparse vectors, or hnswlib / faiss over a dense projection) was not tried yet
+and is the next step toward sublinear retrieval.
 """
 from __future__ import annotations
 
