@@ -247,7 +247,7 @@ def markdown(records: List[Dict[str, Any]], command: str) -> str:
     names_note = "; ".join(f"{r['names']:,}: {r['names_note']}" for r in records)
     return "\n".join([
         DOC_BEGIN, "## KB scale: build, load, shared memory, retrieval and linking per KB size", "",
-        f"Command: `{command}` (JSON: `docs/results/kb_scale.json`). Machine: {m.get('Model name', '?')}, "
+        f"Command: {commands(records, command)} (JSON: `docs/results/kb_scale.json`). Machine: {m.get('Model name', '?')}, "
         f"{m.get('nproc', m.get('cpus'))} cores; every step in a fresh process; one run.",
         f"Names: {names_note}. Queries: {report['queries']} NCBI-disease dev mentions (raw surfaces). "
         f"Pruned search: query_mass {report['query_mass']}, rescore_depth {report['rescore_depth']}. "
@@ -275,6 +275,19 @@ def targets(record: Dict[str, Any]) -> List[str]:
         met = value >= bound if higher else value <= bound
         lines.append(f"- {label}: {value:.3g} ({'met' if met else 'NOT met'}; target {'≥' if higher else '≤'} {bound})")
     return lines
+
+
+def commands(records: List[Dict[str, Any]], fallback: str) -> str:
+    """The command of each row (a size may come from a rerun; its record says why in ``note``)."""
+    seen = list(dict.fromkeys(r.get("command", fallback) for r in records))
+    if len(seen) == 1:
+        return f"`{seen[0]}`"
+    parts = []
+    for command in seen:
+        sizes = ", ".join(f"{r['names']:,}" for r in records if r.get("command", fallback) == command)
+        parts.append(f"`{command}` ({sizes} names)")
+    notes = "".join(f". {r['names']:,} names: {r['note']}" for r in records if r.get("note"))
+    return "; ".join(parts) + notes
 
 
 def _num(value: Optional[float]) -> str:
