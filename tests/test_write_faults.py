@@ -106,3 +106,44 @@ def test_a_command_on_a_full_disk_says_so_and_keeps_the_previous_output(name, tm
     assert "[E410]" in result.output and str(out) in result.output.replace("\n", "")
     assert {p: p.read_bytes() for p in before} == before
     assert _listing(tmp_path) == listing  # no temp file or folder left beside it
+
+
+# ----------------------------------------------------------------------------- a filesystem that is really full
+FAULTS.append(("a really full filesystem (a 256 kB tmpfs) while `kb build` writes a bigger KB", "kb build",
+               "exit 1, `[E410]` naming the output; the previous KB intact; no temp left",
+               "test_write_faults.py::test_kb_build_on_a_really_full_filesystem"))
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path):
+    """A 256 kB tmpfs mounted for the test (root only, where the kernel lets the container mount)."""
+    import subprocess
+
+    mount = tmp_path / "small-fs"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root and a kernel that allows it)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_kb_build_on_a_really_full_filesystem(tiny_filesystem, tmp_path):
+    """No monkeypatch: the kernel says ENOSPC. The small KB fits, the big one does not."""
+    small, big = tmp_path / "small.tsv", tmp_path / "big.tsv"
+    small.write_text("D1\tbreast cancer\nD2\tovarian cancer\n", encoding="utf-8")
+    big.write_text("".join(f"C{i}\tsynthetic disease name number {i} of a long list\n" for i in range(20000)),
+                   encoding="utf-8")
+    out = tiny_filesystem / "kb"
+    first = CliRunner().invoke(get_app(), ["kb", "build", str(small), "--output", str(out)])
+    assert first.exit_code == 0, first.output
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    listing = _listing(tiny_filesystem)
+    result = CliRunner().invoke(get_app(), ["kb", "build", str(big), "--output", str(out), "--overwrite"])
+    assert result.exit_code == 1, result.output
+    assert "[E410]" in result.output and str(out) in result.output.replace("\n", "")
+    assert {p: p.read_bytes() for p in before} == before
+    assert _listing(tiny_filesystem) == listing  # no temp file or folder left on the full filesystem
