@@ -13,6 +13,11 @@ N-th time (1-based) it reaches POINT for an output called NAME (the last part of
     after-rename   ``os.replace`` onto NAME, just after it (NAME in place; the command not finished)
     aside          ``os.replace`` moving the previous folder NAME aside (``atomic_directory``), just after
                    it: NAME is absent until the new folder is renamed in
+    checkpoint     the Trainer's checkpoint NAME (``checkpoint-N``) saved whole, just after it (training not
+                   finished: what a re-run resumes from)
+    mid-checkpoint the Trainer's checkpoint NAME with its weights, optimizer and RNG state written, just
+                   before its ``trainer_state.json`` (the Trainer writes a checkpoint in place, file by file,
+                   not through ``fileio``)
 
 The fork server imports the command line and what its commands import (torch, transformers, ...)
 once and runs each request in a forked child, so a test of 30 kills pays for the commands, not for
@@ -34,7 +39,7 @@ from typing import Callable, List, Optional, Sequence
 # run as a script, sys.path[0] is tests/, where tests/training/ would shadow the training package
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-POINTS = ("early", "mid-write", "before-rename", "after-rename", "aside")
+POINTS = ("early", "mid-write", "before-rename", "after-rename", "aside", "checkpoint", "mid-checkpoint")
 
 
 def die() -> None:
@@ -80,7 +85,9 @@ def arm(point: str, name: str, nth: int) -> None:
         return seen[0] == nth
 
     real_temp = fileio._temp_beside
-    if point == "early":
+    if point in ("checkpoint", "mid-checkpoint"):
+        _arm_trainer(point, name, hit)
+    elif point == "early":
         def temp_beside(path, directory=False):
             if Path(path).name == name and hit():
                 die()
@@ -126,6 +133,32 @@ def arm(point: str, name: str, nth: int) -> None:
         os.replace = replace
 
 
+def _arm_trainer(point: str, name: str, hit: Callable[[], bool]) -> None:
+    """The Trainer's checkpoints: killed after checkpoint NAME is saved, or before its trainer_state.json."""
+    from transformers import Trainer
+    from transformers.trainer_callback import TrainerState
+
+    if point == "checkpoint":
+        real_save = Trainer._save_checkpoint
+
+        def save_checkpoint(self, *args, **kwargs):
+            out = real_save(self, *args, **kwargs)
+            if f"checkpoint-{self.state.global_step}" == name and hit():
+                die()
+            return out
+
+        Trainer._save_checkpoint = save_checkpoint
+    else:
+        real_json = TrainerState.save_to_json
+
+        def save_to_json(self, json_path):
+            if Path(json_path).parent.name == name and hit():
+                die()
+            return real_json(self, json_path)
+
+        TrainerState.save_to_json = save_to_json
+
+
 def run_cli(argv: Sequence[str]) -> int:
     from spacy_angel.apps.cli import main
 
@@ -141,7 +174,7 @@ WARM = (
     "spacy_angel.linking.linker", "spacy_angel.retrieval.tfidf", "spacy_angel.seq2seq.offline_init",
     "spacy_angel.apps.model_card", "training.stages.mining", "training.stages.fuse", "training.data.corpora",
     "training.data.preprocess", "training.examples.pair_files", "training.examples.pretraining",
-    "training.evaluation.metrics", "sklearn.feature_extraction.text", "sklearn.linear_model", "sklearn.model_selection",
+    "training.evaluation.metrics", "training.stages.positive", "training.stages.preference", "trl", "sklearn.feature_extraction.text", "sklearn.linear_model", "sklearn.model_selection",
     "sklearn.metrics", "scipy.sparse", "pandas", "pydantic", "rich.console", "rich.traceback", "psutil", "dateutil.parser",
 )
 

@@ -35,6 +35,11 @@ from spacy_angel.retrieval.tfidf import INDEX_CONFIG
 RUNNER = Path(__file__).with_name("kill_runner.py")
 
 
+TINY_TRAINING = ("--max-steps", "2", "--batch-size", "4", "--threads", "1", "--device", "cpu")
+#: inputs the training writers read, made once by the `trained` fixture (a positive model, its pairs, two reports)
+TRAINED = ("@positive", "@pairs.jsonl", "@old_pairs.jsonl", "@report_a.json", "@report_b.json")
+
+
 @dataclass(frozen=True)
 class Writer:
     argv: Tuple[str, ...]  # OUT: the output; WS/...: a path in the case's folder; @name: a shared input
@@ -53,11 +58,21 @@ WRITERS = {
                          {"@train.txt": "@old.txt"}),
     "init-model": Writer(("init-model", "@kb", "OUT", "--seed", "0"), "model", {"0": "1"}),
     "train pretrain-data": Writer(("train", "pretrain-data", "@kb", "--output", "OUT"), "pre", {"@kb": "@old_kb"}),
+    # the training writers, on tiny budgets (seeded, one torch thread: the same weights on every run)
+    "train positive": Writer(("train", "positive", "@model", "@kb", "@train.txt", "--output", "OUT", *TINY_TRAINING, "--save-steps", "1"),
+                             "pos", {"@train.txt": "@old.txt"}),
+    "train dpo": Writer(("train", "dpo", "@positive", "@kb", "@pairs.jsonl", "--output", "OUT", *TINY_TRAINING), "dpo",
+                        {"@pairs.jsonl": "@old_pairs.jsonl"}),
+    "train evaluate": Writer(("train", "evaluate", "@model", "@kb", "@train.txt", "--output", "OUT", "--top-k", "2", "--num-beams", "2",
+                              "--threads", "1", "--device", "cpu"), "report.json", {"@train.txt": "@old.txt"}),
+    "train compare": Writer(("train", "compare", "@report_a.json", "@report_b.json", "--n-bootstrap", "200", "--output", "OUT"),
+                            "compare.json", {"@report_b.json": "@report_a.json"}),
 }
 
 # (writer, point, name of the output it is killed at, what the output is just after the kill)
 #   "before": the previous output (or nothing); "new": the new output; "aside": absent, the previous
-#   folder renamed aside beside it; "new-no-card": the new model folder without its README.md yet
+#   folder renamed aside beside it. A training output folder may hold the killed run's checkpoints/
+#   beside the previous model's files: they are what the re-run resumes from, not part of the model.
 CASES = [
     ("kb build", "early", "kb", "before"),
     ("kb build", "mid-write", INDEX_CONFIG, "before"),  # the TF-IDF index, inside the temp KB folder
@@ -79,13 +94,51 @@ CASES = [
     ("train fuse", "after-rename", "fusion.json", "new"),
     ("init-model", "before-rename", "model", "before"),
     ("init-model", "aside", "model", "aside"),
-    ("init-model", "mid-write", "README.md", "new-no-card"),  # the model card is written into the renamed folder
+    ("init-model", "mid-write", "README.md", "before"),  # the model card, written into the temp folder before its rename
     ("train pretrain-data", "mid-write", "pretraining.jsonl", "before"),
     ("train pretrain-data", "after-rename", "pretraining.jsonl", "new"),
+    # train positive: checkpoints under OUT/checkpoints while it trains (beside a previous model's files)
+    ("train positive", "early", "run_config.json", "before"),  # before the first checkpoint
+    ("train positive", "checkpoint", "checkpoint-1", "before"),  # the re-run resumes from checkpoint-1
+    ("train positive", "mid-checkpoint", "checkpoint-1", "before"),  # checkpoint-1 without its trainer_state.json
+    ("train positive", "mid-write", "training_log.json", "before"),  # the final folder being staged
+    ("train positive", "before-rename", "pos", "before"),
+    ("train positive", "after-rename", "pos", "new"),
+    ("train dpo", "early", "training_log.json", "before"),
+    ("train dpo", "mid-write", "README.md", "before"),
+    ("train dpo", "before-rename", "dpo", "before"),
+    ("train dpo", "after-rename", "dpo", "new"),
+    ("train evaluate", "early", "report.json", "before"),
+    ("train evaluate", "mid-write", "report.json", "before"),
+    ("train evaluate", "before-rename", "report.json", "before"),
+    ("train evaluate", "after-rename", "report.json", "new"),
+    ("train compare", "mid-write", "compare.json", "before"),
+    ("train compare", "after-rename", "compare.json", "new"),
 ]
 # without a previous output too: the first write of each writer (the rest run with -m slow)
 FIRST = {("kb build", "mid-write"), ("link", "mid-write"), ("train mine", "before-rename"), ("train fuse", "mid-write"),
          ("init-model", "before-rename"), ("train pretrain-data", "mid-write")}
+# the training writers' cases in the default suite (with a previous output); the rest run with -m slow
+TRAINING_DEFAULT = {("train positive", "checkpoint"), ("train positive", "after-rename"), ("train dpo", "after-rename"),
+                    ("train evaluate", "mid-write"), ("train compare", "mid-write")}
+# what the training stages do not yet get right: each case fails (xfail, strict: a fix turns it into an error
+# to remove from here). All come from training/runs/bookkeeping.py (finalize_output, last_checkpoint).
+_STAGING = ("the final folder is staged in OUT's sibling .OUT.final-PID, which no run tidies: a kill leaves a whole "
+            "model copy beside the output for good")
+_DELETED = ("finalize_output removes the previous output (and checkpoints/) with shutil.rmtree before renaming the new "
+            "one in: killed there, the previous model is lost (and a kill inside the rmtree leaves part of it)")
+KNOWN = {
+    ("train positive", "mid-checkpoint"): "the Trainer writes checkpoint-N in place and last_checkpoint takes the newest "
+    "folder whole or not: the re-run resumes from a checkpoint without trainer_state.json and fails (exit 1, "
+    "FileNotFoundError), and so does every later run until checkpoints/ is removed",
+    ("train positive", "mid-write"): "the re-run resumes from checkpoint-2, the last step, and the Trainer trains one "
+    "step more (global_step 3, a third loss in the log; the weights equal only because the linear schedule's "
+    "learning rate is 0 at that step); and " + _STAGING,
+    ("train positive", "before-rename"): _DELETED + "; and " + _STAGING,
+    ("train dpo", "early"): _STAGING,
+    ("train dpo", "mid-write"): _STAGING,
+    ("train dpo", "before-rename"): _DELETED + "; and " + _STAGING,
+}
 
 
 def _case_id(case) -> str:
@@ -98,7 +151,6 @@ _OUTCOME = {
     "before": "the previous output intact (or none)",
     "new": "the new output whole, in place",
     "aside": "the output absent, the previous folder kept aside (put back by the next run)",
-    "new-no-card": "the new model in place without README.md",
 }
 _WHEN = {
     "early": "before anything of {name} is written",
@@ -106,9 +158,12 @@ _WHEN = {
     "before-rename": "just before the rename of {name}",
     "after-rename": "just after the rename of {name}, before the command ends",
     "aside": "between moving the previous {name} aside and renaming the new one in",
+    "checkpoint": "just after the Trainer saved {name} (the re-run resumes from it)",
+    "mid-checkpoint": "with the Trainer's {name} written but for its trainer_state.json",
 }
 FAULTS = [
     (f"killed (SIGKILL) {_WHEN[point].format(name=name)}", writer,
+     f"NOT YET (xfail): {KNOWN[writer, point]}" if (writer, point) in KNOWN else
      f"{'the new pairs in place, their stats still the previous ones (or none)' if name.endswith('.stats.json') else _OUTCOME[expect]}; the re-run takes the lock over (`[W010]`), tidies and writes what an uninterrupted run writes",
      f"test_kills.py::test_a_killed_writer_reruns_to_the_uninterrupted_output[{_case_id((writer, point, name, expect))}-previous]")
     for writer, point, name, expect in CASES
@@ -176,6 +231,26 @@ def inputs(tmp_path_factory, tiny_kb_dir, tiny_model_dir) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def trained(server, inputs) -> Path:
+    """The training writers' inputs, made once: a positive model (4 steps), its pairs (and the first 8
+    of them: a previous DPO's), the untrained and the positive model's reports on the training corpus."""
+    kb, corpus = str(inputs / "kb"), str(inputs / "train.txt")
+    steps = [
+        ["train", "positive", str(inputs / "model"), kb, corpus, "--output", str(inputs / "positive"), *TINY_TRAINING[:1], "4", *TINY_TRAINING[2:]],
+        ["train", "mine", str(inputs / "positive"), kb, corpus, "--output", str(inputs / "pairs.jsonl"), "--top-k", "3", "--num-beams", "3",
+         "--strategy", "all", "--threads", "1"],
+    ] + [["train", "evaluate", str(inputs / model), kb, corpus, "--output", str(inputs / report), "--top-k", "2", "--num-beams", "2",
+          "--threads", "1", "--device", "cpu"] for model, report in (("model", "report_a.json"), ("positive", "report_b.json"))]
+    for i, argv in enumerate(steps):
+        result = server.run(argv, inputs / f"trained-{i}.log")
+        assert result["exit"] == 0, result["log"]
+    pairs = (inputs / "pairs.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    assert len(pairs) > 8
+    (inputs / "old_pairs.jsonl").write_text("".join(pairs[:8]), encoding="utf-8")
+    return inputs
+
+
 def _argv(writer: Writer, inputs: Path, ws: Path, previous: bool = False) -> List[str]:
     args = [writer.previous.get(a, a) if previous else a for a in writer.argv]
     return [str(ws / writer.output) if a == "OUT" else str(ws / a[3:]) if a.startswith("WS/")
@@ -193,12 +268,51 @@ TEMP = re.compile(r"\..+\.[0-9a-f]{12}\.tmp(\.old)?")  # fileio's hidden temps: 
 
 
 def _files(path: Path) -> List[Path]:
-    return sorted(p for p in path.rglob("*") if p.is_file() and not TEMP.fullmatch(p.name)) if path.is_dir() else [path]
+    """The files of an output; in a training output folder not its checkpoints/ (a run's resume state)."""
+    if not path.is_dir():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file() and not TEMP.fullmatch(p.name)
+                  and p.relative_to(path).parts[0] != CHECKPOINTS)
+
+
+CHECKPOINTS = "checkpoints"
+#: what differs between two uninterrupted runs (timings, memory) or says how a run went, not what it made:
+#: ``resumed_from`` names the checkpoint a re-run after a kill continued from, and the Trainer's
+#: ``train_metrics.train_loss`` of a resumed run is the loss summed over the steps it ran itself divided
+#: by all steps (measured: 2.94 after resuming at step 1 of 2, 5.89 uninterrupted; weights and the
+#: per-step ``loss`` curve equal)
+VOLATILE = ("seconds", "wall_time_s", "peak_rss_mb", "train_runtime", "train_samples_per_second", "train_steps_per_second",
+            "resumed_from", "train_loss")
+
+
+def _without_volatile(data):
+    if isinstance(data, dict):
+        return {k: _without_volatile(v) for k, v in data.items() if k not in VOLATILE}
+    return [_without_volatile(v) for v in data] if isinstance(data, list) else data
+
+
+def _content(f: Path) -> bytes:
+    """What of a file is compared: a safetensors file's tensors (names, dtypes, shapes, values), a JSON
+    log or stats file without its VOLATILE fields, a model card without the lines naming them."""
+    if f.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        h = hashlib.sha1()
+        for key, array in sorted(load_file(str(f)).items()):
+            h.update(f"{key}:{array.dtype}:{array.shape}".encode() + array.tobytes())
+        return h.digest()
+    data = f.read_bytes()
+    if f.name.endswith(".stats.json") or f.name == "training_log.json":
+        return json.dumps(_without_volatile(json.loads(data)), sort_keys=True).encode()
+    if f.name == "README.md":
+        return b"\n".join(line for line in data.split(b"\n") if not any(k.encode() in line for k in VOLATILE))
+    return data
 
 
 def digest(path: Path) -> Optional[str]:
     """A hash of a file or folder, blind to its volatile parts: the TF-IDF build id (random per build),
-    the stats' ``seconds``. None when absent (or a folder with nothing but hidden temps in it)."""
+    the stats' ``seconds``, a training log's timings (:func:`_content`); a model's weights compared as
+    tensors. None when absent (or a folder with nothing but hidden temps and checkpoints in it)."""
     if not os.path.lexists(path):
         return None
     files = _files(path)
@@ -210,9 +324,7 @@ def digest(path: Path) -> Optional[str]:
             volatile.add(json.loads(f.read_text(encoding="utf-8")).get("build_id"))
     h = hashlib.sha1()
     for f in files:
-        data = f.read_bytes()
-        if f.name.endswith(".stats.json"):
-            data = json.dumps({k: v for k, v in json.loads(data).items() if k != "seconds"}, sort_keys=True).encode()
+        data = _content(f)
         for token in filter(None, volatile):
             data = data.replace(token.encode(), b"BUILD")
         h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode() + b"\0" + hashlib.sha1(data).digest())
@@ -225,7 +337,9 @@ def outputs(writer: Writer, ws: Path) -> Dict[str, Optional[str]]:
 
 
 def leftovers(root: Path) -> List[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if re.search(r"\.tmp(\.old)?$|\.lock$", p.name))
+    """Temps, locks, a training run's staging folder (``.name.final-PID``) or checkpoints left under ``root``."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if re.search(r"\.tmp(\.old)?$|\.lock$|^\..+\.final-\d+$", p.name) or (p.name == CHECKPOINTS and p.is_dir()))
 
 
 _made: Dict[Tuple[str, bool], Tuple[Path, Dict[str, Optional[str]]]] = {}
@@ -245,17 +359,25 @@ def made(server: Server, name: str, inputs: Path, tmp_root: Path, previous: bool
 
 
 # ---------------------------------------------------------------------------- the tests
-PARAMS = [pytest.param(case, True, id=_case_id(case) + "-previous") for case in CASES] + [
-    pytest.param(case, False, id=_case_id(case) + "-none",
-                 marks=() if (case[0], case[1]) in FIRST and case[3] != "aside" else pytest.mark.slow)
-    for case in CASES if case[3] != "aside"
+def _marks(case, previous: bool) -> list:
+    writer, point = case[0], case[1]
+    marks = [pytest.mark.xfail(strict=True, reason=KNOWN[writer, point])] if (writer, point) in KNOWN else []
+    default = previous and (writer, point) in TRAINING_DEFAULT if writer in TRAINING_WRITERS else previous or (writer, point) in FIRST
+    return marks + ([] if default and (writer, point) not in KNOWN else [pytest.mark.slow])
+
+
+TRAINING_WRITERS = ("train positive", "train dpo", "train evaluate", "train compare")
+PARAMS = [pytest.param(case, True, id=_case_id(case) + "-previous", marks=_marks(case, True)) for case in CASES] + [
+    pytest.param(case, False, id=_case_id(case) + "-none", marks=_marks(case, False)) for case in CASES if case[3] != "aside"
 ]
 
 
 @pytest.mark.parametrize("case,previous", PARAMS)
-def test_a_killed_writer_reruns_to_the_uninterrupted_output(case, previous, server, inputs, tmp_path, tmp_path_factory):
+def test_a_killed_writer_reruns_to_the_uninterrupted_output(case, previous, server, inputs, tmp_path, tmp_path_factory, request):
     name, point, target, expect = case
     writer = WRITERS[name]
+    if set(writer.argv) & set(TRAINED):
+        request.getfixturevalue("trained")
     root = tmp_path_factory.getbasetemp() / "kill-made"
     expected = made(server, name, inputs, root, previous=False)[1]
     ws = tmp_path / "ws"
@@ -280,11 +402,8 @@ def test_a_killed_writer_reruns_to_the_uninterrupted_output(case, previous, serv
         assert now[out] is None
         aside = [p for p in (ws / out).parent.iterdir() if p.name.startswith(f".{Path(out).name}.") and p.name.endswith(".tmp.old")]
         assert len(aside) == 1 and digest(aside[0]) == before[out]
-    else:  # new-no-card: the new model folder, all but the card; the card's half temp is hidden
-        model = ws / out
-        assert not (model / "README.md").exists() and [p.name for p in model.glob(".README.md.*.tmp")]
-        ready = made(server, name, inputs, root, previous=False)[0] / out
-        assert all(f.read_bytes() == (ready / f.name).read_bytes() for f in model.iterdir() if not f.name.startswith("."))
+    else:
+        raise AssertionError(f"unknown expectation {expect!r}")
     lock = (ws / out).parent / f".{Path(out).name}.lock"
     assert json.loads(lock.read_text(encoding="utf-8"))["pid"] == killed["pid"]  # stale: its holder is dead
 

@@ -110,18 +110,18 @@ def init_model_command(
         except UnicodeDecodeError as err:  # name the line, as the KB and corpus readers do
             line = data.count(b"\n", 0, err.start) + 1
             fail(f"{corpus}:{line}: " + Errors.E111.format(byte=data[err.start], offset=err.start))
-    try:
-        init_model(kb, output_dir, size=size, corpus=texts, seed=seed, vocab_size=vocab_size)
-    except OSError as err:  # OUTPUT_DIR is a file, or a folder of the user's
-        fail(str(err))
-    from spacy_angel.apps.model_card import kb_summary, write_model_card
+    from spacy_angel.apps.model_card import kb_summary, render_model_card
 
-    write_model_card(output_dir, {
+    card = render_model_card({  # written inside the new folder before its rename: never a model without its card
         "name": f"untrained spacy-angel model ({size})",
         "stage": "init-model (untrained: train it with `spacy-angel train positive`)",
         "kb": kb_summary(kb),
         "recipe": {"size": size, "seed": seed, "vocab_size": vocab_size, "tokenizer corpus lines": len(texts)},
     })
+    try:
+        init_model(kb, output_dir, size=size, corpus=texts, seed=seed, vocab_size=vocab_size, card=card)
+    except OSError as err:  # OUTPUT_DIR is a file, or a folder of the user's
+        fail(str(err))
     typer.echo(f"untrained {size} model written to {output_dir}")
 
 

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 from spacy_angel.errors import Errors
-from spacy_angel.fileio import check_output_directory
+from spacy_angel.fileio import atomic_directory, atomic_write_text, check_output_directory
 from spacy_angel.kb.store import KnowledgeBase
-from spacy_angel.seq2seq.loading import save_pretrained_atomic
 from spacy_angel.seq2seq.prompt import DEFAULT_END_MARKER, DEFAULT_START_MARKER, PROMPT_SUFFIX
 
 SIZES = {
@@ -75,11 +74,14 @@ def init_model(
     vocab_size: Optional[int] = None,
     max_positions: int = 512,
     dims: Optional[Mapping[str, int]] = None,
+    card: Optional[str] = None,
 ) -> Path:
     """Create an untrained BART model + tokenizer fitted on ``kb`` in ``output_dir`` (atomic write).
 
     ``dims`` (``d_model``, ``layers``, ``heads``, ``ffn``, ``vocab``, as in :data:`SIZES`) gives the
     dimensions explicitly instead of a named ``size``, for callers with their own architecture.
+    ``card``: the text of a model card, written as README.md into the temp folder before its rename,
+    so that a kill leaves the previous folder or the new one with its card, never one without.
     """
     import torch
     from transformers import BartConfig, BartForConditionalGeneration
@@ -116,4 +118,9 @@ def init_model(
         scale_embedding=True,
     )
     model = BartForConditionalGeneration(config)
-    return save_pretrained_atomic(model, tokenizer, output_dir)
+    with atomic_directory(output_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if card is not None:
+            atomic_write_text(tmp / "README.md", card)
+    return Path(output_dir)
