@@ -122,22 +122,14 @@ FIRST = {("kb build", "mid-write"), ("link", "mid-write"), ("train mine", "befor
 TRAINING_DEFAULT = {("train positive", "checkpoint"), ("train positive", "after-rename"), ("train dpo", "after-rename"),
                     ("train evaluate", "mid-write"), ("train compare", "mid-write")}
 # what the training stages do not yet get right: each case fails (xfail, strict: a fix turns it into an error
-# to remove from here). All come from training/runs/bookkeeping.py (finalize_output, last_checkpoint).
-_STAGING = ("the final folder is staged in OUT's sibling .OUT.final-PID, which no run tidies: a kill leaves a whole "
-            "model copy beside the output for good")
-_DELETED = ("finalize_output removes the previous output (and checkpoints/) with shutil.rmtree before renaming the new "
-            "one in: killed there, the previous model is lost (and a kill inside the rmtree leaves part of it)")
+# to remove from here). Fixed since: half-written checkpoints are skipped (bookkeeping.last_checkpoint) and the
+# final folder is written through fileio.atomic_directory (the previous output kept until the rename, temps tidied).
+_LAST_STEP = ("the re-run resumes from the checkpoint of the last step, and the Trainer trains one step more "
+              "(global_step 3, a third loss in the log; the weights equal only because the linear schedule's "
+              "learning rate is 0 at that step)")
 KNOWN = {
-    ("train positive", "mid-checkpoint"): "the Trainer writes checkpoint-N in place and last_checkpoint takes the newest "
-    "folder whole or not: the re-run resumes from a checkpoint without trainer_state.json and fails (exit 1, "
-    "FileNotFoundError), and so does every later run until checkpoints/ is removed",
-    ("train positive", "mid-write"): "the re-run resumes from checkpoint-2, the last step, and the Trainer trains one "
-    "step more (global_step 3, a third loss in the log; the weights equal only because the linear schedule's "
-    "learning rate is 0 at that step); and " + _STAGING,
-    ("train positive", "before-rename"): _DELETED + "; and " + _STAGING,
-    ("train dpo", "early"): _STAGING,
-    ("train dpo", "mid-write"): _STAGING,
-    ("train dpo", "before-rename"): _DELETED + "; and " + _STAGING,
+    ("train positive", "mid-write"): _LAST_STEP,
+    ("train positive", "before-rename"): _LAST_STEP,
 }
 
 

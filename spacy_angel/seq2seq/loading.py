@@ -108,7 +108,15 @@ def parse_dtype(dtype: Optional[str]) -> Optional[torch.dtype]:
 
 
 def save_pretrained_atomic(model, tokenizer, output_dir: Union[str, Path]) -> Path:
-    """Save a model + tokenizer directory via a temp dir and a rename (no half-written checkpoints).
+    """Save a model + tokenizer directory via a temp dir and a rename (no half-written checkpoints)."""
+    with atomic_directory(output_dir) as tmp:
+        save_model_files(model, tokenizer, tmp)
+    return Path(output_dir)
+
+
+def save_model_files(model, tokenizer, directory: Union[str, Path]) -> None:
+    """Model + tokenizer files into ``directory`` (a temp folder of :func:`atomic_directory`, which the
+    caller may fill with more files before its rename).
 
     An int8-quantised model is saved as the float32 model it was quantised from (its source
     directory's weights, copied), so that the saved pipeline loads with any dtype.
@@ -117,12 +125,10 @@ def save_pretrained_atomic(model, tokenizer, output_dir: Union[str, Path]) -> Pa
     source = getattr(model, "_angel_source", None)
     if quantized and source is None:
         raise LinkerError(Errors.E009.format(dtype=quantized))
-    with atomic_directory(output_dir) as tmp:
-        if quantized:
-            for item in Path(source).iterdir():
-                if item.is_file() and (item.suffix in (".json", ".safetensors") or item.name == "generation_config.json"):
-                    shutil.copy2(item, Path(tmp) / item.name)
-        else:
-            model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-    return Path(output_dir)
+    if quantized:
+        for item in Path(source).iterdir():
+            if item.is_file() and (item.suffix in (".json", ".safetensors") or item.name == "generation_config.json"):
+                shutil.copy2(item, Path(directory) / item.name)
+    else:
+        model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)

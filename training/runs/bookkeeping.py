@@ -24,8 +24,8 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from spacy_angel.apps.model_card import info_from_training_log, kb_summary, write_model_card
 from spacy_angel.errors import Errors, Warnings
-from spacy_angel.fileio import atomic_write_json, check_output_directory
-from spacy_angel.seq2seq.loading import save_pretrained_atomic
+from spacy_angel.fileio import atomic_directory, atomic_write_json, check_output_directory
+from spacy_angel.seq2seq.loading import save_model_files
 from training.runs import distributed
 
 logger = logging.getLogger(__name__)
@@ -142,16 +142,24 @@ def check_output_dir(output_dir: PathLike, inputs: Sequence[Optional[PathLike]],
 
 
 def last_checkpoint(directory: Path) -> Optional[Path]:
-    """The newest ``checkpoint-N`` in ``directory`` (None when there is none)."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest whole ``checkpoint-N`` in ``directory`` (None when there is none).
+
+    Whole = it holds ``trainer_state.json``, which the Trainer writes last: its checkpoints are written
+    in place, so a run killed mid-save leaves a newest folder without it (transformers'
+    ``get_last_checkpoint`` would pick that one, and every resume would then fail; tests/test_kills.py)."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     if not directory.is_dir():
         return None
+    whole = []
     try:
-        last = get_last_checkpoint(str(directory))
+        for entry in directory.iterdir():
+            step = entry.name[len(PREFIX_CHECKPOINT_DIR) + 1:]
+            if entry.name.startswith(PREFIX_CHECKPOINT_DIR + "-") and step.isdigit() and (entry / "trainer_state.json").is_file():
+                whole.append((int(step), entry))
     except FileNotFoundError:  # rank 0 removed it meanwhile (see prepare_checkpoints)
         return None
-    return Path(last) if last else None
+    return max(whole)[1] if whole else None
 
 
 def prepare_checkpoints(
@@ -187,33 +195,27 @@ def finalize_output(
     model: Any, tokenizer: Any, output_dir: Path, log: Dict[str, Any], keep_checkpoints: bool, kb: Any = None,
     extra_json: Optional[Dict[str, Any]] = None,
 ) -> Path:
-    """Write model + tokenizer + log + model card (README.md) to a staging dir, carry the
-    checkpoints over if kept, then rename. ``kb`` adds its size and fingerprint to log and card;
+    """Write model + tokenizer + log + model card (README.md) to a temp folder, carry the
+    checkpoints over if kept, then rename it in (``fileio.atomic_directory``). ``kb`` adds its size and fingerprint to log and card;
     ``extra_json`` maps more file names to JSON content written beside them.
 
     Under ``accelerate launch`` only the main process writes; every process returns once it has."""
     if not distributed.is_main_process():
         distributed.wait_for_everyone()
         return output_dir
-    staging = output_dir.parent / f".{output_dir.name}.final-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    save_pretrained_atomic(model, tokenizer, staging)
     if kb is not None:
         log = {**log, "kb": kb_summary(kb)}
-    atomic_write_json(staging / LOG_FILE, log, indent=1)
-    for name, content in (extra_json or {}).items():
-        atomic_write_json(staging / name, content, indent=1)
-    write_model_card(staging, info_from_training_log(log))
     ckpt = output_dir / CHECKPOINT_DIR
-    if ckpt.exists():
-        if keep_checkpoints:
+    # atomic_directory: the previous output is renamed aside, not deleted, until the new one is in place,
+    # and a run killed anywhere here is tidied (and the previous output put back) by the next run's lock
+    with atomic_directory(output_dir) as staging:
+        save_model_files(model, tokenizer, staging)
+        atomic_write_json(staging / LOG_FILE, log, indent=1)
+        for name, content in (extra_json or {}).items():
+            atomic_write_json(staging / name, content, indent=1)
+        write_model_card(staging, info_from_training_log(log))
+        if ckpt.exists() and keep_checkpoints:  # else they go with the previous folder
             os.replace(ckpt, staging / CHECKPOINT_DIR)
-        else:
-            shutil.rmtree(ckpt)
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    os.replace(staging, output_dir)
     distributed.wait_for_everyone()
     return output_dir
 
