@@ -129,8 +129,10 @@ def load_source_kb(sources: Sequence[Path], kb_format: str = "auto") -> Knowledg
 def write_pipeline(nlp: Any, target: Path, beside_build: bool = False) -> None:
     """``nlp.to_disk`` so that a half-written pipeline never loads: into a temp sibling that replaces
     ``target`` whole. When ``target`` also holds the build (``kb-linker OUTPUT``), it cannot be
-    replaced whole: each of the pipeline's entries is renamed into it, ``config.cfg`` last (what
-    ``spacy.load`` reads first)."""
+    replaced whole: the old ``config.cfg`` (what ``spacy.load`` reads first) is removed first, then each of
+    the pipeline's entries is renamed in, ``config.cfg`` last. A run killed in between leaves no
+    ``config.cfg``: ``spacy.load`` refuses the folder instead of loading old and new parts mixed, and the
+    re-run (the pipeline stage is not yet recorded as done) writes it whole."""
     if not beside_build:
         with atomic_directory(target) as tmp:
             nlp.to_disk(tmp)
@@ -138,6 +140,7 @@ def write_pipeline(nlp: Any, target: Path, beside_build: bool = False) -> None:
     with tempfile.TemporaryDirectory(dir=target, prefix=".pipeline-") as tmp:
         nlp.to_disk(tmp)
         entries = sorted(Path(tmp).iterdir(), key=lambda p: p.name == "config.cfg")
+        (target / "config.cfg").unlink(missing_ok=True)
         for entry in entries:
             dest = target / entry.name
             if dest.is_dir() and not dest.is_symlink():
