@@ -152,10 +152,13 @@ class NameIndex:
         m, post, fingerprint = self.matrix, self.postings, self.kb.fingerprint()
         build_id = secrets.token_hex(8)
         index_dtype = np.int32 if max(m.nnz, m.shape[1], m.shape[0]) < 2**31 - 1 else np.int64
-        arrays = {"idf": np.asarray(self.vectorizer.idf_, dtype=np.float64), "data": m.data.astype(np.float32),
-                  "indices": m.indices.astype(index_dtype), "indptr": m.indptr.astype(index_dtype),
-                  "postings_data": post.data.astype(np.float32), "postings_indices": post.indices.astype(index_dtype),
-                  "postings_indptr": post.indptr.astype(index_dtype)}
+        # np.asarray, not .astype: no copy of arrays that already have the dtype (at 1M names the copies
+        # were the build's peak: 1,375 MB against 1,004 MB while fitting)
+        arrays = {"idf": np.asarray(self.vectorizer.idf_, dtype=np.float64), "data": np.asarray(m.data, np.float32),
+                  "indices": np.asarray(m.indices, index_dtype), "indptr": np.asarray(m.indptr, index_dtype),
+                  "postings_data": np.asarray(post.data, np.float32),
+                  "postings_indices": np.asarray(post.indices, index_dtype),
+                  "postings_indptr": np.asarray(post.indptr, index_dtype)}
         write_arrays(d / INDEX_ARRAYS, arrays, {"format": _FORMAT, "kb_fingerprint": fingerprint, "build_id": build_id})
         config = {"format": _FORMAT, "format_version": _FORMAT_VERSION, "analyzer": self.analyzer,
                   "ngram_range": list(self.ngram_range), "num_names": int(m.shape[0]), "kb_fingerprint": fingerprint,
