@@ -26,12 +26,17 @@ TINY_CONCEPTS = {
 }
 
 
-def make_tiny_kb() -> KnowledgeBase:
+def kb_from(concepts: dict) -> KnowledgeBase:
+    """A KB of ``{id: [names]}`` (the tests' small hand-made KBs)."""
     kb = KnowledgeBase()
-    for cid, names in TINY_CONCEPTS.items():
+    for cid, names in concepts.items():
         for name in names:
             kb.add(cid, name)
     return kb
+
+
+def make_tiny_kb() -> KnowledgeBase:
+    return kb_from(TINY_CONCEPTS)
 
 
 @pytest.fixture(scope="session")

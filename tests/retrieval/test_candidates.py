@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import kb_from
 from spacy_angel.mapped_arrays import read_arrays
 from spacy_angel.retrieval.tfidf import INDEX_ARRAYS, INDEX_CONFIG, NameIndex, load_or_build_index
 from spacy_angel.errors import NameIndexError
@@ -28,11 +29,7 @@ QUERIES = ["type two diabetes", "breast cancers", "heart attacks", "blood pressu
 
 
 def make_kb(extra: dict = {}) -> KnowledgeBase:
-    kb = KnowledgeBase()
-    for cid, names in {**NAMES, **extra}.items():
-        for name in names:
-            kb.add(cid, name)
-    return kb
+    return kb_from({**NAMES, **extra})
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import kb_from
 from spacy_angel.errors import NameIndexError
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.retrieval.tfidf import INDEX_ARRAYS, INDEX_CONFIG, NameIndex, load_or_build_index
@@ -33,11 +34,7 @@ QUERIES = ["breast cancers", "cancer of ovary", "diabetes type ii", "telangiecta
 
 
 def make_kb() -> KnowledgeBase:
-    kb = KnowledgeBase()
-    for cid, names in NAMES.items():
-        for name in names:
-            kb.add(cid, name)
-    return kb
+    return kb_from(NAMES)
 
 
 @pytest.fixture(scope="module")
