@@ -122,15 +122,10 @@ FIRST = {("kb build", "mid-write"), ("link", "mid-write"), ("train mine", "befor
 TRAINING_DEFAULT = {("train positive", "checkpoint"), ("train positive", "after-rename"), ("train dpo", "after-rename"),
                     ("train evaluate", "mid-write"), ("train compare", "mid-write")}
 # what the training stages do not yet get right: each case fails (xfail, strict: a fix turns it into an error
-# to remove from here). Fixed since: half-written checkpoints are skipped (bookkeeping.last_checkpoint) and the
-# final folder is written through fileio.atomic_directory (the previous output kept until the rename, temps tidied).
-_LAST_STEP = ("the re-run resumes from the checkpoint of the last step, and the Trainer trains one step more "
-              "(global_step 3, a third loss in the log; the weights equal only because the linear schedule's "
-              "learning rate is 0 at that step)")
-KNOWN = {
-    ("train positive", "mid-write"): _LAST_STEP,
-    ("train positive", "before-rename"): _LAST_STEP,
-}
+# to remove from here). None left: half-written checkpoints are skipped (bookkeeping.last_checkpoint), a checkpoint
+# of the last step is not resumed (the Trainer would train a step more; bookkeeping.prepare_checkpoints), and the
+# final folder is written through fileio.atomic_directory (the previous output kept until the rename).
+KNOWN: Dict[Tuple[str, str], str] = {}
 
 
 def _case_id(case) -> str:

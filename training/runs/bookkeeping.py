@@ -141,12 +141,13 @@ def check_output_dir(output_dir: PathLike, inputs: Sequence[Optional[PathLike]],
     return out
 
 
-def last_checkpoint(directory: Path) -> Optional[Path]:
+def last_checkpoint(directory: Path, below: Optional[int] = None) -> Optional[Path]:
     """The newest whole ``checkpoint-N`` in ``directory`` (None when there is none).
 
     Whole = it holds ``trainer_state.json``, which the Trainer writes last: its checkpoints are written
     in place, so a run killed mid-save leaves a newest folder without it (transformers'
-    ``get_last_checkpoint`` would pick that one, and every resume would then fail; tests/test_kills.py)."""
+    ``get_last_checkpoint`` would pick that one, and every resume would then fail; tests/test_kills.py).
+    ``below``: only checkpoints of an earlier step than that."""
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     if not directory.is_dir():
@@ -156,20 +157,29 @@ def last_checkpoint(directory: Path) -> Optional[Path]:
         for entry in directory.iterdir():
             step = entry.name[len(PREFIX_CHECKPOINT_DIR) + 1:]
             if entry.name.startswith(PREFIX_CHECKPOINT_DIR + "-") and step.isdigit() and (entry / "trainer_state.json").is_file():
-                whole.append((int(step), entry))
+                if below is None or int(step) < below:
+                    whole.append((int(step), entry))
     except FileNotFoundError:  # rank 0 removed it meanwhile (see prepare_checkpoints)
         return None
     return max(whole)[1] if whole else None
 
 
+def _step(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[1])
+
+
 def prepare_checkpoints(
-    ckpt_dir: Path, run_config: Dict[str, Any], resume: bool, error: Type[Exception]
+    ckpt_dir: Path, run_config: Dict[str, Any], resume: bool, error: Type[Exception],
+    budget_steps: Optional[int] = None,
 ) -> Optional[Path]:
     """Make ``ckpt_dir`` ready for a run; returns the checkpoint to resume from, if any.
 
     With ``resume``, the last checkpoint is continued only when ``run_config`` (data digest and
     the settings that shape the weights; not the budgets) equals the interrupted run's, since
     other data or settings would silently mix two runs. Otherwise old checkpoints are removed.
+    A checkpoint at or past ``budget_steps`` (a run killed after its last save) is not resumed: the
+    Trainer would train one step more before it checks its budget. The newest earlier checkpoint is
+    resumed instead, or the run starts over; training is seeded, so the model is the same.
     """
     resume_from: Optional[Path] = None
     if ckpt_dir.exists():
@@ -182,6 +192,10 @@ def prepare_checkpoints(
                 changed = sorted(k for k in run_config if previous is None or previous.get(k) != run_config[k])
                 raise error(Errors.E382.format(path=ckpt_dir, changed=", ".join(changed)))
             resume_from = last_checkpoint(ckpt_dir)
+            if budget_steps and resume_from is not None and _step(resume_from) >= budget_steps:
+                resume_from = last_checkpoint(ckpt_dir, below=budget_steps)
+                if resume_from is None and distributed.is_main_process():
+                    shutil.rmtree(ckpt_dir, ignore_errors=True)  # only the last step's: start over
             logger.info("resuming from %s", resume_from)
         elif distributed.is_main_process():  # under accelerate launch, the others only read
             shutil.rmtree(ckpt_dir, ignore_errors=True)

@@ -292,8 +292,8 @@ def _fit(
     run_config = {"data": run.rows_digest(train, EXAMPLE_KEYS), "dev": run.rows_digest(evalset, EXAMPLE_KEYS)}
     run_config.update({k: getattr(s, k) for k in shaping})
     ckpt_dir = output_dir / run.CHECKPOINT_DIR
-    resume_from = run.prepare_checkpoints(ckpt_dir, run_config, s.resume, TrainingDataError)
     steps = run.total_steps(len(train), s.batch_size, s.epochs, s.max_steps)
+    resume_from = run.prepare_checkpoints(ckpt_dir, run_config, s.resume, TrainingDataError, budget_steps=steps)
     use_dev = bool(evalset)
     all_callbacks = run.with_safety_cap(callbacks, s.max_minutes)
     stop = None

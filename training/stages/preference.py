@@ -282,7 +282,8 @@ def train_preference(
     if s.resume:
         shaping = ("loss", "beta", "nll_alpha", "simpo_gamma", "learning_rate", "batch_size", "seed", "label_smoothing")
         run_config = {"data": run.rows_digest(trainer.train_dataset, ROW_COLUMNS), **{k: getattr(s, k) for k in shaping}}
-        resume_from = run.prepare_checkpoints(ckpt_dir, run_config, True, PreferenceTrainingError)
+        budget = trainer.args.max_steps if trainer.args.max_steps > 0 else None
+        resume_from = run.prepare_checkpoints(ckpt_dir, run_config, True, PreferenceTrainingError, budget_steps=budget)
     tokenizer = trainer.processing_class
     sample = trainer.train_dataset.select(range(min(EVAL_PAIRS, len(trainer.train_dataset)))).to_list()
     before_c, before_r = pair_logps(trainer.model, sample, tokenizer.pad_token_id)

@@ -116,3 +116,27 @@ def test_a_run_that_links_no_dev_mention_is_flagged():
     assert "8.30 -> 6.87" in plateau_warning(stuck) and "--learning-rate" in plateau_warning(stuck)
     assert plateau_warning({"best_metric": 0.72, "loss": [{"loss": 8.3}, {"loss": 3.1}]}) is None
     assert plateau_warning({"best_metric": None}) is None  # no dev set: nothing to judge by
+
+
+def test_checkpoints_to_resume_are_whole_and_before_the_budget(tmp_path):
+    """A half-saved checkpoint (no trainer_state.json: the Trainer writes it last) is never resumed, nor
+    one at the step budget (the Trainer would train one step more before checking its budget)."""
+    from spacy_angel.errors import TrainingDataError
+    from training.runs.bookkeeping import RUN_CONFIG, last_checkpoint, prepare_checkpoints
+
+    ckpt = tmp_path / "checkpoints"
+    for step, whole in ((1, True), (2, True), (3, False)):
+        (ckpt / f"checkpoint-{step}").mkdir(parents=True)
+        if whole:
+            (ckpt / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (ckpt / "checkpoint-x").mkdir()
+    (ckpt / RUN_CONFIG).write_text('{"data": "d"}')
+    assert last_checkpoint(ckpt) == ckpt / "checkpoint-2"
+    assert last_checkpoint(ckpt, below=2) == ckpt / "checkpoint-1"
+    assert prepare_checkpoints(ckpt, {"data": "d"}, True, TrainingDataError, budget_steps=5) == ckpt / "checkpoint-2"
+    assert prepare_checkpoints(ckpt, {"data": "d"}, True, TrainingDataError, budget_steps=2) == ckpt / "checkpoint-1"
+    import shutil
+
+    shutil.rmtree(ckpt / "checkpoint-1")
+    assert prepare_checkpoints(ckpt, {"data": "d"}, True, TrainingDataError, budget_steps=2) is None
+    assert not any(p.name.startswith("checkpoint-") for p in ckpt.iterdir())  # started over, not mixed
