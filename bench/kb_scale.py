@@ -248,7 +248,7 @@ def markdown(records: List[Dict[str, Any]], command: str) -> str:
     return "\n".join([
         DOC_BEGIN, "## KB scale: build, load, shared memory, retrieval and linking per KB size", "",
         f"Command: {commands(records, command)} (JSON: `docs/results/kb_scale.json`). Machine: {m.get('Model name', '?')}, "
-        f"{m.get('nproc', m.get('cpus'))} cores; every step in a fresh process; one run.",
+        f"{m.get('nproc', m.get('cpus'))} cores; every step in a fresh process.",
         f"Names: {names_note}. Queries: {report['queries']} NCBI-disease dev mentions (raw surfaces). "
         f"Pruned search: query_mass {report['query_mass']}, rescore_depth {report['rescore_depth']}. "
         f"Linking: {report['model']}, 5 beams, batch 32, {report['mentions']} mentions without context.", "",
