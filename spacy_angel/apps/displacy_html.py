@@ -22,8 +22,11 @@ from spacy_angel.types import NIL
 
 
 def _entity(start: int, end: int, label: str, kb_id: str) -> Dict[str, Any]:
-    # displaCy escapes the text but puts label, id and title into its markup as given
-    return {"start": start, "end": end, "label": escape(label), "kb_id": escape(kb_id), "kb_url": kb_url(kb_id) or "#"}
+    # displaCy escapes the text but puts label, id and title into its markup as given. A composite
+    # mention's "ID1|ID2" (angel_linker's split_composite) is shown whole and linked to its first concept:
+    # displaCy draws one link per entity.
+    first = kb_id.split("|", 1)[0]
+    return {"start": start, "end": end, "label": escape(label), "kb_id": escape(kb_id), "kb_url": kb_url(first) or "#"}
 
 
 def _non_overlapping(ents: List[Dict[str, Any]]) -> List[Dict[str, Any]]:

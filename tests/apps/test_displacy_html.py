@@ -94,3 +94,10 @@ def test_link_cli_writes_an_html_view(tmp_path):
     for kb_id in top:
         assert kb_id in html and f'href="{kb_url(kb_id)}"' in html
     assert "document d1" in html
+
+
+def test_a_composite_mention_shows_both_ids_and_links_its_first_concept():
+    """angel_linker(split_composite=True) writes "ID1|ID2" into kb_id_ (one span, two concepts)."""
+    html = render_mentions([("d1", "breast and ovarian cancer", [(0, 25, "DISEASE", "D001943|D010051")])])
+    assert "D001943|D010051" in html
+    assert kb_url("D001943") in html and kb_url("D001943|D010051") is None  # the whole field is no id
