@@ -174,7 +174,8 @@ WARM = (
     "spacy_angel.linking.linker", "spacy_angel.retrieval.tfidf", "spacy_angel.seq2seq.offline_init",
     "spacy_angel.apps.model_card", "training.stages.mining", "training.stages.fuse", "training.data.corpora",
     "training.data.preprocess", "training.examples.pair_files", "training.examples.pretraining",
-    "training.evaluation.metrics", "training.stages.positive", "training.stages.preference", "trl", "sklearn.feature_extraction.text", "sklearn.linear_model", "sklearn.model_selection",
+    "training.evaluation.metrics", "training.stages.positive", "training.stages.preference", "training.stages.iterate",
+    "training.stages.crossfit", "training.stages.kb_linker", "spacy_angel.pipeline.linker_component", "trl", "sklearn.feature_extraction.text", "sklearn.linear_model", "sklearn.model_selection",
     "sklearn.metrics", "scipy.sparse", "pandas", "pydantic", "rich.console", "rich.traceback", "psutil", "dateutil.parser",
 )
 

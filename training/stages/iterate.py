@@ -21,10 +21,12 @@ logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------- iterative rounds
-def _copy_model_dir(src: Path, dest: Path) -> None:
-    """Copy a model directory's files into ``dest`` via a staging dir and a rename."""
+def _copy_model_dir(src: Path, dest: Path, log: Dict[str, Any]) -> None:
+    """Copy a model directory's files and ``iterative_log.json`` into ``dest`` via a staging dir and a
+    rename: a run killed after the rename leaves the model with its log, never without (tests/test_kills.py)."""
     with atomic_directory(dest) as staging:
         shutil.copytree(src, staging, ignore=shutil.ignore_patterns("checkpoints", "checkpoint-*"), dirs_exist_ok=True)
+        atomic_write_json(staging / "iterative_log.json", log, indent=1)
 
 
 def iterative_rounds(
@@ -117,8 +119,7 @@ def iterative_rounds(
                 break
         if stop:
             break
-    _copy_model_dir(best_dir, output_dir)
     log.update({"best_dev_acc1": best_acc, "best": best_dir.name, "wall_time_s": round(time.time() - started, 2)})
-    atomic_write_json(output_dir / "iterative_log.json", log, indent=1)
+    _copy_model_dir(best_dir, output_dir, log)
     shutil.rmtree(work, ignore_errors=True)
     return output_dir

@@ -137,6 +137,8 @@ def write_pipeline(nlp: Any, target: Path, beside_build: bool = False) -> None:
         with atomic_directory(target) as tmp:
             nlp.to_disk(tmp)
         return
+    for left in target.glob(".pipeline-*"):  # a killed run's staging (the command holds OUTPUT's lock)
+        shutil.rmtree(left, ignore_errors=True)
     with tempfile.TemporaryDirectory(dir=target, prefix=".pipeline-") as tmp:
         nlp.to_disk(tmp)
         entries = sorted(Path(tmp).iterdir(), key=lambda p: p.name == "config.cfg")
@@ -152,17 +154,8 @@ class Build:
     """Runs the stages in order, skipping those already recorded in ``state.json``."""
 
     def __init__(
-        self,
-        root: Path,
-        recipe: Recipe,
-        sources: Sequence[Path],
-        *,
-        kb_format: str = "auto",
-        ruler_keep: Optional[Set[str]] = None,
-        entity_label: str = "ENTITY",
-        ruler: bool = True,
-        name: str = "kb-linker",
-        pipeline_dir: Optional[Path] = None,
+        self, root: Path, recipe: Recipe, sources: Sequence[Path], *, kb_format: str = "auto", ruler_keep: Optional[Set[str]] = None,
+        entity_label: str = "ENTITY", ruler: bool = True, name: str = "kb-linker", pipeline_dir: Optional[Path] = None,
         source_kb: Optional[KnowledgeBase] = None,
     ) -> None:
         """``sources``: a ``kb build`` directory or KB files (``kb_format``); ``ruler_keep``: the
@@ -438,9 +431,13 @@ def prepare_output(output: Path) -> None:
 
 def run_kb_linker(kb_path: Path, output: Path, recipe: Recipe, command: Optional[str] = None, **build: Any) -> str:
     """Build (or resume) in ``output/build``, write the pipeline into ``output`` with its report
-    (``kb-linker.json``) and model card (``README.md``); returns the card."""
+    (``kb-linker.json``) and model card (``README.md``); returns the card. A killed run's temps in the
+    build (a stage's staged model, its previous folder aside: the stage was not recorded, it runs again)
+    are removed first; the lock taken over tidies ``output``'s top level only."""
     output.mkdir(parents=True, exist_ok=True)
     (output / OUTPUT_MARKER).touch()  # ours from now on: a rerun after an interruption resumes here
+    for left in [*(output / "build").rglob(".*.tmp"), *(output / "build").rglob(".*.tmp.old")]:
+        shutil.rmtree(left, ignore_errors=True) if left.is_dir() else left.unlink(missing_ok=True)
     metrics = Build(output / "build", recipe, [kb_path], pipeline_dir=output, **build).run()
     report = {**heldout_report(metrics), "command": command}
     card = model_card(report, kb_path.name)
