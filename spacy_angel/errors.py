@@ -32,7 +32,8 @@ Codes are grouped by room, in blocks that leave room to grow:
   disk or a refused place (:mod:`spacy_angel.fileio`)
 * ``E420``-``E429``: explicit fusion weights files (``--fusion FILE``, ``train fuse --output FILE``,
   :meth:`spacy_angel.linking.fusion.FusionWeights.from_file`)
-* ``E430``-``E439``: worker processes of a multi-process pipe (:mod:`spacy_angel.pipeline.worker_pipe`);
+* ``E430``-``E439``: worker processes of a multi-process pipe (:mod:`spacy_angel.pipeline.worker_pipe`,
+  :mod:`spacy_angel.pipeline.pipe_watchdog`);
   ``E440``-``E449``: mapped arrays (:mod:`spacy_angel.mapped_arrays`)
 * ``E450`` and up: free; a new room takes the next free block.
 * ``W001``-``W099``: runtime warnings (:mod:`spacy_angel.retrieval.tfidf`, :mod:`spacy_angel.trie.kb_trie`)
@@ -495,6 +496,12 @@ class Errors(metaclass=ErrorsWithCodes):
         "a worker process of the {n} running the pipeline died ({how}) after {docs} docs had been returned; "
         "the docs of the batches it held are lost. A SIGKILL is most often the kernel's out-of-memory killer: "
         "run fewer processes (n_process) or smaller batches (batch_size)"
+    )
+    # pipeline/pipe_watchdog.py: spaCy's own nlp.pipe(n_process=N)
+    E431 = (
+        "a worker process of nlp.pipe(n_process=...) died ({how}; pid {pid}): the docs it held are lost and spaCy "
+        "would have waited for them for ever. A SIGKILL is most often the kernel's out-of-memory killer: run fewer "
+        "processes (n_process) or smaller batches (batch_size)"
     )
 
 

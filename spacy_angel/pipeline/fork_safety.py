@@ -27,6 +27,8 @@ import os
 import sys
 from typing import Optional
 
+from spacy_angel.pipeline.pipe_watchdog import watch_forked_workers
+
 TOKENIZERS_ENV = "TOKENIZERS_PARALLELISM"
 
 
@@ -45,11 +47,13 @@ def _before_fork() -> None:
 
 
 def _after_fork_in_parent() -> None:
-    """In the parent, right after ``fork``: its own environment is as it was."""
+    """In the parent, right after ``fork``: its own environment is as it was, and a watcher turns a
+    killed ``nlp.pipe`` worker into an error instead of a hang (:mod:`.pipe_watchdog`)."""
     global _env_set_for_fork
     if _env_set_for_fork is not None:
         os.environ.pop(_env_set_for_fork, None)
         _env_set_for_fork = None
+    watch_forked_workers()
 
 
 def _after_fork_in_child() -> None:

@@ -80,9 +80,10 @@ FAULTS = [
     ("a worker process killed (SIGKILL) mid-run", "pipe_in_processes(nlp, texts, n_process=2)",
      "`WorkerDiedError` `[E430]` naming the worker and its signal, in seconds; the other workers stopped",
      "pipeline/test_dying_workers.py::test_a_killed_worker_is_an_error_not_a_hang"),
-    ("a worker process killed (SIGKILL) mid-run", "nlp.pipe(texts, n_process=2) (spaCy 3.8 itself)",
-     "hangs for ever (spaCy's own multiprocessing; documented in spacy_angel/pipeline/worker_pipe.py): use pipe_in_processes",
-     "pipeline/test_dying_workers.py::test_spacys_own_pipe_hangs_when_a_worker_dies (slow)"),
+    ("a worker process killed (SIGKILL) mid-run", "nlp.pipe(texts, n_process=2) with angel_linker in the pipeline",
+     "`WorkerDiedError` `[E431]` naming the worker and its signal, in about a second (spaCy 3.8 alone hangs for ever; "
+     "spacy_angel/pipeline/pipe_watchdog.py)",
+     "pipeline/test_dying_workers.py::test_nlp_pipe_with_the_linker_raises_when_a_worker_dies"),
 ]
 
 
@@ -104,11 +105,20 @@ def test_a_killed_worker_is_an_error_not_a_hang(tiny_model_dir, tiny_kb_dir, tmp
     assert "killed by SIGKILL" in proc.stderr and "n_process" in proc.stderr
 
 
-@pytest.mark.slow
-def test_spacys_own_pipe_hangs_when_a_worker_dies(tiny_model_dir, tiny_kb_dir, tmp_path):
-    """What spaCy 3.8 does without the helper (why it exists): blocked for good. When this starts failing,
-    spaCy has learnt to notice a dead worker, and pipe_in_processes may be retired."""
+def test_nlp_pipe_with_the_linker_raises_when_a_worker_dies(tiny_model_dir, tiny_kb_dir, tmp_path):
+    """spaCy 3.8 alone blocks for good here; the linker's fork hook watches the workers and raises in the
+    caller (pipeline/pipe_watchdog.py)."""
     flag = tmp_path / "died"
-    proc, seconds = run_scenario(tiny_model_dir, tiny_kb_dir, "spacy", str(flag), timeout=30)
+    proc, seconds = run_scenario(tiny_model_dir, tiny_kb_dir, "spacy", str(flag), timeout=90)
     assert flag.exists(), "no worker was killed"
-    assert proc is None, f"spaCy's nlp.pipe returned after a worker died: rc {proc.returncode}, {proc.stderr[-2000:]}"
+    assert proc is not None, "nlp.pipe hung after a worker died"
+    assert proc.returncode == 1 and "WorkerDiedError" in proc.stderr and "[E431]" in proc.stderr, proc.stderr[-3000:]
+    assert "killed by SIGKILL" in proc.stderr
+
+
+def test_nlp_pipe_with_the_linker_still_returns_what_one_process_returns(tiny_model_dir, tiny_kb_dir):
+    """The watcher never acts on workers that end normally."""
+    proc, _ = run_scenario(tiny_model_dir, tiny_kb_dir, "spacy", "-", timeout=120)
+    assert proc is not None and proc.returncode == 0, None if proc is None else proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["got"] == result["one"]
