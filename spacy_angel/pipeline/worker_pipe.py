@@ -5,9 +5,9 @@ pipe each (``Language._multiprocessing_pipe``). When a worker is killed (``SIGKI
 kernel's out-of-memory killer) the caller blocks for ever, using no CPU: it waits on the dead worker's
 pipe, and that pipe never reports its end because every sibling worker, forked while the parent still
 held all the pipes' write ends, holds a copy of it; the siblings in turn wait for texts the blocked
-parent never sends. ``tests/pipeline/test_dying_workers.py`` shows it with the angel_linker in the
-pipeline. A component cannot see a sibling process die, so **calling ``nlp.pipe`` directly keeps that
-behaviour**: bound such a job from outside (a timeout), or call :func:`pipe_in_processes` instead.
+parent never sends. With ``angel_linker`` in the pipeline, :mod:`spacy_angel.pipeline.pipe_watchdog`
+watches spaCy's workers from the caller's side and raises ``[E431]`` instead (where ``SIGUSR1`` is free;
+``tests/pipeline/test_dying_workers.py``); a pipeline without it keeps spaCy's behaviour.
 
 :func:`pipe_in_processes` runs the same pipeline on a :class:`concurrent.futures.ProcessPoolExecutor`,
 whose manager thread watches every worker's process sentinel: when one dies abruptly the pool is
