@@ -78,16 +78,17 @@ class Sampler(threading.Thread):
                     continue
             self.stop.wait(self.every)
 
-    def growth(self, warm_after: float) -> Dict[str, Any]:
-        """Per linking worker: RSS at ``warm_after`` seconds (start-up done and a tenth of the linking time
-        past), at half time and at the end; growth after warm-up and over the second half, in percent."""
+    def growth(self, startup: float, seconds: float) -> Dict[str, Any]:
+        """Per linking worker: RSS once ``startup`` and a tenth of the linking ``seconds`` have passed, at half
+        time and at the end; growth after warm-up and over the second half, in percent."""
+        warm_after = startup + 0.1 * seconds
         end = max((s[-1][0] for s in self.samples.values() if s), default=0.0)
         half = warm_after + 0.5 * (end - warm_after)
         per_worker = {}
         for pid, samples in self.samples.items():
-            if samples[-1][0] < 0.5 * end or samples[0][0] > warm_after:  # a helper process, not a linking worker
+            if samples[-1][0] - samples[0][0] < 0.5 * seconds:  # a short-lived helper process, not a linking worker
                 continue
-            warm = next(rss for t, rss in samples if t >= warm_after) if samples[-1][0] >= warm_after else samples[-1][1]
+            warm = next((rss for t, rss in samples if t >= warm_after), samples[-1][1])
             mid = next((rss for t, rss in samples if t >= half), samples[-1][1])
             last = samples[-1][1]
             per_worker[str(pid)] = {"warm_rss_mb": warm, "half_rss_mb": mid, "last_rss_mb": last,
@@ -110,7 +111,7 @@ def soak(name: str, fn, every: float, ray: bool) -> Dict[str, Any]:
         sampler.stop.set()
         sampler.join()
     # start-up (model load, trie, warm-up; for Ray also actor start) is measured by the engine itself
-    return {**result, **sampler.growth(result["startup_s"] + 0.1 * result["seconds"])}
+    return {**result, **sampler.growth(result["startup_s"], result["seconds"])}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -25,7 +25,7 @@ if _flag and _shard:
     _replace = os.replace
 
     def replace(src, dst, *args, **kwargs):
-        if Path(dst).name == _shard:
+        if os.path.basename(os.fspath(dst)) == _shard:
             try:
                 os.close(os.open(_flag, os.O_CREAT | os.O_EXCL))  # the first one only
             except FileExistsError:
