@@ -155,3 +155,21 @@ def test_the_main_job_refuses_a_cache_another_run_is_building(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "[E400]" in err and "the first main job" in err
     assert not (tmp_path / hm.MODEL_NAME).exists()
+
+
+def test_ranks_above_0_of_a_distributed_launch_take_no_lock(tmp_path, monkeypatch):
+    """accelerate launch / torchrun: rank 0 holds the output's lock; the other ranks of the same job must
+    not be refused by it (they write nothing), while another job still is."""
+    import typer
+
+    from spacy_angel.apps.cli_support import writing
+
+    out = tmp_path / "model"
+    with writing(out):  # rank 0 (no RANK set) holds it
+        monkeypatch.setenv("RANK", "1")
+        with writing(out):
+            pass  # not refused
+        monkeypatch.setenv("RANK", "0")
+        with pytest.raises(typer.Exit):  # another rank 0 (another job): refused, [E400] printed
+            with writing(out):
+                pass

@@ -8,6 +8,7 @@ directory; the output's lock held for the whole run (:mod:`spacy_angel.locks`).
 from __future__ import annotations
 
 import contextlib
+import os
 import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Optional, Union
@@ -60,7 +61,14 @@ def check_output_file_or_fail(path: Path, option: str) -> None:
 
 @contextlib.contextmanager
 def writing(*outputs: Path) -> Iterator[None]:
-    """Hold the lock of every output for the ``with`` body; a run already writing one is refused."""
+    """Hold the lock of every output for the ``with`` body; a run already writing one is refused.
+
+    Under ``accelerate launch`` / ``torchrun`` the processes of rank > 0 (``RANK``) are the same job as
+    rank 0, which holds the locks and alone writes the outputs: they take none (else each rank refused
+    the others, tests/training/runs/test_distributed.py)."""
+    if _launched_rank() != 0:
+        yield
+        return
     with contextlib.ExitStack() as stack:
         for output in outputs:
             try:
@@ -68,6 +76,13 @@ def writing(*outputs: Path) -> Iterator[None]:
             except OutputLockedError as err:
                 fail(str(err))
         yield
+
+
+def _launched_rank() -> int:
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
 
 
 Output = Union[str, Callable[[dict], Any]]
