@@ -23,7 +23,17 @@ from typing import Any, Dict, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DATA, DEFAULT_CACHE, REPO, cached_kb, current_rss_mb, machine, peak_rss_mb, trie_path_for, write_json_atomic  # noqa: E402,E501
+from common import (  # noqa: E402
+    DATA,
+    DEFAULT_CACHE,
+    REPO,
+    cached_kb,
+    current_rss_mb,
+    machine,
+    peak_rss_mb,
+    trie_path_for,
+    write_json_atomic,
+)
 
 MEDIC = DATA / "medic" / "CTD_diseases_2017.tsv.gz"
 DEV = DATA / "biosyn" / "ncbi-disease" / "processed_dev"
