@@ -15,7 +15,7 @@ from spacy_angel.linking.linker import Retriever
 from spacy_angel.pipeline.abbreviation_component import AbbreviationDetector
 from spacy_angel.pipeline.linker_component import AngelLinkerComponent
 from spacy_angel.pipeline.scoring import angel_linker_score
-from spacy_angel.retrieval.tfidf import NameIndex, load_or_build_index
+from spacy_angel.retrieval.tfidf import SEARCHES, NameIndex, load_or_build_index
 
 
 @registry.scorers("spacy_angel.linker_scorer.v1")
@@ -46,8 +46,8 @@ def make_tfidf_retriever_v2(search: str = "exact", query_mass: float = 0.9, resc
     (docs/performance.md) it was 1.2-1.4x faster than exact up to 1M names at recall@20 >= 99.8%, as fast at
     2M and half as fast at 6M, where its partial-score matrices grow with the posting lists. The index
     arrays are memory-mapped either way, so ``n_process`` workers share them."""
-    if search not in ("exact", "pruned"):
-        raise ValueError(Errors.E223.format(search=search, searches=("exact", "pruned"), query_mass=query_mass,
+    if search not in SEARCHES:  # checked when the config is resolved, not at the first hybrid batch
+        raise ValueError(Errors.E223.format(search=search, searches=SEARCHES, query_mass=query_mass,
                                             rescore_depth=rescore_depth))
 
     def retrieve(kb: KnowledgeBase, index_dir: Optional[Union[str, Path]]) -> NameIndex:

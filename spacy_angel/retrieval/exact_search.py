@@ -26,7 +26,7 @@ def exact_top_k(matrix: "sp.csr_matrix", queries_t: "sp.csr_matrix", k: int, ex_
         best_r = np.concatenate([best_r, r])
         best_c = np.concatenate([best_c, c + ns])
         best_s = np.concatenate([best_s, s])
-        best_r, best_c, best_s = _keep_top_k(best_r, best_c, best_s, k)
+        best_r, best_c, best_s = keep_top_k(best_r, best_c, best_s, k)
     return best_r, best_c, best_s
 
 
@@ -68,10 +68,11 @@ def _block_top_k(
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(scores).astype(np.float32)
 
 
-def _keep_top_k(
+def keep_top_k(
     rows: np.ndarray, cols: np.ndarray, scores: np.ndarray, k: int
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row, keep the ``k`` best by (score desc, col asc); output sorted the same way."""
+    """Per row, keep the ``k`` best by (score desc, col asc); output sorted the same way (pruned search
+    ranks its re-scored candidates with it too, so both searches break ties alike)."""
     if not len(rows):
         return rows, cols, scores
     order = np.lexsort((cols, -scores.astype(np.float64), rows))

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, List, Tuple
 
 import numpy as np
 
+from spacy_angel.retrieval.exact_search import keep_top_k
+
 if TYPE_CHECKING:  # pragma: no cover
     import scipy.sparse as sp
 
@@ -84,6 +86,8 @@ def pruned_nearest(
 
 def _search(queries: "sp.csr_matrix", matrix: "sp.csr_matrix", postings: "sp.csr_matrix", k: int,
             query_mass: float, rescore_depth: int) -> List[List[Tuple[int, float]]]:
+    import scipy.sparse as sp
+
     m = queries.shape[0]
     partial = (heavy_terms(queries, query_mass) @ postings).tocsr()
     depth = max(int(rescore_depth), k)
@@ -101,17 +105,13 @@ def _search(queries: "sp.csr_matrix", matrix: "sp.csr_matrix", postings: "sp.csr
     # Exact cosines by the same sparse product as exact search (candidate rows x the query chunk), so
     # both searches give bit-equal scores and break ties alike; then each query keeps its own candidates.
     unique, column = np.unique(name_of, return_inverse=True)
-    import scipy.sparse as sp
-
     scores = (matrix[unique] @ queries.T.tocsr()).T.tocsr()
     own = sp.csr_matrix((np.ones(len(row_of), dtype=np.float32), (row_of, column)), shape=scores.shape)
     picked = scores.multiply(own).tocoo()
-    row_of, name_of, exact = picked.row.astype(np.int64), unique[picked.col], picked.data.astype(np.float32)
-    order = np.lexsort((name_of, -exact.astype(np.float64), row_of))
-    row_of, name_of, exact = row_of[order], name_of[order], exact[order]
-    rank = np.arange(len(row_of)) - np.searchsorted(row_of, row_of, side="left")
-    keep = (rank < k) & (exact > 0)
+    row_of, name_of, exact = keep_top_k(picked.row.astype(np.int64), unique[picked.col],
+                                        picked.data.astype(np.float32), k)
     out: List[List[Tuple[int, float]]] = [[] for _ in range(m)]
-    for r, c, s in zip(row_of[keep].tolist(), name_of[keep].tolist(), exact[keep].tolist()):
-        out[r].append((c, s))
+    for r, c, s in zip(row_of.tolist(), name_of.tolist(), exact.tolist()):
+        if s > 0:
+            out[r].append((c, s))
     return out

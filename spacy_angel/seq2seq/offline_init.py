@@ -12,6 +12,7 @@ from typing import Iterable, Iterator, Mapping, Optional, Sequence, Union
 from spacy_angel.errors import Errors
 from spacy_angel.fileio import atomic_directory, atomic_write_text, check_output_directory
 from spacy_angel.kb.store import KnowledgeBase
+from spacy_angel.seq2seq.loading import save_model_files
 from spacy_angel.seq2seq.prompt import DEFAULT_END_MARKER, DEFAULT_START_MARKER, PROMPT_SUFFIX
 
 SIZES = {
@@ -119,8 +120,7 @@ def init_model(
     )
     model = BartForConditionalGeneration(config)
     with atomic_directory(output_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        save_model_files(model, tokenizer, tmp)
         if card is not None:
             atomic_write_text(tmp / "README.md", card)
     return Path(output_dir)
