@@ -35,7 +35,9 @@ Codes are grouped by room, in blocks that leave room to grow:
 * ``E430``-``E439``: worker processes of a multi-process pipe (:mod:`spacy_angel.pipeline.worker_pipe`,
   :mod:`spacy_angel.pipeline.pipe_watchdog`);
   ``E440``-``E449``: mapped arrays (:mod:`spacy_angel.mapped_arrays`)
-* ``E450`` and up: free; a new room takes the next free block.
+* ``E450``-``E459``: the dense name encoder (:mod:`spacy_angel.retrieval.name_encoder`,
+  :mod:`spacy_angel.retrieval.dense_index`, ``training.stages.name_encoder``)
+* ``E460`` and up: free; a new room takes the next free block.
 * ``W001``-``W099``: runtime warnings (:mod:`spacy_angel.retrieval.tfidf`, :mod:`spacy_angel.trie.kb_trie`)
 
 One message, one code: where two places raise the same message (e.g. an invalid UTF-8 byte, E111),
@@ -468,6 +470,16 @@ class Errors(metaclass=ErrorsWithCodes):
     E442 = "not a safetensors file ({reason})"
     E443 = "bad header entry for {name!r} ({err})"
     E444 = "{name!r} runs past the end of the file (truncated?)"
+
+    # ---- dense name encoder (retrieval/name_encoder.py, retrieval/dense_index.py; E450-E459)
+    E450 = "a name encoder needs at least one KB name to fit its n-gram features on"
+    E451 = "the projection has shape {shape}, but the n-gram features have {features} columns"
+    E452 = "not a name encoder (expected format {format} version {version})"
+    E453 = "char n-grams {ngrams}, but this version of spacy-angel reads {wanted}"
+    E454 = "encoder.json and encoder.safetensors come from different saves (a write cut short?)"
+    E455 = "the idf vectors do not match the vocabularies"
+    E456 = "cannot use the name encoder in {path}: {err}"
+    E457 = "the KB has no concept with two names: a name encoder learns from synonym sets"
 
 # ---- writing outputs (fileio.py; E410-E419)
     E410 = (

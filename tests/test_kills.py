@@ -77,7 +77,8 @@ WRITERS = {
                               "--save-steps", "1", "--folds", "2", "--top-k", "2", "--num-beams", "2", "--strategy", "all"),
                              "pairs.jsonl", {"@train.txt": "@old.txt"}, (".stats.json",), also=("folds/fold-0", "folds/fold-1")),
     # OUT: the pipeline (config.cfg + components), its report and card (compared apart) and the build it resumes from
-    "train kb-linker": Writer(("train", "kb-linker", "@kb", "OUT", "--positive-steps", "2", "--dpo-steps", "2", "--threads", "1", "--seed", "0"),
+    "train kb-linker": Writer(("train", "kb-linker", "@kb", "OUT", "--positive-steps", "2", "--dpo-steps", "2", "--encoder-steps", "5",
+                               "--threads", "1", "--seed", "0"),
                               "kbl", {"0": "1"}, members=("kb-linker.json", "README.md"), ignore=("build", ".kb-linker-output")),
 }
 

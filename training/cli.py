@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shlex
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -22,8 +20,16 @@ import typer
 
 from spacy_angel.apps.cli_support import check_output_file_or_fail, fail, load_fusion_or_fail, load_kb_or_fail, writes
 from spacy_angel.errors import Errors
-from training.cli_support import acc_line, fusion_summary, load_dev, load_mentions, save_pairs, settings_options, setup_logging
-from training.runs.bookkeeping import quiet_libraries
+from training.cli_support import (
+    acc_line,
+    fusion_summary,
+    load_dev,
+    load_mentions,
+    save_pairs,
+    settings_options,
+    setup_logging,
+)
+from training.cli_vocabulary import kb_linker_command, name_encoder_command
 from training.settings import (
     CorpusSettings,
     CrossfitSettings,
@@ -393,44 +399,9 @@ def compare_command(
         typer.echo(f"similarity-bin plot -> {bins_plot}")
 
 
-# ---------------------------------------------------------------------------- kb-linker
-@app.command("kb-linker")
-@writes("output")
-def kb_linker_command(
-    kb_path: Path = typer.Argument(..., help="KB directory (kb build) or KB file in any format kb build reads."),
-    output: Path = typer.Argument(..., help="Pipeline directory to write (spacy.load opens it); the build is kept in OUTPUT/build."),
-    kb_format: str = typer.Option("auto", "--format", "-f", help="Format of a KB file (auto: detected)."),
-    scale: float = typer.Option(1.0, "--scale", help="Training length relative to the sizing rule (docs/kb-linker.md)."),
-    positive_steps: Optional[int] = typer.Option(None, "--positive-steps", help="Positive steps (default: the sizing rule)."),
-    dpo_steps: Optional[int] = typer.Option(None, "--dpo-steps", help="DPO steps (default: the sizing rule)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the split, the weights and the data order."),
-    threads: int = typer.Option(2, "--threads", help="torch CPU threads of every stage (fixed: the same model on any machine)."),
-    ruler: bool = typer.Option(True, "--ruler/--no-ruler", help="Also add an entity_ruler matching the KB's names."),
-    label: str = typer.Option("ENTITY", "--label", help="Entity label of the ruler's spans."),
-    synonym_targets: int = typer.Option(0, "--synonym-targets", help="Also train name -> up to N other names of its concept (0: off)."),
-) -> None:
-    """A linker for your own vocabulary from its names alone: held-out synonyms, a model trained on the
-    KB, DPO kept only when dev improves, fusion fitted on dev; OUTPUT is a spaCy pipeline with a model card.
-
-    Resumable: run the same command again after an interruption and it continues at the stage it was in.
-    """
-    from training.stages.kb_linker import load_source_kb, plan, prepare_output, run_kb_linker, say
-    from training.stages.kb_linker_recipe import Recipe
-
-    quiet_libraries()
-    try:
-        prepare_output(output)
-        kb = load_source_kb([kb_path], kb_format)
-        recipe = Recipe.for_kb(
-            kb, scale=scale, positive_steps=positive_steps, dpo_steps=dpo_steps, seed=seed, threads=threads,
-            synonym_targets=synonym_targets,
-        )
-    except (OSError, ValueError) as err:
-        fail(str(err))
-    say(plan(kb_path, kb, recipe))
-    command = "spacy-angel " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    card = run_kb_linker(kb_path, output, recipe, command, kb_format=kb_format, ruler=ruler, entity_label=label, source_kb=kb)
-    typer.echo(card)
+# ---------------------------------------------------------------------------- your own vocabulary
+app.command("kb-linker")(kb_linker_command)
+app.command("name-encoder")(name_encoder_command)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

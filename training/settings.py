@@ -200,6 +200,25 @@ class CrossfitSettings(PositiveSettings):
 
 
 @dataclass
+class NameEncoderSettings:
+    """The dense name encoder (spacy_angel.retrieval.name_encoder): contrastive training on the KB's synonym sets.
+
+    Defaults chosen on the dev split of HPO's held-out synonyms (docs/kb-linker.md): dev Acc@1 of the
+    encoder alone rose to 0.77 by about 1,000 steps and was flat after.
+    """
+
+    steps: int = _f(1000, "Optimiser steps, each on batch_size concepts (two of each one's names).")
+    batch_size: int = _f(512, "Concepts per step; the other concepts of the batch are the negatives.")
+    dim: int = _f(256, "Width of the name vectors.")
+    learning_rate: float = _f(3e-3, "Adam learning rate (constant).")
+    temperature: float = _f(0.05, "Softmax temperature of the contrastive (InfoNCE) loss.")
+    init_scale: float = _f(0.1, "Standard deviation of the random initial projection.")
+    seed: int = _f(0, "Seed of the initial projection and the batches.")
+    max_minutes: Optional[float] = _f(30.0, "Safety cap (reported when it cuts).")
+    progress: bool = _f(True, "A progress bar on stderr.")
+
+
+@dataclass
 class HybridSettings(RankingSettings):
     """Hybrid linking: TF-IDF top names + the constrained beam, fused (spacy_angel.linking.hybrid)."""
 

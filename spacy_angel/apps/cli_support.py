@@ -8,8 +8,8 @@ directory; the output's lock held for the whole run (:mod:`spacy_angel.locks`).
 from __future__ import annotations
 
 import contextlib
-import os
 import functools
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NoReturn, Optional, Union
 

@@ -11,7 +11,10 @@ constrained beam's names of that concept), each feature being the best value ove
   or a teacher-forced score of the same quantity for names the beam did not find);
 * ``tfidf``: char 3-gram TF-IDF cosine between the mention and the name;
 * ``exact``: 1 when a name equals the normalised mention;
-* ``beam``: ``1 / (1 + rank)`` of the concept's best beam hypothesis, 0 when the beam missed it.
+* ``beam``: ``1 / (1 + rank)`` of the concept's best beam hypothesis, 0 when the beam missed it;
+* ``dense``: cosine of the mention and the name under the model's dense name encoder
+  (:mod:`spacy_angel.retrieval.name_encoder`), 0 when the model has none. Its weight defaults to 0,
+  so weights fitted before the feature existed keep their ranking.
 
 The concept score is ``w . features`` (weights in :class:`FusionWeights`, fitted on a dev set by
 ``spacy-angel train fuse`` and stored as ``fusion.json`` beside the model). The fitted model is
@@ -37,7 +40,7 @@ from spacy_angel.types import Candidate
 FUSION_FILE = "fusion.json"
 
 
-FEATURES: Tuple[str, ...] = ("model", "tfidf", "exact", "beam")
+FEATURES: Tuple[str, ...] = ("model", "tfidf", "exact", "beam", "dense")
 
 
 MODEL_SCORE_FLOOR = -20.0  # a name the model could not score (never happens for KB names) ranks last
@@ -57,6 +60,7 @@ class FusionWeights:
     tfidf: float = 4.9
     exact: float = 1.2
     beam: float = 1.8
+    dense: float = 0.0
     source: str = "default"
     dev: Dict[str, float] = field(default_factory=dict)
 
@@ -143,6 +147,7 @@ class NameEvidence:
     tfidf: float
     exact: bool
     beam_rank: Optional[int] = None
+    dense: float = 0.0
 
 
 @dataclass
@@ -169,7 +174,7 @@ def concept_evidence(evidence: Sequence[NameEvidence], ids_for_index) -> Concept
             continue
         model = ev.model if math.isfinite(ev.model) else MODEL_SCORE_FLOOR
         beam = 0.0 if ev.beam_rank is None else 1.0 / (1.0 + ev.beam_rank)
-        values = [max(model, MODEL_SCORE_FLOOR), float(ev.tfidf), 1.0 if ev.exact else 0.0, beam]
+        values = [max(model, MODEL_SCORE_FLOOR), float(ev.tfidf), 1.0 if ev.exact else 0.0, beam, float(ev.dense)]
         if ids in rows:
             rows[ids] = [max(a, b) for a, b in zip(rows[ids], values)]
             if model > best_name[ids][0]:

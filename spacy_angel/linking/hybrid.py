@@ -1,4 +1,5 @@
-"""Hybrid linking: retrieve (char 3-gram TF-IDF), generate (constrained beam), fuse.
+"""Hybrid linking: retrieve (char 3-gram TF-IDF, and the dense name encoder when the model has one),
+generate (constrained beam), fuse.
 
 Why a room of its own: it is the one mode that needs the candidate index, the decoder and the
 fusion weights together. For each batch of mentions the encoder runs once; the beam search
@@ -8,7 +9,7 @@ log-probability). Features and the fused ranking live in :mod:`spacy_angel.linki
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Protocol, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Protocol, Sequence, Tuple
 
 from spacy_angel.decoding.decoder import EncodedInput, Ranked
 from spacy_angel.linking.fusion import NameEvidence, concept_evidence, fuse
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from spacy_angel.decoding.decoder import ConstrainedDecoder
     from spacy_angel.kb.store import KnowledgeBase
     from spacy_angel.linking.fusion import FusionWeights
+    from spacy_angel.retrieval.dense_index import DenseNameIndex
     from spacy_angel.retrieval.tfidf import NameIndex
 
 
@@ -29,6 +31,7 @@ class HybridParts(Protocol):
     kb: "KnowledgeBase"
     decoder: "ConstrainedDecoder"
     name_index: "NameIndex"
+    dense_index: Optional["DenseNameIndex"]
     fusion: "FusionWeights"
     num_candidates: int
     batch_size: int
@@ -60,13 +63,33 @@ def _batch_evidence(
         evidence = [NameEvidence(idx, float(score), c[idx], idx == surface_idx, rank) for rank, (idx, score) in enumerate(beam)]
         evidence.extend(NameEvidence(idx, float(score), c[idx], idx == surface_idx, None) for idx, score in extra)
         out.append(evidence)
+    dense = linker.dense_index
+    if dense is not None:  # the dense cosine of every candidate name, one encoder pass per batch
+        sims = dense.cosine([surface for _, surface in chunk], [[ev.name_idx for ev in evs] for evs in out])
+        for evs, row in zip(out, sims):
+            for ev, sim in zip(evs, row.tolist()):
+                ev.dense = float(sim)
     return out
+
+
+def _retrieve(linker: HybridParts, surfaces: Sequence[str], num_candidates: int) -> List[List[Tuple[int, float]]]:
+    """TF-IDF top-``num_candidates`` names per surface, then the dense retriever's (when there is one)
+    that TF-IDF missed, with their TF-IDF cosine: both retrievers' candidates meet the beam's."""
+    hits = [[(int(i), float(s)) for i, s in row] for row in linker.name_index.nearest_names(list(surfaces), num_candidates)]
+    dense = linker.dense_index
+    if dense is None:
+        return hits
+    extra = [[i for i, _ in row if i not in {j for j, _ in mine}] for row, mine in
+             zip(dense.nearest_names(list(surfaces), num_candidates), hits)]
+    for mine, more, cos in zip(hits, extra, linker.name_index.cosine(list(surfaces), extra)):
+        mine.extend(zip(more, (float(x) for x in cos)))
+    return hits
 
 
 def hybrid_evidence(
     linker: HybridParts, mentions: Sequence[Mention], num_candidates: int, cache: ResultCache, progress: bool = False
 ) -> List[List[NameEvidence]]:
-    """Per mention: the TF-IDF top-``num_candidates`` names and the beam's names, with features.
+    """Per mention: the TF-IDF (and dense) top-``num_candidates`` names and the beam's names, with features.
 
     The TF-IDF query is the mention's surface form, as in the TF-IDF baseline. Identical
     (input, surface) pairs are computed once and cached across calls like beam results.
@@ -77,8 +100,7 @@ def hybrid_evidence(
     todo = sorted({k for k in keys if k not in cache}, key=lambda k: (len(k[0][0]), len(k[0][1]), k))
     retrieved: Dict[EvidenceKey, List[Tuple[int, float]]] = {}
     if todo:
-        hits = linker.name_index.nearest_names([surface for _, surface in todo], num_candidates)
-        retrieved = {k: [(int(i), float(s)) for i, s in row] for k, row in zip(todo, hits)}
+        retrieved = dict(zip(todo, _retrieve(linker, [surface for _, surface in todo], num_candidates)))
     fresh: Dict[EvidenceKey, List[NameEvidence]] = {}
     for chunk in batches(todo, linker.batch_size, "hybrid linking", progress):
         for key, evidence in zip(chunk, _batch_evidence(linker, chunk, retrieved)):

@@ -28,6 +28,7 @@ from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.linking.fusion import FusionWeights
 from spacy_angel.linking.hybrid import hybrid_evidence, link_hybrid
 from spacy_angel.linking.result_cache import ResultCache, batches
+from spacy_angel.retrieval.name_encoder import load_name_encoder
 from spacy_angel.seq2seq.loading import load_model_and_tokenizer
 from spacy_angel.seq2seq.prompt import DEFAULT_END_MARKER, DEFAULT_START_MARKER, PromptFormat, tokenize_name
 from spacy_angel.trie.kb_trie import build_trie, check_trie, load_or_build_trie
@@ -37,6 +38,8 @@ from spacy_angel.types import Candidate, Mention
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
+    from spacy_angel.retrieval.dense_index import DenseNameIndex
+    from spacy_angel.retrieval.name_encoder import NameEncoder
     from spacy_angel.retrieval.tfidf import NameIndex
 
 
@@ -114,6 +117,7 @@ class AngelLinker:
         index_dir: Optional[Union[str, Path]] = None,
         retriever: Optional[Retriever] = None,
         fusion: Optional[FusionWeights] = None,
+        name_encoder: Optional["NameEncoder"] = None,
     ) -> None:
         if tokenizer.eos_token_id is None:
             raise LinkerError(Errors.E050)
@@ -159,6 +163,8 @@ class AngelLinker:
         self.index_dir = index_dir
         self.retriever = retriever
         self.fusion = fusion if fusion is not None else FusionWeights()
+        self.name_encoder = name_encoder
+        self._dense_index: Optional["DenseNameIndex"] = None
 
     @property
     def name_index(self) -> "NameIndex":
@@ -174,6 +180,16 @@ class AngelLinker:
     @name_index.setter
     def name_index(self, index: "NameIndex") -> None:
         self._name_index = index
+
+    @property
+    def dense_index(self) -> Optional["DenseNameIndex"]:
+        """The KB's names under the model's dense name encoder, encoded on first use (hybrid mode); None
+        when the model has no encoder (``MODEL/name_encoder``, trained by ``train kb-linker``)."""
+        if self._dense_index is None and self.name_encoder is not None:
+            from spacy_angel.retrieval.dense_index import DenseNameIndex
+
+            self._dense_index = DenseNameIndex(self.kb, self.name_encoder)
+        return self._dense_index
 
     @classmethod
     def from_pretrained(
@@ -193,6 +209,8 @@ class AngelLinker:
         kwargs.setdefault("index_dir", kb_dir)
         if kwargs.get("fusion") is None and Path(str(model_name_or_path)).is_dir():
             kwargs["fusion"] = FusionWeights.for_model(model_name_or_path)
+        if "name_encoder" not in kwargs:
+            kwargs["name_encoder"] = load_name_encoder(model_name_or_path)
         return cls(model, tokenizer, kb, trie, **kwargs)
 
     # -------------------------------------------------------------- input format (prompt.py)

@@ -14,8 +14,6 @@ from spacy_angel.linking.fusion import FusionWeights
 from spacy_angel.linking.linker import MODES
 from spacy_angel.seq2seq.loading import DTYPE_NAMES
 
-
-
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 

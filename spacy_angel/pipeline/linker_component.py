@@ -26,10 +26,16 @@ from spacy_angel.linking.fusion import FusionWeights
 from spacy_angel.linking.linker import AngelLinker, Retriever
 from spacy_angel.pipeline.config_checks import validate_config
 from spacy_angel.pipeline.document_linking import (
-    SpanPlan, SpanPrediction, as_predictions, collect_predictions, decide_document, plan_document,
+    SpanPlan,
+    SpanPrediction,
+    as_predictions,
+    collect_predictions,
+    decide_document,
+    plan_document,
 )
 from spacy_angel.pipeline.fork_safety import install_fork_hooks
 from spacy_angel.pipeline.scoring import angel_linker_score
+from spacy_angel.retrieval.name_encoder import ENCODER_DIR, NameEncoder, load_name_encoder
 from spacy_angel.seq2seq.loading import load_model_and_tokenizer, save_pretrained_atomic
 from spacy_angel.trie.kb_trie import load_or_build_trie
 from spacy_angel.trie.token_trie import TokenTrie
@@ -149,7 +155,8 @@ class AngelLinkerComponent:
             fusion = FusionWeights.from_file(fusion_file)
         else:
             fusion = FusionWeights.for_model(model_path) if Path(str(model_path)).is_dir() else FusionWeights()
-        return self._make_linker(model, tokenizer, kb, trie, fusion=fusion, index_dir=kb_dir)
+        return self._make_linker(model, tokenizer, kb, trie, fusion=fusion, index_dir=kb_dir,
+                                 name_encoder=load_name_encoder(model_path))
 
     @staticmethod
     def _load_kb(kb: Optional[Union[str, Path]], name: str = "angel_linker",
@@ -198,6 +205,7 @@ class AngelLinkerComponent:
         trie: TokenTrie,
         fusion: Optional[FusionWeights] = None,
         index_dir: Optional[Path] = None,
+        name_encoder: Optional[NameEncoder] = None,
     ) -> AngelLinker:
         """The linker; fusion weights from the config when set there, else the model's (or the defaults)."""
         if self.cfg["fusion"] is not None:
@@ -216,6 +224,7 @@ class AngelLinkerComponent:
             fusion=fusion,
             index_dir=index_dir,  # the TF-IDF index is loaded (or fitted) when hybrid / rerank first needs it
             retriever=self.retriever,
+            name_encoder=name_encoder,  # the model's dense name encoder (MODEL/name_encoder), if it has one
         )
 
     # -------------------------------------------------------------- processing
@@ -323,6 +332,8 @@ class AngelLinkerComponent:
         }
         if self.cfg["mode"] != "beam":
             serialize["index"] = lambda p: linker.name_index.to_disk(p)
+        if linker.name_encoder is not None:
+            serialize[ENCODER_DIR] = lambda p: linker.name_encoder.to_disk(p)
         to_disk(ensure_path(path), serialize, exclude)
 
     def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> "AngelLinkerComponent":
@@ -339,6 +350,7 @@ class AngelLinkerComponent:
             "trie": lambda p: loaded.update(trie_path=p),
             "fusion": lambda p: loaded.update(fusion=FusionWeights.from_disk(p)) if Path(p).is_file() else None,
             "index": lambda p: loaded.update(index_path=p),
+            ENCODER_DIR: lambda p: loaded.update(name_encoder=NameEncoder.from_disk(p)) if Path(p).is_dir() else None,
         }
         from_disk(path, deserialize, exclude)
         if {"model", "kb"} - loaded.keys():
@@ -351,6 +363,7 @@ class AngelLinkerComponent:
         self._linker = self._make_linker(
             loaded["model"], loaded["tokenizer"], loaded["kb"], trie, fusion=loaded.get("fusion"),
             index_dir=index_dir if index_dir is not None and Path(index_dir).is_dir() else None,
+            name_encoder=loaded.get("name_encoder"),
         )
         return self
 

@@ -35,6 +35,7 @@ from spacy_angel.fileio import atomic_write_text
 from spacy_angel.kb.normalize import normalize_name
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.mapped_arrays import write_arrays
+from spacy_angel.retrieval.candidates import concepts_from_hits
 from spacy_angel.retrieval.exact_search import exact_top_k
 from spacy_angel.retrieval.index_files import (
     INDEX_ARRAYS,
@@ -380,20 +381,7 @@ class NameIndex:
         if k <= 0:
             return [[] for _ in mentions]
         fetch = max(4 * k, k + 16)
-        out: List[List[Candidate]] = []
-        for hits in self.nearest_names(mentions, fetch):
-            seen: Set[str] = set()
-            cands: List[Candidate] = []
-            for idx, score in hits:
-                ids = tuple(i for i in self.kb.ids_for_index(idx) if i not in seen)
-                if not ids:
-                    continue
-                seen.update(ids)
-                cands.append(Candidate(kb_ids=ids, name=self.kb.names[idx], score=float(score)))
-                if len(cands) >= k:
-                    break
-            out.append(cands)
-        return out
+        return [concepts_from_hits(self.kb, hits, k) for hits in self.nearest_names(mentions, fetch)]
 
 
 def load_or_build_index(kb: KnowledgeBase, path: Optional[Union[str, Path]] = None, **kwargs: Any) -> NameIndex:

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
 
-from spacy_angel.kb.normalize import collapse_whitespace
 from spacy_angel.errors import Errors, LinkerError
+from spacy_angel.kb.normalize import collapse_whitespace
 from spacy_angel.types import Mention
 
 DEFAULT_START_MARKER = "START"

@@ -46,21 +46,21 @@ def test_fusion_json_errors_name_file_and_field(tmp_path, content, fragment):
 def test_concept_evidence_takes_best_value_per_feature():
     ids = {0: ("C1",), 1: ("C1",), 2: ("C2",), 3: ()}
     ev = concept_evidence(
-        [NameEvidence(0, -2.0, 0.9, False, None), NameEvidence(1, -0.5, 0.1, True, 2),
+        [NameEvidence(0, -2.0, 0.9, False, None, 0.7), NameEvidence(1, -0.5, 0.1, True, 2, 0.2),
          NameEvidence(2, -1.0, 0.5, False, 0), NameEvidence(3, 0.0, 1.0, True, 0)],
         ids.__getitem__,
     )
     assert ev.kb_ids == [("C1",), ("C2",)]  # a name without ids never becomes a candidate
     assert ev.names == [1, 2]  # the concept's best-model name
-    np.testing.assert_allclose(ev.features[0], [-0.5, 0.9, 1.0, 1 / 3])
-    np.testing.assert_allclose(ev.features[1], [-1.0, 0.5, 0.0, 1.0])
+    np.testing.assert_allclose(ev.features[0], [-0.5, 0.9, 1.0, 1 / 3, 0.7])
+    np.testing.assert_allclose(ev.features[1], [-1.0, 0.5, 0.0, 1.0, 0.0])
 
 
 def test_fuse_scores_are_log_probabilities_and_ids_are_deduplicated():
     ev = ConceptEvidence(
         kb_ids=[("A",), ("A", "B"), ("C",)],
         names=[0, 1, 2],
-        features=np.array([[-0.1, 0.9, 1, 1], [-0.2, 0.8, 0, 0.5], [-3.0, 0.1, 0, 0]], dtype=float),
+        features=np.array([[-0.1, 0.9, 1, 1, 0], [-0.2, 0.8, 0, 0.5, 0], [-3.0, 0.1, 0, 0, 0]], dtype=float),
     )
     out = fuse(ev, FusionWeights(), ["a", "ab", "c"], top_k=5)
     assert [c.kb_ids for c in out] == [("A",), ("B",), ("C",)]
@@ -87,8 +87,8 @@ def test_fitted_weights_beat_either_feature_alone():
     train, test = _toy(300, 0), _toy(300, 1)
     fitted = fit_fusion(train)
     w = fitted["weights"].vector()
-    model_only = np.array([1.0, 0, 0, 0])
-    tfidf_only = np.array([0, 1.0, 0, 0])
+    model_only = np.array([1.0, 0, 0, 0, 0])
+    tfidf_only = np.array([0, 1.0, 0, 0, 0])
     acc_fit, acc_model, acc_tfidf = acc_at_1(test, w), acc_at_1(test, model_only), acc_at_1(test, tfidf_only)
     assert acc_fit > max(acc_model, acc_tfidf) + 0.15, (acc_fit, acc_model, acc_tfidf)
     assert acc_fit > 0.9
@@ -127,6 +127,22 @@ def test_a_fit_no_better_than_tfidf_alone_on_dev_ships_tfidf_alone():
         masks.append(np.arange(6) == int(np.argmax(feats[:, 1])))
     fitted = fit_fusion(FusionData(concepts, masks))
     assert fitted["weights"].source == "tfidf-only" and fitted["C"] is None
-    assert list(fitted["weights"].vector()) == [0.0, 1.0, 0.0, 0.0]
+    assert list(fitted["weights"].vector()) == [0.0, 1.0, 0.0, 0.0, 0.0]
     assert fitted["tfidf_only_acc@1"] == 1.0 >= max(fitted["cv_acc@1"].values())
     assert fit_fusion(_toy(300, 0))["weights"].source == "fitted"
+
+
+def test_a_dense_cosine_that_finds_the_gold_is_weighted_by_the_fit():
+    """Held-out synonyms: the dense encoder's cosine knows the concept where TF-IDF does not."""
+    rng = np.random.default_rng(1)
+    concepts, masks = [], []
+    for i in range(200):
+        feats = np.zeros((6, len(FEATURES)))
+        feats[:, 0] = rng.normal(-1.0, 0.5, 6)
+        feats[:, 1] = rng.uniform(0, 1, 6)
+        feats[:, 4] = rng.uniform(0, 1, 6)
+        concepts.append(ConceptEvidence([(f"C{i}_{j}",) for j in range(6)], list(range(6)), feats))
+        masks.append(np.arange(6) == int(np.argmax(feats[:, 4] + 0.3 * feats[:, 1])))
+    fitted = fit_fusion(FusionData(concepts, masks))
+    w = fitted["weights"]
+    assert w.source == "fitted" and w.dense > 2 * abs(w.tfidf) > 0 and fitted["fit_acc@1"] > fitted["tfidf_only_acc@1"] + 0.3

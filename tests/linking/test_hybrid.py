@@ -146,7 +146,7 @@ def test_component_mode_and_weights_survive_to_disk(tmp_path, tiny_model_dir, ti
     assert (tmp_path / "pipe" / "angel_linker" / "fusion").is_file()
     loaded = spacy.load(tmp_path / "pipe")
     again = loaded.get_pipe("angel_linker").linker
-    assert again.mode == "hybrid" and again.num_candidates == 4 and again.fusion.vector().tolist() == [0.5, 3.0, 1.0, 0.25]
+    assert again.mode == "hybrid" and again.num_candidates == 4 and again.fusion.vector().tolist() == [0.5, 3.0, 1.0, 0.25, 0.0]
     assert [(e.text, e.kb_id_, e._.candidates) for e in loaded(text).ents] == before
 
 
@@ -192,3 +192,46 @@ def test_a_mapped_kb_and_index_give_the_same_links_as_in_memory_ones(tiny_model_
     assert [[(c.kb_ids, c.name, round(c.score, 6)) for c in cands] for cands in got] == \
         [[(c.kb_ids, c.name, round(c.score, 6)) for c in cands] for cands in want]
     assert any(got)
+
+
+@pytest.fixture(scope="module")
+def encoder_model_dir(tiny_model_dir, tiny_kb, tmp_path_factory):
+    """The tiny model with a dense name encoder trained on the tiny KB's synonym sets beside it."""
+    import shutil
+
+    from spacy_angel.retrieval.name_encoder import ENCODER_DIR
+    from training.settings import NameEncoderSettings
+    from training.stages.name_encoder import train_name_encoder
+
+    model = tmp_path_factory.mktemp("enc") / "model"
+    shutil.copytree(tiny_model_dir, model)
+    encoder, _ = train_name_encoder(tiny_kb, NameEncoderSettings(steps=30, batch_size=8, dim=16, progress=False))
+    encoder.to_disk(model / ENCODER_DIR)
+    return model
+
+
+def test_a_model_with_a_name_encoder_adds_its_candidates_and_cosines(encoder_model_dir, tiny_kb):
+    from spacy_angel.retrieval.dense_index import DenseNameIndex
+
+    dense_linker = AngelLinker.from_pretrained(encoder_model_dir, tiny_kb, device="cpu", mode="hybrid", num_candidates=2, num_beams=2)
+    assert dense_linker.name_encoder is not None and isinstance(dense_linker.dense_index, DenseNameIndex)
+    index = NameIndex(tiny_kb).fit()
+    for m, ev in zip(MENTIONS, dense_linker.hybrid_evidence(MENTIONS)):
+        got = {e.name_idx for e in ev}
+        dense_hits = [i for i, _ in dense_linker.dense_index.nearest_names([m.surface], 2)[0]]
+        assert set(dense_hits) <= got and {i for i, _ in index.nearest_names([m.surface], 2)[0]} <= got
+        cos = dense_linker.dense_index.cosine([m.surface], [[e.name_idx for e in ev]])[0]
+        assert [e.dense for e in ev] == pytest.approx([float(c) for c in cos], abs=1e-6)
+        tf = index.cosine([m.surface], [[e.name_idx for e in ev]])[0]
+        assert [e.tfidf for e in ev] == pytest.approx([float(c) for c in tf], abs=1e-5)  # dense-only names too
+    # a weight on the dense feature alone ranks by the dense cosine
+    dense_linker.fusion = FusionWeights(model=0.0, tfidf=0.0, exact=0.0, beam=0.0, dense=10.0)
+    dense_linker.clear_cache()
+    [cands] = dense_linker.link([Mention.bare("juvenile diabetes")], top_k=1)
+    [best] = dense_linker.dense_index.link(["juvenile diabetes"], k=1)
+    assert cands[0].kb_ids == best[0].kb_ids
+
+
+def test_fusion_files_without_the_dense_feature_keep_their_ranking():
+    old = FusionWeights.from_dict({"model": 0.5, "tfidf": 4.9, "exact": 1.2, "beam": 1.8})
+    assert old.dense == 0.0 and list(old.vector()) == [0.5, 4.9, 1.2, 1.8, 0.0]

@@ -32,3 +32,33 @@ def test_a_pipeline_saved_before_the_move_links_identically(mode):
     got = _links(nlp, expected["texts"])
     assert got == expected[mode]
     assert sum(len(doc) for doc in got) == 7  # the ruler found the same spans, and every one was linked
+
+
+def test_a_saved_pipeline_keeps_the_models_name_encoder(tiny_model_dir, tiny_kb_dir, tmp_path):
+    """``nlp.to_disk`` writes ``angel_linker/name_encoder``; the loaded pipeline links with it alike."""
+    import shutil
+
+    import spacy
+
+    from spacy_angel.retrieval.name_encoder import ENCODER_DIR
+    from training.settings import NameEncoderSettings
+    from training.stages.name_encoder import train_name_encoder
+    from spacy_angel.kb.store import KnowledgeBase
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    encoder, _ = train_name_encoder(KnowledgeBase.from_disk(tiny_kb_dir), NameEncoderSettings(steps=10, batch_size=8, dim=16, progress=False))
+    encoder.to_disk(model / ENCODER_DIR)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("angel_linker", config={"model": str(model), "kb": str(tiny_kb_dir), "mode": "hybrid", "device": "cpu", "num_beams": 2, "top_k": 2})
+    doc = nlp.make_doc("a case of mammary cancer")
+    doc.ents = [doc.char_span(10, 24, label="DISEASE")]
+    before = nlp.get_pipe("angel_linker")(doc).ents[0]._.candidates
+    nlp.to_disk(tmp_path / "nlp")
+    assert (tmp_path / "nlp" / "angel_linker" / ENCODER_DIR / "encoder.json").is_file()
+    shutil.rmtree(model)  # the saved pipeline needs nothing outside its folder
+    loaded = spacy.load(tmp_path / "nlp")
+    assert loaded.get_pipe("angel_linker").linker.name_encoder is not None
+    doc = loaded.make_doc("a case of mammary cancer")
+    doc.ents = [doc.char_span(10, 24, label="DISEASE")]
+    assert loaded.get_pipe("angel_linker")(doc).ents[0]._.candidates == before

@@ -189,7 +189,7 @@ def test_recipe_is_steps_and_seed_not_wall_time():
 
 TINY = Recipe(
     n_dev=5, n_test=2, d_model=32, layers=1, heads=2, ffn=64, vocab=300, positive_steps=30, positive_batch=8,
-    warmup_steps=3, dpo_steps=2, dpo_batch=4, eval_batch=8,
+    warmup_steps=3, dpo_steps=2, dpo_batch=4, eval_batch=8, encoder_steps=20,
 )
 
 
@@ -207,12 +207,13 @@ def test_main_job_builds_reports_links_and_caches(tmp_path, obo, capsys):
     metrics = json.loads((root / hb.METRICS_FILE).read_text())
     assert metrics["torch_threads"] == 1 and metrics["recipe"]["threads"] == 1
     assert set(metrics["stage_seconds"]) == set(hb.STAGES)
-    assert metrics["steps"] == {"positive": 30, "dpo": 2} and metrics["cut_by_safety_cap"] == {}
-    for key in ("tfidf", "positive", "dpo", "hybrid"):
+    assert metrics["steps"] == {"positive": 30, "dpo": 2, "encoder": 20} and metrics["cut_by_safety_cap"] == {}
+    for key in ("tfidf", "positive", "dpo", "dense", "hybrid"):
         assert 0.0 <= metrics[key]["test"]["acc1"] <= 1.0 and metrics[key]["test"]["n"] == 2
     assert metrics["model"] in ("positive", "dpo") and metrics["hybrid"]["model"] == metrics["model"]
     assert (root / metrics["model"] / "fusion.json").is_file()  # the hybrid weights the pipeline links with
-    assert f"after DPO {metrics['dpo']['test']['acc1']:.3f}" in out.out and "30 + 2 steps" in out.out
+    assert (root / metrics["model"] / "name_encoder" / "encoder.json").is_file()  # and the dense name encoder
+    assert f"after DPO {metrics['dpo']['test']['acc1']:.3f}, dense name encoder {metrics['dense']['test']['acc1']:.3f}" in out.out and "30 + 2 steps" in out.out
     kb_ids = set(load_files([obo], format="obo").concept_ids)
     lines = [line.split() for line in out.out.splitlines() if line.startswith("  '")]
     assert [line[0] for line in lines] == ["'seizures'", "'short", "'hypertelorism'", "'muscle"]

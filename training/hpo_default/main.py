@@ -83,12 +83,15 @@ def describe(doc: Any) -> List[Dict[str, Any]]:
 
 
 def summary(metrics: Dict[str, Any], path: Path) -> str:
-    """The one-line report: held-out test Acc@1 of TF-IDF, positive-only, DPO and hybrid (what the pipeline runs)."""
+    """The one-line report: held-out test Acc@1 of TF-IDF, positive-only, DPO, the dense name encoder and
+    hybrid (what the pipeline runs)."""
     steps = metrics.get("steps", {})
     line = (
         f"HPO default model ({metrics['model']}): held-out synonym Acc@1 "
         f"TF-IDF {metrics['tfidf']['test']['acc1']:.3f}, positive-only {metrics['positive']['test']['acc1']:.3f}, "
-        f"after DPO {metrics['dpo']['test']['acc1']:.3f}, hybrid {metrics['hybrid']['test']['acc1']:.3f} "
+        f"after DPO {metrics['dpo']['test']['acc1']:.3f}, "
+        + (f"dense name encoder {metrics['dense']['test']['acc1']:.3f}, " if "dense" in metrics else "")
+        + f"hybrid {metrics['hybrid']['test']['acc1']:.3f} "
         f"(n={metrics['heldout_synonyms']['test']}; "
         f"{steps.get('positive')} + {steps.get('dpo')} steps, built in {metrics['build_seconds'] / 60:.1f} min) -- {path}"
     )

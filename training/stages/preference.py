@@ -46,9 +46,9 @@ from training.evaluation.dev_accuracy import DevAccuracyCallback, temporary_link
 from training.examples.encoding import IGNORE_INDEX
 from training.examples.pair_files import PreferencePair
 from training.examples.pair_rows import ROW_COLUMNS, PairCollator, encode_pairs, pair_logps, sequence_logps
-from training.settings import PreferenceSettings, resolve
-from training.runs import distributed
 from training.runs import bookkeeping as run
+from training.runs import distributed
+from training.settings import PreferenceSettings, resolve
 
 logger = logging.getLogger(__name__)
 

@@ -208,3 +208,23 @@ def test_ray_shard_linker_links_with_the_given_weights(tmp_path, model, tiny_kb_
     actor = ShardLinker(str(model), str(tiny_kb_dir), str(tmp_path / "out"), dict(settings, fusion=WEIGHTS.to_dict()))
     assert actor.linker.fusion == WEIGHTS
     assert ShardLinker(str(model), str(tiny_kb_dir), str(tmp_path / "out"), settings).linker.fusion.source == "default"
+
+
+# ---------------------------------------------------------------------------- train name-encoder, then fuse
+def test_name_encoder_command_adds_the_encoder_and_fuse_weights_its_feature(tmp_path, model, tiny_kb_dir, dev):
+    """``train name-encoder MODEL KB --train corpus`` writes MODEL/name_encoder (the corpus surfaces join
+    their concepts' synonym sets); the refitted fusion then has a ``dense`` weight; a missing model
+    folder is refused before any work."""
+    from spacy_angel.retrieval.name_encoder import ENCODER_DIR, NameEncoder
+
+    args = ("--steps", "15", "--batch-size", "8", "--dim", "16", "--threads", "1", "--no-progress")
+    res = _train("name-encoder", model, tiny_kb_dir, "--train", dev, "--corpus-format", "askapatient", *args)
+    assert res.exit_code == 0, res.output
+    assert "15 steps" in res.output and "train " in res.output  # the corpus was read and counted
+    encoder = NameEncoder.from_disk(model / ENCODER_DIR)
+    assert encoder.meta["extra_surfaces"] >= 1 and encoder.dim == 16
+    res = _train("fuse", model, tiny_kb_dir, dev, *COMMON)
+    assert res.exit_code == 0, res.output
+    assert "dense" in json.loads((model / FUSION_FILE).read_text())
+    res = _train("name-encoder", tmp_path / "nope", tiny_kb_dir, *args)
+    assert res.exit_code == 1 and "[E388]" in res.output and not (tmp_path / "nope").exists()

@@ -23,7 +23,7 @@ from training.stages.kb_linker_recipe import Recipe
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY_RUN = ["--positive-steps", "6", "--dpo-steps", "2", "--threads", "1"]
+TINY_RUN = ["--positive-steps", "6", "--dpo-steps", "2", "--encoder-steps", "20", "--threads", "1"]
 
 
 def _invoke(*args):
@@ -152,3 +152,27 @@ def test_synonym_examples_pair_each_name_with_other_names_of_its_concept(tiny_kb
         assert source_name in tiny_kb.names_for(cid) and source_name != rec["target"]
     with_copies = copy_examples_file(tiny_kb, tmp_path / "ex2.jsonl", tokenizer, copies=True, synonym_targets=2)
     assert len(with_copies.read_text(encoding="utf-8").splitlines()) == expected + tiny_kb.num_names
+
+
+def test_the_dense_name_encoder_ships_in_the_model_and_its_settings_redo_only_the_late_stages(built, tiny_kb_dir):
+    """The report and card carry the encoder's held-out row; another encoder setting keeps the trained
+    models and redoes the encoder, the fusion and the pipeline; switched off, the shipped model has none."""
+    report = json.loads((built / kb_linker.REPORT_FILE).read_text())
+    assert 0.0 <= report["dense_acc1"] <= 1.0 and "dense" in report["dev"] and report["steps"]["encoder"] == 20
+    assert "| dense name encoder |" in (built / kb_linker.CARD_FILE).read_text()
+    assert (built / "angel_linker" / "name_encoder" / "encoder.json").is_file()
+    state = json.loads((built / "build" / kb_linker.STATE_FILE).read_text())
+    model = built / "build" / state["stages"]["pipeline"]["model"] / "model.safetensors"
+    before = model.stat().st_mtime_ns
+    result = _invoke(tiny_kb_dir, built, *TINY_RUN[:-2], "--no-name-encoder", *TINY_RUN[-2:])
+    assert result.exit_code == 0, result.output
+    after = json.loads((built / "build" / kb_linker.STATE_FILE).read_text())
+    assert {k: after["stages"][k] for k in ("positive", "dpo")} == {k: state["stages"][k] for k in ("positive", "dpo")}
+    assert model.stat().st_mtime_ns == before and after["stages"]["encoder"] == {"enabled": False, **{
+        k: after["stages"]["encoder"][k] for k in ("seconds", "peak_rss_mb")}}
+    assert not (built / "angel_linker" / "name_encoder").exists() and "dense_acc1" not in json.loads(
+        (built / kb_linker.REPORT_FILE).read_text())
+    assert spacy.load(built).get_pipe("angel_linker").linker.name_encoder is None
+    result = _invoke(tiny_kb_dir, built, *TINY_RUN)  # back on: the module's other tests see the first build again
+    assert result.exit_code == 0, result.output
+    assert json.loads((built / kb_linker.REPORT_FILE).read_text())["dense_acc1"] == report["dense_acc1"]

@@ -1,4 +1,4 @@
-"""kb-linker writes its pipeline beside its build (training.stages.kb_linker.write_pipeline): an
+"""kb-linker writes its pipeline beside its build (training.stages.kb_linker_pipeline.write_pipeline): an
 interrupted write must never leave a folder that spacy.load reads as a whole pipeline."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import spacy
 
-from training.stages.kb_linker import write_pipeline
+from training.stages.kb_linker_pipeline import write_pipeline
 
 
 def _pipeline(label: str):
