@@ -478,7 +478,7 @@ class Errors(metaclass=ErrorsWithCodes):
     E453 = "char n-grams {ngrams}, but this version of spacy-angel reads {wanted}"
     E454 = "encoder.json and encoder.safetensors come from different saves (a write cut short?)"
     E455 = "the idf vectors do not match the vocabularies"
-    E456 = "cannot use the name encoder in {path}: {err}"
+    E456 = "cannot use the name encoder in {path}: {err} (train it again with `spacy-angel train name-encoder`)"
     E457 = "the KB has no concept with two names: a name encoder learns from synonym sets"
 
 # ---- writing outputs (fileio.py; E410-E419)

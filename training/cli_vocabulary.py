@@ -31,14 +31,19 @@ def kb_linker_command(
     label: str = typer.Option("ENTITY", "--label", help="Entity label of the ruler's spans."),
     synonym_targets: int = typer.Option(0, "--synonym-targets", help="Also train name -> up to N other names of its concept (0: off)."),
     name_encoder: bool = typer.Option(True, "--name-encoder/--no-name-encoder", help="Train the dense name encoder on the KB's synonym sets and fuse its cosine."),
-    encoder_steps: int = typer.Option(1000, "--encoder-steps", help="Name encoder steps (512 concepts each)."),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="Annotated mentions to train on besides the KB's names (the model and the encoder)."),
+    dev: Optional[Path] = typer.Option(None, "--dev", help="Annotated dev mentions to choose DPO and fit the fusion on (default: held-out synonyms)."),
+    corpus_format: str = typer.Option("auto", "--corpus-format", help="Format of --corpus and --dev: auto, pubtator, biosyn, askapatient or docbin."),
+    encoder_steps: int = typer.Option(NameEncoderSettings.steps, "--encoder-steps", help="Name encoder steps (512 concepts each)."),
 ) -> None:
     """A linker for your own vocabulary from its names alone: held-out synonyms, a model trained on the
     KB, DPO kept only when dev improves, a dense name encoder trained on the KB's synonym sets, fusion fitted on dev; OUTPUT is a spaCy pipeline with a model card.
 
     Resumable: run the same command again after an interruption and it continues at the stage it was in.
     """
+    from training.data.corpora import read_corpus
     from training.stages.kb_linker import load_source_kb, plan, prepare_output, run_kb_linker, say
+    from training.stages.kb_linker_corpus import UserCorpus
     from training.stages.kb_linker_recipe import Recipe
 
     quiet_libraries()
@@ -49,11 +54,18 @@ def kb_linker_command(
             kb, scale=scale, positive_steps=positive_steps, dpo_steps=dpo_steps, seed=seed, threads=threads,
             synonym_targets=synonym_targets, name_encoder=name_encoder, encoder_steps=encoder_steps,
         )
+        user = UserCorpus(corpus, dev, corpus_format)
+        for label, path in (("--corpus", corpus), ("--dev", dev)):
+            if path is not None and not path.exists():
+                raise FileNotFoundError(Errors.E388.format(what=label, path=path))
+            if path is not None:  # a malformed file is refused now, naming its line, not after an hour of training
+                read_corpus(path, format=corpus_format)
     except (OSError, ValueError) as err:
         fail(str(err))
     say(plan(kb_path, kb, recipe))
     command = "spacy-angel " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    card = run_kb_linker(kb_path, output, recipe, command, kb_format=kb_format, ruler=ruler, entity_label=label, source_kb=kb)
+    card = run_kb_linker(kb_path, output, recipe, command, kb_format=kb_format, ruler=ruler, entity_label=label, source_kb=kb,
+                         corpus=user)
     typer.echo(card)
 
 

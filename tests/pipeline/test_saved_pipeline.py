@@ -62,3 +62,7 @@ def test_a_saved_pipeline_keeps_the_models_name_encoder(tiny_model_dir, tiny_kb_
     doc = loaded.make_doc("a case of mammary cancer")
     doc.ents = [doc.char_span(10, 24, label="DISEASE")]
     assert loaded.get_pipe("angel_linker")(doc).ents[0]._.candidates == before
+    arrays = tmp_path / "nlp" / "angel_linker" / ENCODER_DIR / "encoder.safetensors"
+    arrays.write_bytes(arrays.read_bytes()[:200])  # a broken encoder is named, never silently dropped
+    with pytest.raises(ValueError, match=r"\[E456\] cannot use the name encoder in .*name_encoder.*train name-encoder"):
+        spacy.load(tmp_path / "nlp")

@@ -14,7 +14,6 @@ settings of the stages after the models (``LATE_STAGES``), which redo only those
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ from spacy_angel.types import Mention
 from training.data.synonym_split import split_from_json, split_synonyms, split_to_json
 from training.examples.kb_name_examples import copy_examples_file, tfidf_pairs
 from training.stages.fuse import FUSION_MIN_DEV
+from training.stages.kb_linker_corpus import UserCorpus, sources_digest
 from training.stages.kb_linker_pipeline import build_pipeline, ruler_patterns, write_pipeline
 from training.stages.kb_linker_recipe import Recipe
 
@@ -44,21 +44,6 @@ LATE_STAGES = ("encoder", "fuse", "pipeline")
 def say(message: str, name: str = "kb-linker") -> None:
     """Progress of the build on stderr (stdout is for the linked entities)."""
     print(f"[{name} {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def sources_digest(sources: Sequence[Path]) -> str:
-    """SHA-256 of the KB sources: a changed KB is a new build. One file: its bytes (the HPO default's
-    cache key since it was built on ``hp.obo``); a directory or several files: each name and its bytes."""
-    paths = [Path(p) for p in sources]
-    files = [f for p in paths for f in (sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p])]
-    digest = hashlib.sha256()
-    for path in files:
-        if len(paths) > 1 or paths[0].is_dir():
-            digest.update(path.name.encode("utf-8") + b"\0")
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def _training_log(path: Path) -> Dict[str, Any]:
@@ -92,18 +77,24 @@ def load_source_kb(sources: Sequence[Path], kb_format: str = "auto") -> Knowledg
     return load_files(list(sources), format=kb_format)
 
 
+def build_fingerprint(recipe: Recipe, sources: Sequence[Path], corpus: UserCorpus) -> str:
+    """What keys a build: the recipe, the KB sources and the user's corpus files (none: as before they existed)."""
+    return recipe.fingerprint(sources_digest(sources) + (f"+{corpus.digest()}" if corpus.given else ""))
+
+
 class Build:
     """Runs the stages in order, skipping those already recorded in ``state.json``."""
 
     def __init__(
         self, root: Path, recipe: Recipe, sources: Sequence[Path], *, kb_format: str = "auto", ruler_keep: Optional[Set[str]] = None,
         entity_label: str = "ENTITY", ruler: bool = True, name: str = "kb-linker", pipeline_dir: Optional[Path] = None,
-        source_kb: Optional[KnowledgeBase] = None,
+        source_kb: Optional[KnowledgeBase] = None, corpus: Optional[UserCorpus] = None,
     ) -> None:
         """``sources``: a ``kb build`` directory or KB files (``kb_format``); ``ruler_keep``: the
         concepts whose names the entity ruler matches (None: all); ``pipeline_dir``: where the
         pipeline goes (default ``root/pipeline``); ``source_kb``: ``sources`` already loaded (the
-        command sizes its recipe on it), so the split stage does not read them again."""
+        command sizes its recipe on it), so the split stage does not read them again; ``corpus``: the
+        user's annotated mentions (training and/or dev), which key the build too."""
         self.root = root
         self.recipe = recipe
         self.sources = [Path(p) for p in sources]
@@ -115,7 +106,8 @@ class Build:
         self.pipeline_dir = pipeline_dir if pipeline_dir is not None else root / "pipeline"
         self.source_kb = source_kb
         self._name_index: Any = None
-        self.fingerprint = recipe.fingerprint(sources_digest(self.sources))
+        self.corpus = corpus if corpus is not None else UserCorpus()
+        self.fingerprint = build_fingerprint(recipe, self.sources, self.corpus)
         self.state: Dict[str, Any] = {}
         state_path = root / STATE_FILE
         if state_path.is_file():
@@ -188,7 +180,7 @@ class Build:
         path = init_model(train_kb, self.root / "init", dims=self.recipe.dims(), seed=self.recipe.seed)
         return {"dir": str(path)}
 
-    def stage_positive(self, train_kb: KnowledgeBase) -> Dict[str, Any]:
+    def stage_positive(self, train_kb: KnowledgeBase, mentions: Sequence[Mention]) -> Dict[str, Any]:
         from transformers import AutoTokenizer
 
         from training.stages.positive import train_positive
@@ -200,7 +192,7 @@ class Build:
             copy_file = copy_examples_file(
                 train_kb, self.root / "copy.jsonl", tokenizer, copies=r.copy_examples, synonym_targets=r.synonym_targets
             )
-        train_positive(self.root / "init", train_kb, [], self.root / "positive", r.positive(copy_file))
+        train_positive(self.root / "init", train_kb, list(mentions), self.root / "positive", r.positive(copy_file))
         log = _training_log(self.root / "positive")
         examples = log["data"]["train_examples"]
         done = log.get("global_step", 0)
@@ -211,13 +203,17 @@ class Build:
             "final_loss": log["loss"][-1]["loss"] if log.get("loss") else None,
             "seconds_per_step": round(log["wall_time_s"] / max(done, 1), 3),
             "safety_cap": log.get("safety_cap"),
+            "corpus_mentions": len(mentions),
         }
 
-    def stage_eval(self, model: str, train_kb: KnowledgeBase, dev: List[Mention], test: List[Mention]) -> Dict[str, Any]:
+    def stage_eval(self, model: str, train_kb: KnowledgeBase, dev: List[Mention], test: List[Mention],
+                   corpus_dev: Sequence[Mention] = ()) -> Dict[str, Any]:
         out = {
             "dev": heldout_accuracy(self.root / model, train_kb, dev, self.recipe),
             "test": heldout_accuracy(self.root / model, train_kb, test, self.recipe),
         }
+        if corpus_dev:  # the user's dev set: what the DPO choice reads
+            out["corpus_dev"] = heldout_accuracy(self.root / model, train_kb, corpus_dev, self.recipe)
         if model == "positive":
             index = self.name_index(train_kb)
             out.update(tfidf_dev=tfidf_accuracy(index, train_kb, dev), tfidf_test=tfidf_accuracy(index, train_kb, test))
@@ -236,12 +232,15 @@ class Build:
         return {"pairs": len(pairs), **{k: log.get(k) for k in keys}}
 
     def chosen_model(self) -> str:
-        """The model the pipeline ships: DPO unless it lowered dev Acc@1 (chosen on dev only)."""
-        before = self.state["stages"]["eval_positive"]["dev"]["acc1"]
-        after = self.state["stages"]["eval_dpo"]["dev"]["acc1"]
+        """The model the pipeline ships: DPO unless it lowered dev Acc@1 (chosen on dev only: the
+        user's dev corpus when given, else the held-out synonyms' dev split)."""
+        stages = self.state["stages"]
+        key = "corpus_dev" if "corpus_dev" in stages["eval_positive"] else "dev"
+        before, after = stages["eval_positive"][key]["acc1"], stages["eval_dpo"][key]["acc1"]
         return "dpo" if after >= before else "positive"
 
-    def stage_encoder(self, train_kb: KnowledgeBase, dev: List[Mention], test: List[Mention]) -> Dict[str, Any]:
+    def stage_encoder(self, train_kb: KnowledgeBase, dev: List[Mention], test: List[Mention],
+                      mentions: Sequence[Mention] = ()) -> Dict[str, Any]:
         """The dense name encoder, trained on the training KB's synonym sets and saved as
         ``MODEL/name_encoder`` in the chosen model (the linker and the pipeline load it from there);
         scored alone on the held-out synonyms. Switched off, the chosen model carries none."""
@@ -254,15 +253,17 @@ class Build:
             if target.exists():
                 shutil.rmtree(target)
             return {"enabled": False}
-        encoder, log = train_name_encoder(train_kb, self.recipe.encoder())
+        encoder, log = train_name_encoder(train_kb, self.recipe.encoder(), [(m.surface, m.gold_ids) for m in mentions])
         with atomic_directory(target) as tmp:
             encoder.to_disk(tmp)
         index = DenseNameIndex(train_kb, encoder)
         score = lambda ms: _accuracy(index.link([m.surface for m in ms], k=5), train_kb, ms)  # noqa: E731
         return {"enabled": True, **log, "dev": score(dev), "test": score(test)}
 
-    def stage_fuse(self, train_kb: KnowledgeBase, dev: List[Mention], test: List[Mention]) -> Dict[str, Any]:
-        """Hybrid linking for the chosen model: fusion weights fitted on dev (fusion.json), then scored."""
+    def stage_fuse(self, train_kb: KnowledgeBase, dev: List[Mention], test: List[Mention],
+                   corpus_dev: Sequence[Mention] = ()) -> Dict[str, Any]:
+        """Hybrid linking for the chosen model: fusion weights fitted on dev (the user's dev corpus when
+        given, else the held-out synonyms' dev split) into fusion.json, then scored."""
         from spacy_angel.linking.linker import AngelLinker
         from training.stages.fuse import fit_linker_fusion
 
@@ -272,18 +273,22 @@ class Build:
             model_dir, train_kb, device="cpu", num_beams=r.num_beams, batch_size=r.eval_batch, mode="hybrid",
             name_index=self.name_index(train_kb),
         )
-        if len(dev) >= FUSION_MIN_DEV:
-            weights, _ = fit_linker_fusion(linker, dev, seed=r.seed, progress=False)
+        fit_on = list(corpus_dev) or dev
+        if len(fit_on) >= FUSION_MIN_DEV:
+            weights, _ = fit_linker_fusion(linker, fit_on, seed=r.seed, progress=False)
             weights.to_disk(model_dir)  # the pipeline's angel_linker reads it from the model directory
             linker.fusion = weights
         else:  # too few held-out names to fit on (a tiny KB): the documented default weights
             weights = linker.fusion
-        return {
+        out = {
             "model": model_dir.name,
             "weights": weights.to_dict(),
             "dev": _accuracy(linker.link(list(dev), top_k=5), train_kb, dev),
             "test": _accuracy(linker.link(list(test), top_k=5), train_kb, test),
         }
+        if corpus_dev:
+            out["corpus_dev"] = _accuracy(linker.link(list(corpus_dev), top_k=5), train_kb, list(corpus_dev))
+        return out
 
     def stage_pipeline(self) -> Dict[str, Any]:
         chosen = self.chosen_model()
@@ -310,13 +315,18 @@ class Build:
         self._stage("kb", self.stage_kb)
         train_kb = self.kb("train")
         dev, test = self.split()
+        held_out = {m.surface for m in dev + test}
+        train_mentions, train_info = self.corpus.mentions("train", train_kb, held_out)
+        corpus_dev, dev_info = self.corpus.mentions("dev", train_kb)
+        if self.corpus.given:
+            self.state["corpus"] = {"train": train_info, "dev": dev_info}
         self._stage("init", lambda: self.stage_init(train_kb))
-        self._stage("positive", lambda: self.stage_positive(train_kb))
-        self._stage("eval_positive", lambda: self.stage_eval("positive", train_kb, dev, test))
+        self._stage("positive", lambda: self.stage_positive(train_kb, train_mentions))
+        self._stage("eval_positive", lambda: self.stage_eval("positive", train_kb, dev, test, corpus_dev))
         self._stage("dpo", lambda: self.stage_dpo(train_kb))
-        self._stage("eval_dpo", lambda: self.stage_eval("dpo", train_kb, dev, test))
-        self._stage("encoder", lambda: self.stage_encoder(train_kb, dev, test))
-        self._stage("fuse", lambda: self.stage_fuse(train_kb, dev, test))
+        self._stage("eval_dpo", lambda: self.stage_eval("dpo", train_kb, dev, test, corpus_dev))
+        self._stage("encoder", lambda: self.stage_encoder(train_kb, dev, test, train_mentions))
+        self._stage("fuse", lambda: self.stage_fuse(train_kb, dev, test, corpus_dev))
         self._stage("pipeline", self.stage_pipeline)
         metrics = self.metrics()
         atomic_write_json(self.root / METRICS_FILE, metrics)
@@ -326,8 +336,12 @@ class Build:
         s = self.state["stages"]
         cuts = {k: s[k]["safety_cap"] for k in ("positive", "dpo", "encoder") if s[k].get("safety_cap")}
         dense = {"dense": {"dev": s["encoder"]["dev"], "test": s["encoder"]["test"]}} if s["encoder"].get("enabled") else {}
+        corpus_dev = {key: s[stage]["corpus_dev"] for key, stage in (("positive", "eval_positive"), ("dpo", "eval_dpo"),
+                                                                      ("hybrid", "fuse")) if "corpus_dev" in s[stage]}
+        user = {"corpus": {**self.state["corpus"], "dev_acc": corpus_dev}} if self.state.get("corpus") else {}
         return {
             **dense,
+            **user,
             "model": s["pipeline"]["model"],
             "heldout_synonyms": {"dev": s["kb"]["dev"], "test": s["kb"]["test"]},
             "tfidf": {"dev": s["eval_positive"]["tfidf_dev"], "test": s["eval_positive"]["tfidf_test"]},
@@ -370,6 +384,7 @@ def heldout_report(metrics: Dict[str, Any]) -> Dict[str, Any]:
         "peak_rss_mb": metrics["peak_rss_mb"],
         "cut_by_safety_cap": metrics["cut_by_safety_cap"],
         "protocol": "held-out KB synonyms (one per concept, never the preferred name), linked against the KB without them",
+        **({"corpus": metrics["corpus"]} if "corpus" in metrics else {}),
     }
 
 

@@ -1,7 +1,7 @@
 """Collect ``train kb-linker`` reports into docs/results/kb-linker.json and the table of docs/kb-linker.md.
 
 Every figure is the command's own report (``OUTPUT/kb-linker.json``: held-out synonym test Acc@1/5 of
-TF-IDF, beam and hybrid, n, build seconds, peak RSS), with the command line that wrote it; nothing is
+TF-IDF, beam, the dense name encoder and hybrid, n, build seconds, peak RSS), with the command line that wrote it; nothing is
 typed by hand.
 
 Usage: python scripts/kb_linker_results.py NAME=OUTPUT[=COMMAND] ... --json RESULTS.json [--markdown TABLE.md]
@@ -34,14 +34,17 @@ def collect(entries: Sequence[str]) -> Dict[str, Any]:
 
 def table(results: Dict[str, Any]) -> str:
     rows: List[str] = [
-        "| KB | n | TF-IDF Acc@1 | beam Acc@1 | hybrid Acc@1 | hybrid - TF-IDF | hybrid Acc@5 | model | steps | minutes | peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|",
+        "| KB | n | TF-IDF Acc@1 | beam Acc@1 | dense encoder Acc@1 | hybrid Acc@1 | hybrid - TF-IDF | hybrid Acc@5 | model | "
+        "steps (positive + DPO; encoder) | minutes | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|",
     ]
     for name, r in results.items():
+        dense = f"{100 * r['dense_acc1']:.1f}" if "dense_acc1" in r else "-"
+        encoder = f"; {r['steps']['encoder']}" if "encoder" in r["steps"] else ""
         rows.append(
-            f"| {name} | {r['n']} | {100 * r['tfidf_acc1']:.1f} | {100 * r['beam_acc1']:.1f} | {100 * r['hybrid_acc1']:.1f} | "
+            f"| {name} | {r['n']} | {100 * r['tfidf_acc1']:.1f} | {100 * r['beam_acc1']:.1f} | {dense} | {100 * r['hybrid_acc1']:.1f} | "
             f"{100 * (r['hybrid_acc1'] - r['tfidf_acc1']):+.1f} | {100 * r['hybrid_acc5']:.1f} | {r['model']} | "
-            f"{r['steps']['positive']} + {r['steps']['dpo']} | {r['seconds'] / 60:.1f} | {r['peak_rss_mb']:.0f} |"
+            f"{r['steps']['positive']} + {r['steps']['dpo']}{encoder} | {r['seconds'] / 60:.1f} | {r['peak_rss_mb']:.0f} |"
         )
     return "\n".join(rows) + "\n"
 

@@ -19,6 +19,7 @@ from spacy_angel.apps.cli import get_app
 from spacy_angel.kb.store import KnowledgeBase
 from training.data.synonym_split import split_synonyms
 from training.stages import kb_linker
+from training.stages.kb_linker_corpus import UserCorpus
 from training.stages.kb_linker_recipe import Recipe
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -176,3 +177,47 @@ def test_the_dense_name_encoder_ships_in_the_model_and_its_settings_redo_only_th
     result = _invoke(tiny_kb_dir, built, *TINY_RUN)  # back on: the module's other tests see the first build again
     assert result.exit_code == 0, result.output
     assert json.loads((built / kb_linker.REPORT_FILE).read_text())["dense_acc1"] == report["dense_acc1"]
+
+
+CORPUS_ROWS = [("D001943", "breast cancer", "cancer of the breast"), ("D009203", "myocardial infarction", "heart attacks"),
+               ("D006973", "hypertension", "raised blood pressure"), ("D003922", "type 1 diabetes mellitus", "type one diabetes"),
+               ("D008175", "lung cancer", "cancer of the lung"), ("D008881", "migraine", "migraines"),
+               ("D007022", "hypotension", "blood pressure too low")]
+
+
+def test_a_users_corpus_trains_and_its_dev_set_chooses(tiny_kb, tiny_kb_dir, tmp_path):
+    """``--corpus`` mentions train the model and join the encoder's synonym sets, except a surface that is
+    a held-out synonym (it would teach the test answer); ``--dev`` chooses DPO and fits the fusion; both
+    key the build; a missing or malformed file is refused before any work."""
+    recipe = Recipe.for_kb(tiny_kb, positive_steps=6, dpo_steps=2, threads=1)
+    held = split_synonyms(tiny_kb, recipe.n_dev, recipe.n_test, seed=recipe.seed)
+    leak = held.test[0]
+    train = tmp_path / "train.txt"
+    train.write_text("".join(f"{a}\t{b}\t{c}\n" for a, b, c in [*CORPUS_ROWS, (leak.gold_ids[0], "x", leak.surface)]), encoding="utf-8")
+    dev = tmp_path / "dev.txt"
+    dev.write_text("".join(f"{a}\t{b}\t{c}\n" for a, b, c in CORPUS_ROWS[:6]), encoding="utf-8")
+    out = tmp_path / "out"
+    args = ("--corpus", train, "--dev", dev, "--corpus-format", "askapatient")
+    result = _invoke(tiny_kb_dir, out, *TINY_RUN, *args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / kb_linker.REPORT_FILE).read_text())
+    corpus = report["corpus"]
+    assert corpus["train"]["mentions"] == len(CORPUS_ROWS) and corpus["train"]["held_out_surfaces_dropped"] == 1
+    assert corpus["dev"]["mentions"] == 6 and set(corpus["dev_acc"]) == {"positive", "dpo", "hybrid"}
+    state = json.loads((out / "build" / kb_linker.STATE_FILE).read_text())
+    assert state["stages"]["positive"]["corpus_mentions"] == len(CORPUS_ROWS)
+    chosen = "dpo" if corpus["dev_acc"]["dpo"]["acc1"] >= corpus["dev_acc"]["positive"]["acc1"] else "positive"
+    assert report["model"] == chosen  # the user's dev set decided
+    encoder = json.loads((out / "build" / chosen / "name_encoder" / "encoder.json").read_text())
+    assert encoder["meta"]["extra_surfaces"] == len(CORPUS_ROWS)  # every corpus surface is new to the KB
+    # another dev file is another build
+    dev.write_text("".join(f"{a}\t{b}\t{c}\n" for a, b, c in CORPUS_ROWS[1:]), encoding="utf-8")
+    user = UserCorpus(train, dev, "askapatient")
+    assert kb_linker.build_fingerprint(recipe, [tiny_kb_dir], user) != state["fingerprint"]
+    dev.write_text("".join(f"{a}\t{b}\t{c}\n" for a, b, c in CORPUS_ROWS[:6]), encoding="utf-8")
+    assert kb_linker.build_fingerprint(recipe, [tiny_kb_dir], user) == state["fingerprint"]
+    result = _invoke(tiny_kb_dir, tmp_path / "b", *TINY_RUN, "--corpus", tmp_path / "nope.txt")
+    assert result.exit_code == 1 and "[E388]" in result.output and not (tmp_path / "b" / "build").exists()
+    dev.write_text("D001943\tonly two columns\n", encoding="utf-8")
+    result = _invoke(tiny_kb_dir, tmp_path / "c", *TINY_RUN, *args)
+    assert result.exit_code == 1 and "dev.txt:1" in result.output and "[E319]" in result.output and not (tmp_path / "c" / "build").exists()
