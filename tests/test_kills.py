@@ -30,6 +30,7 @@ import pytest
 
 from conftest import tiny_pubtator_corpus
 from spacy_angel.kb.store import KnowledgeBase
+from spacy_angel.retrieval.name_encoder import ENCODER_CONFIG
 from spacy_angel.retrieval.tfidf import INDEX_CONFIG
 
 RUNNER = Path(__file__).with_name("kill_runner.py")
@@ -371,7 +372,7 @@ def _content(f: Path, home: Optional[Path] = None) -> bytes:
 
 
 def digest(path: Path, home: Optional[Path] = None, skip: Tuple[str, ...] = ()) -> Optional[str]:
-    """A hash of a file or folder, blind to its volatile parts: the TF-IDF build id (random per build),
+    """A hash of a file or folder, blind to its volatile parts: the TF-IDF and name encoder build ids (random per save),
     the stats' ``seconds``, a training log's timings (:func:`_content`); a model's weights compared as
     tensors. None when absent (or a folder with nothing but hidden temps, checkpoints and ``skip`` in it)."""
     if not os.path.lexists(path):
@@ -381,7 +382,7 @@ def digest(path: Path, home: Optional[Path] = None, skip: Tuple[str, ...] = ()) 
         return None
     volatile = set()
     for f in files:
-        if f.name == INDEX_CONFIG:
+        if f.name in (INDEX_CONFIG, ENCODER_CONFIG):
             volatile.add(json.loads(f.read_text(encoding="utf-8")).get("build_id"))
     h = hashlib.sha1()
     for f in files:

@@ -31,15 +31,14 @@ def synonym_sets(kb: KnowledgeBase, extra: Sequence[Tuple[str, Sequence[str]]] =
     members: Dict[str, set] = {cid: {index[n] for n in kb.names_for(cid) if n in index} for cid in kb.concept_ids}
     for surface, ids in extra:
         name = normalize_name(surface)
-        if not name:
+        concepts = [c for c in (kb.canonical_id(cid) for cid in ids) if c is not None]
+        if not name or not concepts:  # a mention of no concept of this KB teaches nothing here
             continue
         if name not in index:
             index[name] = len(texts)
             texts.append(name)
-        for cid in ids:
-            canonical = kb.canonical_id(cid)
-            if canonical is not None:
-                members.setdefault(canonical, set()).add(index[name])
+        for concept in concepts:
+            members.setdefault(concept, set()).add(index[name])
     return texts, [sorted(m) for m in members.values() if len(m) >= 2]
 
 
