@@ -81,17 +81,27 @@ def run_split(kb: Any, train: Sequence[Any], ms: Sequence[Any], settings: NameEn
     return row
 
 
-def main(argv: Sequence[str] = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="the BioSyn ncbi-disease folder (processed_* and *_dictionary.txt)")
-    p.add_argument("--steps", type=int, default=1000)
+def encoder_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of both encoder benches: training length, torch threads, the JSON to write."""
+    p.add_argument("--steps", type=int, default=NameEncoderSettings.steps)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
-    args = p.parse_args(argv)
+
+
+def encoder_settings(args: argparse.Namespace) -> NameEncoderSettings:
+    """The encoder's settings for a bench run, with torch's thread count set (float sums depend on it)."""
     import torch
 
     torch.set_num_threads(args.threads)
-    settings = NameEncoderSettings(steps=args.steps, progress=False)
+    return NameEncoderSettings(steps=args.steps, progress=False)
+
+
+def main(argv: Sequence[str] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="the BioSyn ncbi-disease folder (processed_* and *_dictionary.txt)")
+    encoder_arguments(p)
+    args = p.parse_args(argv)
+    settings = encoder_settings(args)
     kb_dev = load_files([args.data / "dev_dictionary.txt"], format="biosyn")
     kb_test = load_files([args.data / "test_dictionary.txt"], format="biosyn")
     train = mentions(args.data / "processed_train", kb_dev)

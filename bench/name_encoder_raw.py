@@ -24,13 +24,12 @@ from typing import Any, Dict, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, write_json_atomic  # noqa: E402
-from name_encoder_ncbi import GRID, acc1, fused_top1  # noqa: E402
+from name_encoder_ncbi import GRID, acc1, encoder_arguments, encoder_settings, fused_top1  # noqa: E402
 
 from spacy_angel.kb.readers import load_files  # noqa: E402
 from spacy_angel.retrieval.dense_index import DenseNameIndex  # noqa: E402
 from spacy_angel.retrieval.tfidf import NameIndex  # noqa: E402
 from training.data.corpora import read_pubtator  # noqa: E402
-from training.settings import NameEncoderSettings  # noqa: E402
 from training.stages.name_encoder import train_name_encoder  # noqa: E402
 
 
@@ -38,13 +37,9 @@ def main(argv: Sequence[str] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kb", type=Path, required=True, help="CTD MEDIC 2017 (CTD_diseases_2017.tsv.gz)")
     p.add_argument("--corpus-dir", type=Path, required=True, help="folder of NCBI{train,develop,test}set_corpus.txt")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", type=Path, default=None)
+    encoder_arguments(p)
     args = p.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
+    settings = encoder_settings(args)
     kb = load_files([args.kb])
     split = {name: list(read_pubtator(args.corpus_dir / f"NCBI{name}set_corpus.txt")) for name in ("train", "develop", "test")}
     dev, test = split["develop"], split["test"]
@@ -58,7 +53,7 @@ def main(argv: Sequence[str] = None) -> None:
     }
     for label, extra in (("kb", []), ("kb+train", [(m.surface, m.gold_ids) for m in split["train"]])):
         started = time.time()
-        encoder, log = train_name_encoder(kb, NameEncoderSettings(steps=args.steps, progress=False), extra)
+        encoder, log = train_name_encoder(kb, settings, extra)
         dense = DenseNameIndex(kb, encoder)
         row: Dict[str, Any] = {"train_seconds": round(time.time() - started, 1), "synonym_sets": log["synonym_sets"]}
         for name, ms in (("dev", dev), ("test", test)):
