@@ -247,13 +247,19 @@ class KnowledgeBase:
         idx = self.name_index(name)
         return () if idx is None else self.ids_for_index(idx)
 
-    def names_for(self, kb_id: str) -> Tuple[str, ...]:
-        """Normalised names of the concept that ``kb_id`` (primary or alias) identifies."""
+    def name_indices_for(self, kb_id: str) -> Tuple[int, ...]:
+        """Indices of the names of the concept that ``kb_id`` (primary or alias) identifies, read off the
+        concept -> names CSR. Why not ``name_index`` per name: at 1M names each look-up is a binary
+        search over the mapped strings, and DPO pair mining spent minutes in them."""
         c = self._concept(kb_id, create=False)
         if c is None:
             return ()
         cptr, cnames = self._reverse()
-        return tuple(self.names[i] for i in cnames[cptr[c] : cptr[c + 1]].tolist())
+        return tuple(cnames[cptr[c] : cptr[c + 1]].tolist())
+
+    def names_for(self, kb_id: str) -> Tuple[str, ...]:
+        """Normalised names of the concept that ``kb_id`` (primary or alias) identifies."""
+        return tuple(self.names[i] for i in self.name_indices_for(kb_id))
 
     def canonical_id(self, kb_id: str) -> Optional[str]:
         """Primary id of the concept ``kb_id`` belongs to (alias resolution), ``None`` if unknown."""

@@ -66,15 +66,6 @@ _FORMAT_VERSION = 2
 SEARCHES = ("exact", "pruned")
 
 
-def _safe_canonical(kb: KnowledgeBase, kb_id: str) -> str:
-    """Canonical id when the KB knows it, the id itself otherwise (gold ids may be retired)."""
-    try:
-        cid = kb.canonical_id(kb_id)
-    except (KeyError, ValueError):
-        return kb_id
-    return cid if cid else kb_id
-
-
 class NameIndex:
     """TF-IDF (character 3-gram) index over the unique normalised names of a KB.
 
@@ -260,21 +251,10 @@ class NameIndex:
 
     # ------------------------------------------------------------------ concept helpers
     def _name_indices_for(self, kb_id: str) -> List[int]:
-        out: List[int] = []
-        seen: Set[int] = set()
-        for key in (kb_id, _safe_canonical(self.kb, kb_id)):
-            try:
-                names = self.kb.names_for(key)
-            except (KeyError, ValueError):
-                names = ()
-            for name in names:
-                idx = self.kb.name_index(name)
-                if idx is None:
-                    idx = self.kb.name_index(normalize_name(name))
-                if idx is not None and idx not in seen:
-                    seen.add(idx)
-                    out.append(int(idx))
-        return out
+        try:
+            return [int(i) for i in self.kb.name_indices_for(kb_id)]
+        except (KeyError, ValueError):
+            return []
 
     def _excluded_indices(self, ids: Iterable[str]) -> np.ndarray:
         idx: Set[int] = set()

@@ -487,3 +487,19 @@ def test_real_ctd_medic(shared_data) -> None:
     assert "breast neoplasms" in kb.names_for("D001943")
     assert "D001943" in kb.ids_for("Breast Neoplasms")
     assert kb.canonical_id("MESH:D001943") == "D001943"
+
+
+def test_name_indices_for_reads_the_concepts_names_in_memory_and_mapped(tmp_path):
+    """``name_indices_for`` (the CSR, no look-up per name) gives the indices of ``names_for``, aliases too."""
+    kb = KnowledgeBase()
+    kb.add("C1", "breast cancer")
+    kb.add("C2", "lung cancer")
+    kb.add("C1", "Mammary Carcinoma")
+    kb.add("C2", "breast cancer")  # a name of two concepts
+    kb.add_alias_ids("C1", ["OLD1"])
+    kb.to_disk(tmp_path / "kb")
+    for store in (kb, KnowledgeBase.from_disk(tmp_path / "kb"), KnowledgeBase.from_disk(tmp_path / "kb", mmap=False)):
+        for kb_id in ("C1", "C2", "OLD1"):
+            assert [store.names[i] for i in store.name_indices_for(kb_id)] == list(store.names_for(kb_id))
+        assert store.name_indices_for("OLD1") == store.name_indices_for("C1") and len(store.name_indices_for("C1")) == 2
+        assert store.name_indices_for("NOPE") == ()
