@@ -136,11 +136,13 @@ def acc_line(summary: Dict[str, Any], top_k: int) -> str:
 
 def fusion_summary(weights: Any, path: Path) -> str:
     """``train fuse``'s report: the dev figures, the fitted weights and where they were written."""
+    from spacy_angel.linking.fusion import FEATURES
+
     dev = weights.dev
     return (
         f"dev n={int(dev['n'])}: acc@1 tfidf {dev['tfidf_acc@1']:.4f}, beam {dev['beam_acc@1']:.4f}, "
         f"hybrid {dev['hybrid_acc@1']:.4f} (5-fold CV {dev['hybrid_cv_acc@1']:.4f}); "
         f"candidate recall {dev['candidate_recall']:.4f}\n"
-        "weights: " + ", ".join(f"{k} {getattr(weights, k):+.3f}" for k in ("model", "tfidf", "exact", "beam")) + "\n"
+        "weights: " + ", ".join(f"{k} {getattr(weights, k):+.3f}" for k in FEATURES) + "\n"
         f"fusion weights -> {path}"
     )
