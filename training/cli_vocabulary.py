@@ -55,9 +55,9 @@ def kb_linker_command(
             synonym_targets=synonym_targets, name_encoder=name_encoder, encoder_steps=encoder_steps,
         )
         user = UserCorpus(corpus, dev, corpus_format)
-        for label, path in (("--corpus", corpus), ("--dev", dev)):
+        for option, path in (("--corpus", corpus), ("--dev", dev)):
             if path is not None and not path.exists():
-                raise FileNotFoundError(Errors.E388.format(what=label, path=path))
+                raise FileNotFoundError(Errors.E388.format(what=option, path=path))
             if path is not None:  # a malformed file is refused now, naming its line, not after an hour of training
                 read_corpus(path, format=corpus_format)
     except (OSError, ValueError) as err:

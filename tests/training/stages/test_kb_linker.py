@@ -198,8 +198,9 @@ def test_a_users_corpus_trains_and_its_dev_set_chooses(tiny_kb, tiny_kb_dir, tmp
     dev.write_text("".join(f"{a}\t{b}\t{c}\n" for a, b, c in CORPUS_ROWS[:6]), encoding="utf-8")
     out = tmp_path / "out"
     args = ("--corpus", train, "--dev", dev, "--corpus-format", "askapatient")
-    result = _invoke(tiny_kb_dir, out, *TINY_RUN, *args)
+    result = _invoke(tiny_kb_dir, out, *TINY_RUN, *args, "--label", "DISEASE")
     assert result.exit_code == 0, result.output
+    assert {p["label"] for p in spacy.load(out).get_pipe("entity_ruler").patterns} == {"DISEASE"}  # --label, untouched
     report = json.loads((out / kb_linker.REPORT_FILE).read_text())
     corpus = report["corpus"]
     assert corpus["train"]["mentions"] == len(CORPUS_ROWS) and corpus["train"]["held_out_surfaces_dropped"] == 1
