@@ -1,8 +1,8 @@
 """Nearest KB names by a :class:`~spacy_angel.retrieval.name_encoder.NameEncoder`: a second retriever
 beside the TF-IDF index, and the ``dense`` feature of hybrid fusion.
 
-The name vectors are computed when the index is made (about a second per 40,000 names on one core)
-and held in memory: ``n_names x dim`` float32, 41 MB for HPO at dim 256, but 6 GB for UMLS's 6M names,
+The name vectors are computed when the index is made and held in memory: ``n_names x dim`` float32,
+42 MB for HPO's 40,691 training names at dim 256, but 6 GB for UMLS's 6M names,
 so the dense retriever is meant for vocabularies up to about a million names (issue 26), not UMLS
 (issue 27). Search is an exact matrix product by name blocks with a running top-k.
 """
@@ -15,6 +15,7 @@ import numpy as np
 from spacy_angel.errors import Errors
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.retrieval.candidates import concepts_from_hits
+from spacy_angel.retrieval.exact_search import keep_top_k
 from spacy_angel.retrieval.name_encoder import NameEncoder
 from spacy_angel.types import Candidate
 
@@ -29,25 +30,25 @@ class DenseNameIndex:
         self.vectors = encoder.encode(list(kb.names), normalized=True)
 
     def nearest_names(self, queries: Sequence[str], k: int) -> List[List[Tuple[int, float]]]:
-        """Top-``k`` ``(name_index, cosine)`` per query, best first (equal cosines: the smaller name index first)."""
+        """Top-``k`` ``(name_index, cosine)`` per query, best first (equal cosines: the smaller name index
+        first), by the TF-IDF search's own rule (:func:`~spacy_angel.retrieval.exact_search.keep_top_k`)."""
         if k <= 0 or not len(queries):
             return [[] for _ in queries]
         q = self.encoder.encode(list(queries))
-        n = len(self.vectors)
-        best_s = np.full((len(q), 0), -np.inf, dtype=np.float32)
-        best_i = np.zeros((len(q), 0), dtype=np.int64)
-        for start in range(0, n, self.name_chunk_size):
+        best_r = best_c = np.zeros(0, dtype=np.int64)
+        best_s = np.zeros(0, dtype=np.float32)
+        for start in range(0, len(self.vectors), self.name_chunk_size):
             sims = q @ self.vectors[start : start + self.name_chunk_size].T
-            scores = np.concatenate([best_s, sims], axis=1)
-            index = np.concatenate([best_i, np.broadcast_to(np.arange(start, start + sims.shape[1]), sims.shape)], axis=1)
-            keep = min(k, scores.shape[1])
-            # ties break on the smaller index: sort by (-score, index) within the kept set
-            part = np.argpartition(-scores, keep - 1, axis=1)[:, :keep] if keep < scores.shape[1] else np.argsort(-scores, 1)
-            best_s = np.take_along_axis(scores, part, 1)
-            best_i = np.take_along_axis(index, part, 1)
-        order = np.lexsort((best_i, -best_s), axis=1) if best_s.size else best_s.astype(np.int64)
-        best_s, best_i = np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
-        return [[(int(i), float(s)) for i, s in zip(ri, rs)] for ri, rs in zip(best_i.tolist(), best_s.tolist())]
+            width = sims.shape[1]
+            # each row's candidates in this block: its k best, ties at the k-th included (keep_top_k cuts them)
+            kth = np.partition(sims, width - k, axis=1)[:, width - k : width - k + 1] if width > k else -np.inf
+            rows, cols = np.nonzero(sims >= kth)
+            best_r, best_c, best_s = keep_top_k(np.concatenate([best_r, rows]), np.concatenate([best_c, cols + start]),
+                                                np.concatenate([best_s, sims[rows, cols]]), k)
+        out: List[List[Tuple[int, float]]] = [[] for _ in queries]
+        for r, c, score in zip(best_r.tolist(), best_c.tolist(), best_s.tolist()):
+            out[r].append((int(c), float(score)))
+        return out
 
     def cosine(self, query_texts: Sequence[str], name_indices_per_query: Sequence[Sequence[int]]) -> List[np.ndarray]:
         """Cosine of each query to the given KB names, in that order (the hybrid ``dense`` feature)."""

@@ -27,18 +27,20 @@ def synonym_sets(kb: KnowledgeBase, extra: Sequence[Tuple[str, Sequence[str]]] =
     ids) not already among them, and per concept the indices of its texts, for the concepts with at
     least two (the training signal). A mention's surface joins each of its gold concepts' sets."""
     texts = list(kb.names)
-    index = {name: i for i, name in enumerate(texts)}
-    members: Dict[str, set] = {cid: {index[n] for n in kb.names_for(cid) if n in index} for cid in kb.concept_ids}
+    members: Dict[str, set] = {cid: set(kb.name_indices_for(cid)) for cid in kb.concept_ids}
+    added: Dict[str, int] = {}  # surfaces that are no KB name -> their index in texts
     for surface, ids in extra:
         name = normalize_name(surface)
         concepts = [c for c in (kb.canonical_id(cid) for cid in ids) if c is not None]
         if not name or not concepts:  # a mention of no concept of this KB teaches nothing here
             continue
-        if name not in index:
-            index[name] = len(texts)
-            texts.append(name)
+        idx = kb.name_index(name)
+        if idx is None:
+            idx = added.setdefault(name, len(texts))
+            if idx == len(texts):
+                texts.append(name)
         for concept in concepts:
-            members.setdefault(concept, set()).add(index[name])
+            members[concept].add(idx)
     return texts, [sorted(m) for m in members.values() if len(m) >= 2]
 
 
