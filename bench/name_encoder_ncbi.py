@@ -19,6 +19,7 @@ it shares an id with the gold). Choices are made on dev; test only reports.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -115,15 +116,9 @@ def main(argv: Sequence[str] = None) -> None:
               "protocol": "BioSyn-processed NCBI-disease, paper protocol (Acc@1, any shared id), no generative model",
               "encoder_steps": args.steps, "torch_threads": args.threads, "alpha_chosen_on_dev": alphas,
               "dev": dev, "test": test, "machine": machine()}
-    print(json_dump(result))
+    print(json.dumps(result, indent=1))
     if args.json:
         write_json_atomic(args.json, result)
-
-
-def json_dump(data: Any) -> str:
-    import json
-
-    return json.dumps(data, indent=1)
 
 
 if __name__ == "__main__":
