@@ -115,6 +115,10 @@ class Errors(metaclass=ErrorsWithCodes):
 
     # ---- input format (prompt.py)
     E040 = "mention offsets {start}-{end} lie outside its text of length {length} (doc {doc_id!r})"
+    E041 = (
+        "the model's config.json field {field!r} (the context window it was trained with) must be an "
+        "integer >= 0, got {value!r}: fix or remove the field"
+    )
 
     # ---- decoding (decoding.py)
     E050 = "the tokenizer has no end-of-sequence token"

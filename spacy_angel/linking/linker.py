@@ -100,7 +100,7 @@ class AngelLinker:
         trie: Optional[TokenTrie] = None,
         *,
         num_beams: int = 5,
-        context_window: int = 0,
+        context_window: Optional[int] = None,
         lowercase: bool = True,
         start_marker: str = DEFAULT_START_MARKER,
         end_marker: str = DEFAULT_END_MARKER,

@@ -30,8 +30,9 @@ def validate_config(cfg: Dict[str, Any]) -> None:
     for field in ("num_beams", "top_k", "batch_size"):
         if not isinstance(cfg[field], int) or isinstance(cfg[field], bool) or cfg[field] < 1:
             fail(field, "an integer >= 1")
-    if not isinstance(cfg["context_window"], int) or isinstance(cfg["context_window"], bool) or cfg["context_window"] < 0:
-        fail("context_window", "an integer >= 0")
+    window = cfg["context_window"]  # None: the window the model was trained with
+    if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 0):
+        fail("context_window", "an integer >= 0, or null for the model's training window")
     threshold = cfg["threshold"]
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
         fail("threshold", "a probability in [0, 1]")

@@ -87,7 +87,7 @@ class AngelLinkerComponent:
         num_beams: int = 5,
         top_k: int = 5,
         spans_key: Optional[str] = None,
-        context_window: int = 0,
+        context_window: Optional[int] = None,
         batch_size: int = 32,
         device: str = "auto",
         dtype: Optional[str] = None,

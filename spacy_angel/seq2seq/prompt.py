@@ -12,10 +12,12 @@ GenBioEL / ANGEL checkpoints read, and every training stage here writes,
 Inference (:class:`spacy_angel.linking.linker.AngelLinker`), training (``training/``) and the benches all
 build their inputs here, so a change to the format is one change in one place.
 
-The linker's default ``context_window`` is 0 (the mention alone): every recipe here trains on
-mentions without context (BioSyn-processed corpora, AskAPatient, KB synonyms), and on NCBI-disease
-dev raw mentions context cost accuracy and time (``bench/dev_tradeoffs.py``, docs/performance.md).
-Link a model trained on mentions in context with its training window.
+The window a model was trained with is stored in its ``config.json`` (``angel_context_window``,
+written by every training stage: :func:`record_context_window`), and the linker reads it when no
+window is given (:func:`trained_context_window`), so a model trained on mentions in context is linked
+with its own window. Models without the field (every recipe here but context training, and the
+published checkpoints) read 0: the mention alone. On NCBI-disease dev raw mentions a window the model
+was not trained with cost accuracy and time (``bench/dev_tradeoffs.py``, docs/performance.md).
 """
 from __future__ import annotations
 
@@ -32,6 +34,23 @@ DEFAULT_END_MARKER = "END"
 
 
 PROMPT_SUFFIX = "is"
+
+
+#: ``config.json`` field holding the context window (words a side) the model was trained with.
+CONTEXT_WINDOW_FIELD = "angel_context_window"
+
+
+def record_context_window(model, context_window: int) -> None:
+    """Store the training window in the model's config, so that it is saved with the model."""
+    setattr(model.config, CONTEXT_WINDOW_FIELD, int(context_window))
+
+
+def trained_context_window(model) -> int:
+    """The window ``model`` was trained with (its config's field), 0 when it does not say."""
+    value = getattr(model.config, CONTEXT_WINDOW_FIELD, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise LinkerError(Errors.E041.format(field=CONTEXT_WINDOW_FIELD, value=value))
+    return value
 
 
 TokenIds = Tuple[int, ...]
@@ -114,8 +133,11 @@ class PromptFormat:
 
     @classmethod
     def for_model(cls, model, tokenizer, max_input_length: Optional[int] = None, **kwargs) -> "PromptFormat":
-        """The format for ``model``: its decoder start token and position limit (``max_input_length`` caps it)."""
+        """The format for ``model``: its decoder start token and position limit (``max_input_length`` caps it);
+        ``context_window=None`` (or absent) is the window the model was trained with."""
         model_max = getattr(model.config, "max_position_embeddings", 1024) or 1024
+        if kwargs.get("context_window") is None:
+            kwargs["context_window"] = trained_context_window(model)
         return cls(
             tokenizer,
             model.config.decoder_start_token_id,

@@ -6,19 +6,38 @@ deliverable is one directory that ``spacy.load`` restores, model + KB + trie inc
 
 Usage: python scripts/assemble.py NER_MODEL LINKER_MODEL KB_DIR --output PIPELINE_DIR
        [--num-beams 5] [--top-k 5] [--threshold 0.0] [--batch-size 32] [--device auto]
-       [--fusion FUSION_JSON]
+       [--fusion FUSION_JSON] [--switches SWITCHES_JSON]
 
+``--switches`` takes the document-level switches ``document_switches.py`` chose on dev (its
+``chosen`` field: ``abbreviation_propagation``, ``one_sense_per_document``, ``split_composite``);
+without it they stay at the component's defaults (off).
 ``--fusion`` takes the weights ``spacy-angel train fuse ... --output FILE`` wrote, in place of
 LINKER_MODEL/fusion.json; the pipeline keeps its own copy (``angel_linker/fusion``).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
+
+from e2e_score import first_missing
 
 from spacy_angel.fileio import atomic_directory
+
+
+def read_switches(path: Path) -> Dict[str, bool]:
+    """The ``chosen`` switches of a ``document_switches.py`` report, checked by name and type."""
+    from document_switches import SWITCHES
+
+    try:
+        chosen = json.loads(path.read_text(encoding="utf-8"))["chosen"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a document_switches.py report with a 'chosen' field ({err})") from None
+    if not isinstance(chosen, dict) or set(chosen) != set(SWITCHES) or not all(isinstance(v, bool) for v in chosen.values()):
+        raise ValueError(f"{path}: field 'chosen' must map each of {', '.join(SWITCHES)} to true or false, got {chosen!r}")
+    return dict(chosen)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -36,11 +55,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--fusion", type=Path, default=None, help="fusion weights file (train fuse --output) instead of LINKER_MODEL/fusion.json")
     parser.add_argument("--num-candidates", type=int, default=20, help="TF-IDF names per mention (hybrid, rerank)")
     parser.add_argument("--no-abbreviations", action="store_true", help="no angel_abbreviations before the linker")
+    parser.add_argument("--switches", type=Path, default=None, help="document_switches.py output: its `chosen` switches go into the linker's config")
     args = parser.parse_args(argv)
-    for path in (args.ner, args.kb, *([args.fusion] if args.fusion is not None else [])):
-        if not path.exists():
-            print(f"error: {path} does not exist", file=sys.stderr)
-            return 1
+    missing = first_missing((args.ner, args.kb, args.fusion, args.switches))
+    if missing is not None:
+        print(f"error: {missing} does not exist", file=sys.stderr)
+        return 1
+    try:
+        switches = read_switches(args.switches) if args.switches is not None else {}
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     import spacy
 
     import spacy_angel.pipeline.linker_component  # noqa: F401  (registers the factory)
@@ -59,7 +84,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config={
             "num_beams": args.num_beams, "top_k": args.top_k, "threshold": args.threshold,
             "batch_size": args.batch_size, "device": args.device,
-            "mode": args.mode, "num_candidates": args.num_candidates,
+            "mode": args.mode, "num_candidates": args.num_candidates, **switches,
         },
     )
     # model and KB through initialize(), not the config: config.cfg keeps `model = null` and no

@@ -25,7 +25,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 Span3 = Tuple[int, int, int]  # (doc index, start char, end char)
 
@@ -96,8 +96,8 @@ def spacy_link_scores(
     from spacy.tokens import Span
     from spacy.training import Example
 
-    from spacy_angel.types import NIL
     from spacy_angel.pipeline.factories import angel_linker_score
+    from spacy_angel.types import NIL
 
     canon = kb.canonical_id if kb is not None else (lambda x: x)
     examples = []
@@ -120,6 +120,22 @@ def spacy_link_scores(
     return {key: round(scores[key], 4) for key in ("nel_micro_p", "nel_micro_r", "nel_micro_f")}
 
 
+def first_missing(paths: Iterable[Optional[Path]]) -> Optional[Path]:
+    """The first of ``paths`` that does not exist (None entries, options not given, are skipped)."""
+    return next((p for p in paths if p is not None and not p.exists()), None)
+
+
+def load_pipeline_and_gold(pipeline: Path, gold: Path) -> Tuple[Any, List[Any]]:
+    """The saved pipeline and the gold DocBin's documents, read with its vocab."""
+    import spacy
+    from spacy.tokens import DocBin
+
+    import spacy_angel.pipeline.linker_component  # noqa: F401  (registers the angel_linker factory)
+
+    nlp = spacy.load(pipeline)
+    return nlp, list(DocBin().from_disk(gold).get_docs(nlp.vocab))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("pipeline", type=Path, help="spaCy pipeline directory (NER + angel_linker)")
@@ -128,19 +144,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--kb", type=Path, help="KB directory for id canonicalisation (default: the linker's KB)")
     parser.add_argument("--batch-size", type=int, default=16, help="documents per nlp.pipe batch")
     args = parser.parse_args(argv)
-    for path in (args.pipeline, args.gold):
-        if not path.exists():
-            print(f"error: {path} does not exist", file=sys.stderr)
-            return 1
-    import spacy
-    from spacy.tokens import DocBin
-
-    import spacy_angel.pipeline.linker_component  # noqa: F401  (registers the angel_linker factory)
+    missing = first_missing((args.pipeline, args.gold))
+    if missing is not None:
+        print(f"error: {missing} does not exist", file=sys.stderr)
+        return 1
     from spacy_angel.fileio import atomic_write_json
     from spacy_angel.kb.store import KnowledgeBase
 
-    nlp = spacy.load(args.pipeline)
-    gold_docs = list(DocBin().from_disk(args.gold).get_docs(nlp.vocab))
+    nlp, gold_docs = load_pipeline_and_gold(args.pipeline, args.gold)
     pred_docs = list(nlp.pipe((d.text for d in gold_docs), batch_size=args.batch_size))
     kb = KnowledgeBase.from_disk(args.kb) if args.kb else None
     if kb is None and "angel_linker" in nlp.pipe_names:

@@ -4,8 +4,10 @@ Why: the evaluation reports, the end-to-end scores and the per-stage time/memory
 written by different commands; the results file is what the README quotes, so it is built
 only from those files (nothing typed by hand). Keys: ``tfidf_acc1/5``, ``positive_acc1/5``,
 ``angel_acc1/5`` (Acc@k on the test mentions, model alone: beam mode), ``hybrid_positive_acc1/5``
-and ``hybrid_acc1/5`` (hybrid mode with the positive / ANGEL model), ``e2e_precision/recall/f1``
-(+ ``ner_*``), the 95% bootstrap interval of each Acc@1, paired-bootstrap intervals of
+and ``hybrid_acc1/5`` (hybrid mode with the positive / ANGEL model), ``raw_tfidf/raw_beam/raw_hybrid_acc1/5``
+(the same on another protocol: raw PubTator test mentions against CTD MEDIC 2017), ``e2e_precision/recall/f1``
+(+ ``ner_*``), ``document_switches`` (the linker's document-level switches chosen on dev, with
+every combination's dev e2e F1), the 95% bootstrap interval of each Acc@1, paired-bootstrap intervals of
 differences (``angel_vs_positive_ci``, ``hybrid_vs_tfidf_ci``, ``hybrid_angel_vs_positive_ci``: B - A
 of a ``train compare A B`` output; ``--compare POSITIVE_VS_ANGEL`` writes ``angel_vs_positive*``
 too, plus the McNemar p and the counts of mentions only one system gets right), per-bin Acc@1 of
@@ -14,7 +16,7 @@ starts with ``--prefix`` and with none of the ``--exclude-prefix`` values, e.g. 
 ``cpu-aap-``).
 
 Usage: python scripts/report.py --tfidf T.json --positive P.json --angel A.json [--hybrid H.json]
-       [--hybrid-positive HP.json] [--e2e E.json] [--compare POS_VS_ANGEL.json]
+       [--hybrid-positive HP.json] [--raw-tfidf RT.json] [--raw-beam RB.json] [--raw-hybrid RH.json] [--e2e E.json] [--compare POS_VS_ANGEL.json]
        [--diff NAME=COMPARE.json ...] [--bins-plot PNG] [--stages metrics/stages] [--prefix cpu-]
        [--exclude-prefix cpu-aap- ...] --output RESULTS.json
 """
@@ -78,7 +80,7 @@ def diff_fields(name: str, cmp: Dict[str, Any], path: Path) -> Dict[str, Any]:
     return {f"{name}": -cmp["diff"], f"{name}_ci": sorted(-x for x in cmp["diff_ci95"]), f"{name}_p": cmp["p_value"]}
 
 
-SYSTEMS = ("tfidf", "positive", "angel", "hybrid_positive", "hybrid")
+SYSTEMS = ("tfidf", "positive", "angel", "hybrid_positive", "hybrid", "raw_tfidf", "raw_beam", "raw_hybrid")
 
 
 def build(args: argparse.Namespace) -> Dict[str, Any]:
@@ -118,6 +120,14 @@ def build(args: argparse.Namespace) -> Dict[str, Any]:
         result["linking_accuracy_on_found_spans"] = e2e.get("linking_on_found", {}).get("accuracy")
         for key, value in (e2e.get("nel") or {}).items():  # spaCy's Scorer.score_links via the component
             result[key] = value
+    if args.document_switches is not None:
+        sweep = read_json(args.document_switches, "document switches")
+        if "chosen" not in sweep or "rows" not in sweep:
+            raise SystemExit(f"error: {args.document_switches}: fields chosen/rows missing (not a document_switches.py output?)")
+        result["document_switches"] = {
+            "chosen": sweep["chosen"], "split": str(sweep.get("gold")),
+            "dev_e2e_f1": {",".join(k for k, on in r["switches"].items() if on) or "none": r["e2e"]["f1"] for r in sweep["rows"]},
+        }
     if args.compare is not None:
         cmp = read_json(args.compare, "paired comparison")
         for key in ("mcnemar_p", "a_only_correct", "b_only_correct"):
@@ -145,7 +155,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--hybrid-positive", type=Path, help="the same for the positive-only model")
     parser.add_argument("--diff", action="append", help="NAME=COMPARE.json: a paired difference (B - A) under NAME")
     parser.add_argument("--bins-plot", type=Path, help="PNG: Acc@1 per similarity bin, TF-IDF vs ANGEL vs hybrid")
+    parser.add_argument("--raw-tfidf", type=Path, help="`train evaluate tfidf` report on raw mentions (another protocol: raw_tfidf_*)")
+    parser.add_argument("--raw-beam", type=Path, help="the same, beam mode (raw_beam_*)")
+    parser.add_argument("--raw-hybrid", type=Path, help="the same, hybrid mode (raw_hybrid_*)")
     parser.add_argument("--e2e", type=Path)
+    parser.add_argument("--document-switches", type=Path, help="document_switches.py output: the chosen switches and each combination's dev e2e F1")
     parser.add_argument("--compare", type=Path, help="`train compare POSITIVE ANGEL` output (paired test)")
     parser.add_argument("--stages", type=Path, default=Path("metrics/stages"))
     parser.add_argument("--prefix", default="", help="only stage records whose name starts with this")
