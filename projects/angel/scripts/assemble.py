@@ -8,11 +8,12 @@ Usage: python scripts/assemble.py NER_MODEL LINKER_MODEL KB_DIR --output PIPELIN
        [--num-beams 5] [--top-k 5] [--threshold 0.0] [--batch-size 32] [--device auto]
        [--fusion FUSION_JSON] [--switches SWITCHES_JSON]
 
+``--fusion`` takes the weights ``spacy-angel train fuse ... --output FILE`` wrote, in place of
+LINKER_MODEL/fusion.json; the pipeline keeps its own copy (``angel_linker/fusion``).
+
 ``--switches`` takes the document-level switches ``document_switches.py`` chose on dev (its
 ``chosen`` field: ``abbreviation_propagation``, ``one_sense_per_document``, ``split_composite``);
 without it they stay at the component's defaults (off).
-``--fusion`` takes the weights ``spacy-angel train fuse ... --output FILE`` wrote, in place of
-LINKER_MODEL/fusion.json; the pipeline keeps its own copy (``angel_linker/fusion``).
 """
 from __future__ import annotations
 
