@@ -300,7 +300,7 @@ def evaluate_command(
         "test": str(test),
         "top_k": s.top_k,
         "num_beams": beams,
-        "context_window": s.context_window,
+        "context_window": None if model_dir == "tfidf" else linker.context_window,
         "mode": "tfidf" if model_dir == "tfidf" else s.mode,
         "num_candidates": s.num_candidates,
         "fusion": None if model_dir == "tfidf" or s.mode != "hybrid" else linker.fusion.to_dict(),

@@ -37,7 +37,9 @@ class DecodingSettings:
     """How mentions are decoded with the constrained linker (dev evaluation, mining, evaluation)."""
 
     num_beams: int = _f(5, "Beam size of the constrained decoder (dev evaluation).")
-    context_window: int = _f(0, "Words of context on each side of a mention (0: the mention alone, as the linker by default).")
+    context_window: Optional[int] = _f(
+        None, "Words of context on each side of a mention (default: the model's training window; 0 for a model that does not say)."
+    )
     device: str = _f("auto", "auto (CUDA when present), cpu or cuda.")
     threads: Optional[int] = _f(
         None, "torch CPU threads (default: torch's choice, the machine's cores). Fix it for the same weights on other machines."

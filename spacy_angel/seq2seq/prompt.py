@@ -13,7 +13,7 @@ Inference (:class:`spacy_angel.linking.linker.AngelLinker`), training (``trainin
 build their inputs here, so a change to the format is one change in one place.
 
 The window a model was trained with is stored in its ``config.json`` (``angel_context_window``,
-written by every training stage: :func:`record_context_window`), and the linker reads it when no
+written by every training stage: :func:`settle_context_window`), and the linker reads it when no
 window is given (:func:`trained_context_window`), so a model trained on mentions in context is linked
 with its own window. Models without the field (every recipe here but context training, and the
 published checkpoints) read 0: the mention alone. On NCBI-disease dev raw mentions a window the model
@@ -40,9 +40,13 @@ PROMPT_SUFFIX = "is"
 CONTEXT_WINDOW_FIELD = "angel_context_window"
 
 
-def record_context_window(model, context_window: int) -> None:
-    """Store the training window in the model's config, so that it is saved with the model."""
-    setattr(model.config, CONTEXT_WINDOW_FIELD, int(context_window))
+def settle_context_window(model, requested: Optional[int]) -> int:
+    """The window a training run on ``model`` uses: ``requested``, or when None the model's own (so a
+    fine-tuning stage keeps the window of the model it starts from); stored in the model's config,
+    which is saved with it."""
+    window = trained_context_window(model) if requested is None else int(requested)
+    setattr(model.config, CONTEXT_WINDOW_FIELD, window)
+    return window
 
 
 def trained_context_window(model) -> int:

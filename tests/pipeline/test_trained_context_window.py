@@ -62,3 +62,12 @@ def test_a_bad_window_field_is_refused_with_its_number(context_model, tiny_kb, t
     (bad / "config.json").write_text(json.dumps(config))
     with pytest.raises(LinkerError, match=r"\[E041\].*angel_context_window.*-2"):
         AngelLinker.from_pretrained(bad, tiny_kb, device="cpu")
+
+
+def test_a_stage_started_from_a_context_model_keeps_its_window_unless_told(context_model, tiny_kb, tmp_path):
+    """``--context-window`` left out: fine-tuning reads (and records) the start model's window."""
+    common = dict(max_steps=2, batch_size=8, learning_rate=1e-4, progress=False)
+    kept = train_positive(context_model, tiny_kb, tiny_mentions_in_context(), tmp_path / "kept", **common)
+    assert json.loads((kept / "config.json").read_text())[CONTEXT_WINDOW_FIELD] == 3
+    told = train_positive(context_model, tiny_kb, tiny_mentions_in_context(), tmp_path / "told", context_window=0, **common)
+    assert json.loads((told / "config.json").read_text())[CONTEXT_WINDOW_FIELD] == 0

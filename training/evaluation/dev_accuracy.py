@@ -67,9 +67,10 @@ def dev_accuracy(
     mentions: Sequence[Mention],
     num_beams: int = 5,
     batch_size: int = 64,
-    context_window: int = 0,
+    context_window: Optional[int] = None,
 ) -> Dict[str, float]:
-    """``{"acc1", "acc5"}`` of constrained beam search on ``mentions`` (Acc@5 caps at ``num_beams``)."""
+    """``{"acc1", "acc5"}`` of constrained beam search on ``mentions`` (Acc@5 caps at ``num_beams``; ``context_window``
+    None: the model's training window)."""
     if not mentions:
         return {"acc1": 0.0, "acc5": 0.0}
     with temporary_linker(

@@ -42,7 +42,7 @@ from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.linking.linker import AngelLinker
 from spacy_angel.retrieval.tfidf import NameIndex
 from spacy_angel.seq2seq.loading import load_model_and_tokenizer
-from spacy_angel.seq2seq.prompt import record_context_window
+from spacy_angel.seq2seq.prompt import settle_context_window
 from spacy_angel.trie.kb_trie import build_trie
 from spacy_angel.types import Mention
 from training.data.kb_subsets import HELD_OUT_FILE, held_out_record, sample_held_out_names
@@ -355,7 +355,8 @@ def train_positive(
     run.pin_threads(s.threads)
     set_seed(s.seed)
     model, tokenizer = load_model_and_tokenizer(model_dir, device="cpu")
-    record_context_window(model, s.context_window)  # saved in config.json: the linker's default window
+    # the window asked for, else the start model's; saved in config.json as the linker's default
+    s = dataclasses.replace(s, context_window=settle_context_window(model, s.context_window))
     model.train()
     trie = build_trie(kb, tokenizer)
     index = NameIndex(kb).fit()
@@ -371,7 +372,7 @@ def train_positive(
         attempt = dataclasses.replace(s, learning_rate=s.learning_rate * s.plateau_lr_factor ** len(restarts))
         if not fresh:  # start again from the same model (the Trainer re-seeds itself)
             model, tokenizer = load_model_and_tokenizer(model_dir, device="cpu")
-            record_context_window(model, s.context_window)
+            settle_context_window(model, s.context_window)
             model.train()
         fresh = False
         check = len(restarts) < s.plateau_restarts

@@ -40,7 +40,7 @@ from spacy_angel.errors import Errors, PreferenceTrainingError, Warnings
 from spacy_angel.kb.readers import load_kb
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.seq2seq.loading import load_model_and_tokenizer
-from spacy_angel.seq2seq.prompt import record_context_window
+from spacy_angel.seq2seq.prompt import settle_context_window
 from spacy_angel.trie.kb_trie import build_trie, tokenizer_fingerprint
 from spacy_angel.types import Mention
 from training.evaluation.dev_accuracy import DevAccuracyCallback, temporary_linker
@@ -137,7 +137,6 @@ def _load_models(model_dir: PathLike, s: PreferenceSettings) -> Tuple[Any, Any, 
     model, tokenizer = load_model_and_tokenizer(model_dir, device="cpu")
     if not model.config.is_encoder_decoder:
         raise PreferenceTrainingError(Errors.E354.format(model_dir=model_dir))
-    record_context_window(model, s.context_window)  # saved in config.json: the linker's default window
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     ref_model = None
@@ -213,6 +212,8 @@ def build_preference_trainer(
     run.pin_threads(s.threads)
     set_seed(s.seed)
     model, tokenizer, ref_model = _load_models(model_dir, s)
+    # the window asked for, else the start model's; saved in config.json as the linker's default
+    s = dataclasses.replace(s, context_window=settle_context_window(model, s.context_window))
     trie = build_trie(kb, tokenizer)
     with temporary_linker(model, tokenizer, kb, trie, num_beams=s.num_beams, context_window=s.context_window) as linker:
         rows = encode_pairs(linker, pairs)
