@@ -62,3 +62,14 @@ def test_askapatient_rows_quote_their_results_file():
         line = next(l for l in text.splitlines() if l.startswith(f"| {row}"))
         numbers = re.findall(r"\d+\.\d+", line.split("|", 2)[2])
         assert numbers[:2] == [_pct(data[f"{key}_acc1"]), _pct(data[f"{key}_acc5"])], line
+
+
+@pytest.mark.parametrize("row,key", [("TF-IDF char 3-gram nearest name |", "raw_tfidf"), ("ANGEL model, beam", "raw_beam"),
+                                     ("**hybrid: ANGEL model + name encoder", "raw_hybrid")])
+def test_raw_mention_rows_quote_the_results_file(results, row, key):
+    """Row g (issue 28's raw-mention protocol) quotes the raw_* keys cpu-raw-evaluate writes."""
+    data, text = results
+    table = text[text.index("| (g) raw test mentions"):]
+    line = next(l for l in table.splitlines() if l.startswith(f"| {row}"))
+    numbers = re.findall(r"\d+\.\d+", line.split("|", 2)[2])
+    assert numbers[:2] == [_pct(data[f"{key}_acc1"]), _pct(data[f"{key}_acc5"])], line
