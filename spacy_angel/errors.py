@@ -545,6 +545,7 @@ class Warnings(metaclass=ErrorsWithCodes):
     W001 = "could not save the TF-IDF index to {path} ({err}); it is rebuilt on each load"
     W002 = "could not load trie at {path} ({err}): rebuilding"
     W003 = "{mismatch}; rebuilding it for this tokenizer"
+    W004 = "could not use the dense name vectors in {path} ({err}); they are encoded again"
 
     W010 = (
         "took over the lock of {target} from a run that is gone (pid {pid} on {host}, started {started}: "

@@ -188,7 +188,8 @@ class AngelLinker:
         if self._dense_index is None and self.name_encoder is not None:
             from spacy_angel.retrieval.dense_index import DenseNameIndex
 
-            self._dense_index = DenseNameIndex(self.kb, self.name_encoder)
+            # vectors mapped from the KB folder when it has them for this encoder (written there on first use)
+            self._dense_index = DenseNameIndex(self.kb, self.name_encoder, cache_dir=self.index_dir)
         return self._dense_index
 
     @classmethod

@@ -1,33 +1,79 @@
 """Nearest KB names by a :class:`~spacy_angel.retrieval.name_encoder.NameEncoder`: a second retriever
 beside the TF-IDF index, and the ``dense`` feature of hybrid fusion.
 
-The name vectors are computed when the index is made and held in memory: ``n_names x dim`` float32,
-42 MB for HPO's 40,691 training names at dim 256, but 6 GB for UMLS's 6M names,
-so the dense retriever is meant for vocabularies up to about a million names (issue 26), not UMLS
-(issue 27). Search is an exact matrix product by name blocks with a running top-k.
+The name vectors are ``n_names x dim`` float32: 42 MB for HPO's 40,691 training names at dim 256, 6 GB
+for UMLS's 6M names. Given a folder (the linker passes the KB's), they are written there once
+(``dense-names-<encoder>.safetensors``, temp + rename) and memory-mapped on every later load, so
+loading skips the encoding and ``n_process`` workers share the pages instead of holding a copy each
+(issue 27); a file that does not match the KB and encoder is encoded again and replaced, a folder
+that cannot be written only loses the file. Search is an exact matrix product by name blocks with a
+running top-k: linear in the names, so the dense retriever is meant for vocabularies up to about a
+million names, not UMLS.
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+import hashlib
+import logging
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from spacy_angel.errors import Errors
+from spacy_angel.errors import Errors, Warnings
 from spacy_angel.kb.store import KnowledgeBase
+from spacy_angel.mapped_arrays import read_arrays, write_arrays
 from spacy_angel.retrieval.candidates import concepts_from_hits
 from spacy_angel.retrieval.exact_search import keep_top_k
 from spacy_angel.retrieval.name_encoder import NameEncoder
 from spacy_angel.types import Candidate
 
+logger = logging.getLogger(__name__)
+
+_VECTORS_FORMAT = "spacy_angel.dense_names"
+
+
+def encoder_fingerprint(encoder: NameEncoder) -> str:
+    """sha256 of what decides an encoder's vectors: its projection and both idf vectors."""
+    h = hashlib.sha256()
+    for array in (encoder.projection, encoder.features.char.idf_, encoder.features.word.idf_):
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
+def name_vectors(kb: KnowledgeBase, encoder: NameEncoder, cache_dir: Optional[Union[str, Path]] = None) -> np.ndarray:
+    """The KB's names encoded: mapped from ``cache_dir`` when a file there was written for this KB and
+    encoder, else encoded (and written there for the next load when ``cache_dir`` is given)."""
+    if cache_dir is None:
+        return encoder.encode(list(kb.names), normalized=True)
+    key = encoder_fingerprint(encoder)
+    path = Path(cache_dir) / f"dense-names-{key[:16]}.safetensors"
+    wanted = {"format": _VECTORS_FORMAT, "kb_fingerprint": kb.fingerprint(), "encoder_fingerprint": key}
+    if path.is_file():
+        try:
+            arrays, meta = read_arrays(path, mmap=True)
+            vectors = arrays["vectors"]
+            if {k: meta.get(k) for k in wanted} == wanted and vectors.shape == (kb.num_names, encoder.dim):
+                return vectors
+            raise ValueError("written for another KB or encoder")
+        except (OSError, ValueError, KeyError) as err:
+            logger.warning(Warnings.W004.format(path=path, err=err))
+    vectors = encoder.encode(list(kb.names), normalized=True)
+    try:
+        write_arrays(path, {"vectors": vectors}, wanted)
+    except OSError as err:  # a read-only KB folder: link from memory
+        logger.warning(Warnings.W004.format(path=path, err=err))
+    return vectors
+
 
 class DenseNameIndex:
     """The KB's names encoded once; top-k by cosine, and cosines of given names (hybrid features)."""
 
-    def __init__(self, kb: KnowledgeBase, encoder: NameEncoder, *, name_chunk_size: int = 65536) -> None:
+    def __init__(self, kb: KnowledgeBase, encoder: NameEncoder, *, name_chunk_size: int = 65536,
+                 cache_dir: Optional[Union[str, Path]] = None) -> None:
         self.kb = kb
         self.encoder = encoder
         self.name_chunk_size = name_chunk_size
-        self.vectors = encoder.encode(list(kb.names), normalized=True)
+        self.vectors = name_vectors(kb, encoder, cache_dir)  # read-only when mapped
 
     def nearest_names(self, queries: Sequence[str], k: int) -> List[List[Tuple[int, float]]]:
         """Top-``k`` ``(name_index, cosine)`` per query, best first (equal cosines: the smaller name index
