@@ -188,8 +188,9 @@ class AngelLinker:
         if self._dense_index is None and self.name_encoder is not None:
             from spacy_angel.retrieval.dense_index import DenseNameIndex
 
-            # vectors mapped from the KB folder when it has them for this encoder (written there on first use)
-            self._dense_index = DenseNameIndex(self.kb, self.name_encoder, cache_dir=self.index_dir)
+            # encoded here, not written beside the KB: a file added to the KB folder would change another
+            # owner's output (a weasel step's, whose later steps would all rerun); see dense_index.name_vectors
+            self._dense_index = DenseNameIndex(self.kb, self.name_encoder)
         return self._dense_index
 
     @classmethod

@@ -2,11 +2,13 @@
 beside the TF-IDF index, and the ``dense`` feature of hybrid fusion.
 
 The name vectors are ``n_names x dim`` float32: 42 MB for HPO's 40,691 training names at dim 256, 6 GB
-for UMLS's 6M names. Given a folder (the linker passes the KB's), they are written there once
+for UMLS's 6M names. Given a folder (``cache_dir``), they are written there once
 (``dense-names-<encoder>.safetensors``, temp + rename) and memory-mapped on every later load, so
 loading skips the encoding and ``n_process`` workers share the pages instead of holding a copy each
 (issue 27); a file that does not match the KB and encoder is encoded again and replaced, a folder
-that cannot be written only loses the file. Search is an exact matrix product by name blocks with a
+that cannot be written only loses the file. The linker does not pass a folder yet: the KB's own
+folder is often another owner's output (a weasel step's: a new file there reruns every later step),
+so where the file should live is still open. Search is an exact matrix product by name blocks with a
 running top-k: linear in the names, so the dense retriever is meant for vocabularies up to about a
 million names, not UMLS.
 """
