@@ -129,3 +129,9 @@ def test_copy_model_leaves_out_the_hybrid_extras_and_the_source_alone(tmp_path, 
     assert not (tmp_path / "dst" / "fusion.json").exists() and not (tmp_path / "dst" / "name_encoder").exists()
     assert (src / "fusion.json").exists() and (src / "name_encoder").is_dir()
     assert copy_model.main([str(tmp_path / "nope"), str(tmp_path / "dst2")]) == 1 and not (tmp_path / "dst2").exists()
+    mine = tmp_path / "mine"  # a user's folder that is not a model: refused, left as it was
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert copy_model.main([str(src), str(mine)]) == 1 and (mine / "notes.txt").read_text() == "keep"
+    assert not (mine / "config.json").exists()
+    assert copy_model.main([str(src), str(tmp_path / "dst")]) == 0  # a model folder it replaces

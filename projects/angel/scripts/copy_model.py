@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from spacy_angel.fileio import atomic_directory
+from spacy_angel.fileio import atomic_directory, check_output_directory
 
 #: What a model gains after training; the copy leaves it out so the new owner writes its own.
 LEFT_OUT = ("fusion.json", "name_encoder")
@@ -30,6 +30,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     if args.dst.resolve() == args.src.resolve():
         print(f"error: {args.dst} is the source itself", file=sys.stderr)
+        return 1
+    try:  # a non-empty DST that is not a model folder is a user's: never replaced
+        check_output_directory(args.dst, markers=("config.json",), option="DST")
+    except OSError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 1
     with atomic_directory(args.dst) as tmp:
         top = str(args.src)
