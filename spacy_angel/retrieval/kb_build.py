@@ -19,5 +19,9 @@ def build_kb(paths: Union[PathLike, Sequence[PathLike]], output: PathLike, forma
         kb.write_files(tmp)
         if index:
             from spacy_angel.retrieval.tfidf import NameIndex
+
+            # the index is fitted over the KB just written, memory-mapped: the in-memory KB (about 400
+            # bytes a name) is let go first, so it does not add to the fit's peak
+            kb = KnowledgeBase.from_disk(tmp)
             NameIndex(kb).fit().to_disk(tmp)
     return kb

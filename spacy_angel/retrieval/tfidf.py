@@ -44,6 +44,7 @@ from spacy_angel.retrieval.index_files import (
     read_index_arrays,
 )
 from spacy_angel.retrieval.pruned_search import pruned_nearest, term_postings
+from spacy_angel.retrieval.tfidf_fit import fit_tfidf
 from spacy_angel.types import Candidate
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -101,14 +102,11 @@ class NameIndex:
                                dtype=np.float32, norm="l2", vocabulary=vocabulary)
 
     def fit(self) -> "NameIndex":
-        """Fit idf on the KB names and vectorise them (rows are L2-normalised: dot = cosine)."""
-        import scipy.sparse as sp
-
-        names = list(self.kb.names)
-        if not names:
+        """Fit idf on the KB names and vectorise them (rows are L2-normalised: dot = cosine), chunk by
+        chunk in bounded memory (:mod:`.tfidf_fit`)."""
+        if not self.kb.num_names:
             raise ValueError(Errors.E210)
-        self.vectorizer = self._new_vectorizer()
-        self.matrix = sp.csr_matrix(self.vectorizer.fit_transform(names), dtype=np.float32)
+        self.vectorizer, self.matrix = fit_tfidf(self.kb.names, self._new_vectorizer)
         self._postings = None
         return self
 

@@ -1,0 +1,81 @@
+"""The chunked TF-IDF fit (spacy_angel.retrieval.tfidf_fit) against scikit-learn's one-shot fit_transform:
+the same vocabulary, idf and matrix bit for bit (entry order included: it fixes the float sums), for any
+chunk size, and a mapped KB fits like an in-memory one."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import kb_from
+from spacy_angel.kb.store import KnowledgeBase
+from spacy_angel.retrieval.tfidf import NameIndex
+from spacy_angel.retrieval.tfidf_fit import fit_tfidf
+
+NAMES = {
+    "D1": ["breast cancer", "carcinoma of the breast", "mammary carcinoma", "cancer of breast"],
+    "D2": ["ovarian cancer", "carcinoma of ovary", "ovarian neoplasm", "neoplasm ovarian"],
+    "D3": ["type 2 diabetes mellitus", "t2dm", "adult onset diabetes", "ms", "a"],
+    "D4": ["huntington disease", "huntington chorea", "chorea", "disease of huntington, adult-onset"],
+}
+
+
+def one_shot(index: NameIndex):
+    vectorizer = index._new_vectorizer()
+    return vectorizer, sp.csr_matrix(vectorizer.fit_transform(list(index.kb.names)), dtype=np.float32)
+
+
+def assert_same(got, want) -> None:
+    (gv, gm), (wv, wm) = got, want
+    assert gv.vocabulary_ == wv.vocabulary_
+    assert gv.idf_.dtype == wv.idf_.dtype and np.array_equal(gv.idf_, wv.idf_)
+    for field in ("indptr", "indices", "data"):
+        assert np.array_equal(getattr(gm, field), getattr(wm, field)), field
+    queries = ["breast cancers", "huntingtons", "zz"]
+    assert np.array_equal(gv.transform(queries).toarray(), wv.transform(queries).toarray())
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1000])
+def test_chunked_fit_equals_fit_transform_bit_for_bit(chunk: int) -> None:
+    index = NameIndex(kb_from(NAMES))
+    assert_same(fit_tfidf(index.kb.names, index._new_vectorizer, chunk=chunk), one_shot(index))
+
+
+def test_the_entry_order_is_not_sorted_so_the_test_above_can_fail() -> None:
+    """fit_transform leaves each row in first-appearance order; a fit that sorted rows (as transform does)
+    would differ here, so the equality above checks the order, not only the values."""
+    index = NameIndex(kb_from(NAMES))
+    _, matrix = one_shot(index)
+    assert any(np.any(np.diff(matrix.indices[matrix.indptr[r]:matrix.indptr[r + 1]]) < 0)
+               for r in range(matrix.shape[0]))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.text(alphabet="abcdeilmnorst 2-", min_size=1, max_size=24), min_size=1, max_size=12, unique=True),
+       st.integers(1, 5))
+def test_any_names_any_chunk(names, chunk) -> None:
+    kb = KnowledgeBase()
+    for i, name in enumerate(names):
+        kb.add(f"C{i}", name)
+    if not kb.num_names:
+        return
+    index = NameIndex(kb)
+    try:
+        want = one_shot(index)
+    except ValueError:  # scikit-learn refuses names without any 3-gram; so must we
+        with pytest.raises(ValueError):
+            fit_tfidf(kb.names, index._new_vectorizer, chunk=chunk)
+        return
+    assert_same(fit_tfidf(kb.names, index._new_vectorizer, chunk=chunk), want)
+
+
+def test_a_mapped_kb_fits_like_the_in_memory_one(tmp_path) -> None:
+    kb = kb_from(NAMES)
+    kb.to_disk(tmp_path / "kb")
+    mapped = KnowledgeBase.from_disk(tmp_path / "kb")
+    a, b = NameIndex(kb).fit(), NameIndex(mapped).fit()
+    assert a.nearest_names(["breast cancers", "chorea huntington"], 5) == b.nearest_names(
+        ["breast cancers", "chorea huntington"], 5)
+    assert np.array_equal(a.matrix.data, b.matrix.data)
