@@ -26,6 +26,18 @@ TINY_CONCEPTS = {
 }
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_vectors_cache(tmp_path_factory):
+    """The linker keeps dense name vectors in $SPACY_ANGEL_CACHE: the suite uses a folder of its own, never
+    the user's ~/.cache (set here unless a run sets it)."""
+    if "SPACY_ANGEL_CACHE" not in os.environ:
+        os.environ["SPACY_ANGEL_CACHE"] = str(tmp_path_factory.mktemp("spacy-angel-cache"))
+        yield
+        del os.environ["SPACY_ANGEL_CACHE"]
+    else:
+        yield
+
+
 def kb_from(concepts: dict) -> KnowledgeBase:
     """A KB of ``{id: [names]}`` (the tests' small hand-made KBs)."""
     kb = KnowledgeBase()

@@ -183,14 +183,15 @@ class AngelLinker:
 
     @property
     def dense_index(self) -> Optional["DenseNameIndex"]:
-        """The KB's names under the model's dense name encoder, encoded on first use (hybrid mode); None
+        """The KB's names under the model's dense name encoder, on first use (hybrid mode): encoded once, then
+        mapped from the user's cache (:func:`~spacy_angel.retrieval.dense_index.default_vectors_dir`); None
         when the model has no encoder (``MODEL/name_encoder``, trained by ``train kb-linker``)."""
         if self._dense_index is None and self.name_encoder is not None:
-            from spacy_angel.retrieval.dense_index import DenseNameIndex
+            from spacy_angel.retrieval.dense_index import DenseNameIndex, default_vectors_dir
 
-            # encoded here, not written beside the KB: a file added to the KB folder would change another
-            # owner's output (a weasel step's, whose later steps would all rerun); see dense_index.name_vectors
-            self._dense_index = DenseNameIndex(self.kb, self.name_encoder)
+            # mapped from the user's cache after the first load, not written beside the KB: a file added to
+            # the KB folder would change another owner's output (see dense_index's module doc)
+            self._dense_index = DenseNameIndex(self.kb, self.name_encoder, cache_dir=default_vectors_dir())
         return self._dense_index
 
     @classmethod

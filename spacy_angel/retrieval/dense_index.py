@@ -2,20 +2,23 @@
 beside the TF-IDF index, and the ``dense`` feature of hybrid fusion.
 
 The name vectors are ``n_names x dim`` float32: 42 MB for HPO's 40,691 training names at dim 256, 6 GB
-for UMLS's 6M names. Given a folder (``cache_dir``), they are written there once
-(``dense-names-<encoder>.safetensors``, temp + rename) and memory-mapped on every later load, so
-loading skips the encoding and ``n_process`` workers share the pages instead of holding a copy each
-(issue 27); a file that does not match the KB and encoder is encoded again and replaced, a folder
-that cannot be written only loses the file. The linker does not pass a folder yet: the KB's own
-folder is often another owner's output (a weasel step's: a new file there reruns every later step),
-so where the file should live is still open. Search is an exact matrix product by name blocks with a
-running top-k: linear in the names, so the dense retriever is meant for vocabularies up to about a
-million names, not UMLS.
+for UMLS's 6M names, and encoding them is most of a hybrid linker's load (6.8 s for MEDIC's 77k names).
+Given a folder (``cache_dir``), they are written there once (``dense-names-<kb>-<encoder>.safetensors``,
+temp + rename) and memory-mapped on every later load, so loading skips the encoding and ``n_process``
+workers share the pages instead of holding a copy each (issue 27); a file that does not match the KB
+and encoder is encoded again and replaced, a folder that cannot be written only loses the file.
+
+The linker's folder is the user's cache (:func:`default_vectors_dir`: ``$SPACY_ANGEL_CACHE/dense-names``,
+by default ``~/.cache/spacy-angel/dense-names``; ``SPACY_ANGEL_CACHE=off`` encodes in memory), not the
+KB's folder: that is often another owner's output (a weasel step's, whose later steps would all rerun
+when a file appears in it). Search is an exact matrix product by name blocks with a running top-k:
+linear in the names, so the dense retriever is meant for vocabularies up to about a million names.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -34,6 +37,19 @@ logger = logging.getLogger(__name__)
 _VECTORS_FORMAT = "spacy_angel.dense_names"
 
 
+#: values of ``SPACY_ANGEL_CACHE`` that turn the vectors cache off
+_OFF = ("", "off", "none", "0", "false")
+
+
+def default_vectors_dir() -> Optional[Path]:
+    """The linker's folder for name vectors: ``$SPACY_ANGEL_CACHE/dense-names`` (``~/.cache/spacy-angel``
+    when unset, as the main job's cache), or None when ``SPACY_ANGEL_CACHE`` is ``off``."""
+    root = os.environ.get("SPACY_ANGEL_CACHE", "~/.cache/spacy-angel")
+    if root.strip().lower() in _OFF:
+        return None
+    return Path(root).expanduser() / "dense-names"
+
+
 def encoder_fingerprint(encoder: NameEncoder) -> str:
     """sha256 of what decides an encoder's vectors: its projection and both idf vectors."""
     h = hashlib.sha256()
@@ -47,9 +63,9 @@ def name_vectors(kb: KnowledgeBase, encoder: NameEncoder, cache_dir: Optional[Un
     encoder, else encoded (and written there for the next load when ``cache_dir`` is given)."""
     if cache_dir is None:
         return encoder.encode(list(kb.names), normalized=True)
-    key = encoder_fingerprint(encoder)
-    path = Path(cache_dir) / f"dense-names-{key[:16]}.safetensors"
-    wanted = {"format": _VECTORS_FORMAT, "kb_fingerprint": kb.fingerprint(), "encoder_fingerprint": key}
+    key, kb_key = encoder_fingerprint(encoder), kb.fingerprint()
+    path = Path(cache_dir) / f"dense-names-{kb_key[:16]}-{key[:16]}.safetensors"  # one folder serves many KBs
+    wanted = {"format": _VECTORS_FORMAT, "kb_fingerprint": kb_key, "encoder_fingerprint": key}
     if path.is_file():
         try:
             arrays, meta = read_arrays(path, mmap=True)
@@ -62,7 +78,7 @@ def name_vectors(kb: KnowledgeBase, encoder: NameEncoder, cache_dir: Optional[Un
     vectors = encoder.encode(list(kb.names), normalized=True)
     try:
         write_arrays(path, {"vectors": vectors}, wanted)
-    except OSError as err:  # a read-only KB folder: link from memory
+    except OSError as err:  # a read-only or full cache: link from memory
         logger.warning(Warnings.W004.format(path=path, err=err))
     return vectors
 
