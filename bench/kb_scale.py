@@ -135,7 +135,9 @@ def _pss_rss_mb() -> Dict[str, float]:
 
 
 def worker_share(kb_dir: str) -> Dict[str, Any]:
-    """Load, touch every mapped index page, report, then wait for a line (so two live side by side)."""
+    """Load, touch every mapped index page, report, then wait for a line (so two live side by side), report
+    again and wait for a last line before exiting: a worker that exits while the other reads its PSS
+    unmaps pages mid-count (the cause of the unstable 401 / 614 MB of earlier runs)."""
     import numpy as np
 
     kb, index = _load(kb_dir)
@@ -144,6 +146,7 @@ def worker_share(kb_dir: str) -> Dict[str, Any]:
     print(json.dumps(_pss_rss_mb()), flush=True)
     sys.stdin.readline()
     print(json.dumps(_pss_rss_mb()), flush=True)
+    sys.stdin.readline()
     return {}
 
 
@@ -217,6 +220,9 @@ def share(kb_dir: Path) -> Dict[str, Any]:
         p.stdin.write("\n")
         p.stdin.flush()
     first_now, second_now = json.loads(first.stdout.readline()), json.loads(second.stdout.readline())
+    for p in (first, second):  # both measured: now they may exit
+        p.stdin.write("\n")
+        p.stdin.flush()
     for p in (first, second):
         p.wait(timeout=60)
     return derive({"one_worker_rss_mb": alone["rss_mb"], "one_worker_pss_mb": alone["pss_mb"],
