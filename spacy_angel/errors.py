@@ -484,6 +484,7 @@ class Errors(metaclass=ErrorsWithCodes):
     E455 = "the idf vectors do not match the vocabularies"
     E456 = "cannot use the name encoder in {path}: {err} (train it again with `spacy-angel train name-encoder`)"
     E457 = "the KB has no concept with two names: a name encoder learns from synonym sets"
+    E460 = "{name!r}: its pieces held {written} values where its header says {length} (nothing was written)"
 
 # ---- writing outputs (fileio.py; E410-E419)
     E410 = (

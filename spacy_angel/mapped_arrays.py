@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Mapping, Tuple
+from typing import Callable, Dict, Iterator, Mapping, Tuple, Union
 
 import numpy as np
 
@@ -27,8 +28,28 @@ _CODES: Dict[str, str] = {np.dtype(v).str: k for k, v in _DTYPES.items()}
 _MAX_HEADER = 100 << 20
 
 
-def write_arrays(path: PathLike, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> None:
-    """Write ``arrays`` (F64/F32/I64/I32/U8, C order) and string ``metadata`` to ``path`` atomically."""
+@dataclass(frozen=True)
+class StreamedArray:
+    """A 1-d array written piece by piece (``pieces()`` yields arrays of ``dtype`` whose lengths sum to
+    ``length``), so an array that exists only while it is written never sits in memory whole."""
+
+    length: int
+    dtype: np.dtype
+    pieces: Callable[[], Iterator[np.ndarray]]
+
+    @property
+    def shape(self) -> Tuple[int]:
+        return (self.length,)
+
+    @property
+    def nbytes(self) -> int:
+        return self.length * np.dtype(self.dtype).itemsize
+
+
+def write_arrays(path: PathLike, arrays: Mapping[str, Union[np.ndarray, StreamedArray]],
+                 metadata: Mapping[str, str]) -> None:
+    """Write ``arrays`` (F64/F32/I64/I32/U8, C order; or :class:`StreamedArray`) and string ``metadata`` to
+    ``path`` atomically."""
     header: Dict[str, object] = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}}
     offset = 0
     ordered = sorted(arrays.items(), key=lambda kv: -np.dtype(kv[1].dtype).itemsize)  # keeps 8-byte data aligned
@@ -43,8 +64,17 @@ def write_arrays(path: PathLike, arrays: Mapping[str, np.ndarray], metadata: Map
     with atomic_open(path, "wb") as handle:
         handle.write(struct.pack("<Q", len(raw)))
         handle.write(raw)
-        for _, array in ordered:
-            handle.write(np.ascontiguousarray(array, dtype=np.dtype(array.dtype).newbyteorder("<")).data)
+        for name, array in ordered:
+            little = np.dtype(array.dtype).newbyteorder("<")
+            if not isinstance(array, StreamedArray):
+                handle.write(np.ascontiguousarray(array, dtype=little).data)
+                continue
+            written = 0
+            for piece in array.pieces():
+                handle.write(np.ascontiguousarray(piece, dtype=little).data)
+                written += len(piece)
+            if written != array.length:  # a producer bug: never leave a file whose header lies
+                raise ValueError(Errors.E460.format(name=name, written=written, length=array.length))
 
 
 def read_arrays(path: PathLike, mmap: bool = True) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:

@@ -24,10 +24,11 @@ and is the next step toward sublinear retrieval.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Tuple
+from typing import TYPE_CHECKING, Iterator, List, Tuple
 
 import numpy as np
 
+from spacy_angel.mapped_arrays import StreamedArray
 from spacy_angel.retrieval.exact_search import keep_top_k
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,6 +40,49 @@ def term_postings(matrix: "sp.csr_matrix") -> "sp.csr_matrix":
     import scipy.sparse as sp
 
     return sp.csr_matrix(matrix.T, dtype=np.float32)
+
+
+def streamed_postings(matrix: "sp.csr_matrix", index_dtype: type, *, term_ranges: int = 16,
+                      row_chunk: int = 1 << 20) -> Tuple[np.ndarray, StreamedArray, StreamedArray]:
+    """``(indptr, data, indices)`` of :func:`term_postings`' matrix, its two long arrays produced range of
+    terms by range of terms while they are written (:class:`~spacy_angel.mapped_arrays.StreamedArray`).
+
+    Why: the transpose is a second copy of the name matrix (1.56 GB at 6M names), and holding both was
+    the peak of ``kb build`` (3,974 MB). Each range of terms holds about 1/``term_ranges`` of it; the
+    cost is a scan of the matrix per range and array (seconds at 6M names). Same arrays as
+    :func:`term_postings` (names ascending within a term).
+    """
+    counts = np.zeros(matrix.shape[1], dtype=np.int64)
+    for lo in range(0, matrix.nnz, 1 << 24):  # bincount copies int32 input to int64: 1.56 GB at once at 6M names
+        counts += np.bincount(np.asarray(matrix.indices[lo : lo + (1 << 24)]), minlength=matrix.shape[1])
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(index_dtype)
+    cuts = np.searchsorted(np.cumsum(counts), np.linspace(0, matrix.nnz, term_ranges + 1)[1:-1], side="left")
+    edges = np.unique(np.concatenate([[0], cuts + 1, [matrix.shape[1]]]).clip(0, matrix.shape[1]))
+    spans = list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+    def pieces(field: str) -> Iterator[np.ndarray]:
+        ptr, cols, vals = matrix.indptr, matrix.indices, matrix.data
+        n = matrix.shape[0]
+        for lo, hi in spans:
+            terms, values = [], []
+            for r0 in range(0, n, row_chunk):
+                r1 = min(n, r0 + row_chunk)
+                a, b = int(ptr[r0]), int(ptr[r1])
+                chunk = cols[a:b]
+                at = np.flatnonzero((chunk >= lo) & (chunk < hi))
+                terms.append(chunk[at])
+                if field == "data":
+                    values.append(vals[a:b][at])
+                else:  # the row (name) of each entry
+                    values.append((np.searchsorted(ptr[r0 : r1 + 1], at + a, side="right") - 1 + r0).astype(index_dtype))
+            if not terms:  # a matrix without rows
+                continue
+            order = np.argsort(np.concatenate(terms), kind="stable")  # rows stay ascending within a term
+            yield np.concatenate(values)[order]
+
+    nnz = int(matrix.nnz)
+    return (indptr, StreamedArray(nnz, np.dtype(np.float32), lambda: pieces("data")),
+            StreamedArray(nnz, np.dtype(index_dtype), lambda: pieces("indices")))
 
 
 def heavy_terms(queries: "sp.csr_matrix", query_mass: float) -> "sp.csr_matrix":

@@ -43,7 +43,7 @@ from spacy_angel.retrieval.index_files import (
     csr_over,
     read_index_arrays,
 )
-from spacy_angel.retrieval.pruned_search import pruned_nearest, term_postings
+from spacy_angel.retrieval.pruned_search import pruned_nearest, streamed_postings, term_postings
 from spacy_angel.retrieval.tfidf_fit import fit_tfidf
 from spacy_angel.types import Candidate
 
@@ -139,16 +139,21 @@ class NameIndex:
         terms = [""] * len(self.vectorizer.vocabulary_)
         for term, col in self.vectorizer.vocabulary_.items():
             terms[int(col)] = str(term)
-        m, post, fingerprint = self.matrix, self.postings, self.kb.fingerprint()
+        m, fingerprint = self.matrix, self.kb.fingerprint()
         build_id = secrets.token_hex(8)
         index_dtype = np.int32 if max(m.nnz, m.shape[1], m.shape[0]) < 2**31 - 1 else np.int64
         # np.asarray, not .astype: no copy of arrays that already have the dtype (at 1M names the copies
         # were the build's peak: 1,375 MB against 1,004 MB while fitting)
         arrays = {"idf": np.asarray(self.vectorizer.idf_, dtype=np.float64), "data": np.asarray(m.data, np.float32),
-                  "indices": np.asarray(m.indices, index_dtype), "indptr": np.asarray(m.indptr, index_dtype),
-                  "postings_data": np.asarray(post.data, np.float32),
-                  "postings_indices": np.asarray(post.indices, index_dtype),
-                  "postings_indptr": np.asarray(post.indptr, index_dtype)}
+                  "indices": np.asarray(m.indices, index_dtype), "indptr": np.asarray(m.indptr, index_dtype)}
+        if self._postings is None:  # not needed in memory: written as they are made (kb build's peak)
+            post_indptr, post_data, post_indices = streamed_postings(m, index_dtype)
+            arrays.update(postings_indptr=post_indptr, postings_data=post_data, postings_indices=post_indices)
+        else:
+            post = self._postings
+            arrays.update(postings_data=np.asarray(post.data, np.float32),
+                          postings_indices=np.asarray(post.indices, index_dtype),
+                          postings_indptr=np.asarray(post.indptr, index_dtype))
         write_arrays(d / INDEX_ARRAYS, arrays, {"format": _FORMAT, "kb_fingerprint": fingerprint, "build_id": build_id})
         config = {"format": _FORMAT, "format_version": _FORMAT_VERSION, "analyzer": self.analyzer,
                   "ngram_range": list(self.ngram_range), "num_names": int(m.shape[0]), "kb_fingerprint": fingerprint,

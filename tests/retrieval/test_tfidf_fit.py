@@ -79,3 +79,41 @@ def test_a_mapped_kb_fits_like_the_in_memory_one(tmp_path) -> None:
     assert a.nearest_names(["breast cancers", "chorea huntington"], 5) == b.nearest_names(
         ["breast cancers", "chorea huntington"], 5)
     assert np.array_equal(a.matrix.data, b.matrix.data)
+
+
+@pytest.mark.parametrize("term_ranges,row_chunk", [(1, 1 << 20), (3, 2), (16, 5)])
+def test_streamed_postings_equal_the_transpose(term_ranges: int, row_chunk: int) -> None:
+    """kb build writes the term-major postings range by range (never whole in memory): the arrays must be
+    the transpose's, names ascending within a term, for any split into ranges and row chunks."""
+    from spacy_angel.retrieval.pruned_search import streamed_postings, term_postings
+
+    index = NameIndex(kb_from(NAMES)).fit()
+    want = term_postings(index.matrix)
+    indptr, data, indices = streamed_postings(index.matrix, np.int32, term_ranges=term_ranges, row_chunk=row_chunk)
+    assert np.array_equal(indptr, want.indptr)
+    assert np.array_equal(np.concatenate(list(data.pieces())), want.data)
+    assert np.array_equal(np.concatenate(list(indices.pieces())), want.indices)
+
+
+def test_a_saved_index_holds_the_streamed_postings_and_searches_alike(tmp_path) -> None:
+    from spacy_angel.retrieval.pruned_search import term_postings
+
+    kb = kb_from(NAMES)
+    index = NameIndex(kb).fit()
+    index.to_disk(tmp_path)  # postings never computed in memory: streamed into the file
+    assert index._postings is None
+    loaded = NameIndex.from_disk(tmp_path, kb, search="pruned", query_mass=1.0, rescore_depth=100)
+    want = term_postings(index.matrix)
+    for field in ("indptr", "indices", "data"):
+        assert np.array_equal(np.asarray(getattr(loaded.postings, field)), getattr(want, field)), field
+    queries = ["breast cancers", "huntington chorea", "ovarian"]
+    assert loaded.nearest_names(queries, 5) == index.nearest_names(queries, 5)
+
+
+def test_a_streamed_array_that_breaks_its_length_leaves_no_file(tmp_path) -> None:
+    from spacy_angel.mapped_arrays import StreamedArray, write_arrays
+
+    short = StreamedArray(5, np.dtype(np.float32), lambda: iter([np.ones(3, np.float32)]))
+    with pytest.raises(ValueError, match="E460"):
+        write_arrays(tmp_path / "x.safetensors", {"a": short}, {})
+    assert not list(tmp_path.iterdir())
