@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import kb_from
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import kb_from
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.retrieval.tfidf import NameIndex
 from spacy_angel.retrieval.tfidf_fit import fit_tfidf
