@@ -59,28 +59,15 @@ def recall(want: Hits, got: Hits) -> float:
 
 
 def rescore(pairs_rows: np.ndarray, pairs_names: np.ndarray, index: Any, queries: List[str], k: int = 20) -> Hits:
-    """Exact cosines of (query, name) candidate pairs (each pair once), each query's top k."""
-    import scipy.sparse as sp
+    """Exact cosines of (query, name) candidate pairs (each pair once), each query's top k, by the package's
+    own re-scoring (``pruned_search.rescore_pairs``), 64 queries at a time."""
+    from spacy_angel.retrieval.pruned_search import rescore_pairs
 
-    from spacy_angel.retrieval.exact_search import keep_top_k
-
-    out: Hits = [[] for _ in queries]
+    out: Hits = []
     for lo in range(0, len(queries), 64):
         sel = (pairs_rows >= lo) & (pairs_rows < lo + 64)
-        rows, names = pairs_rows[sel] - lo, pairs_names[sel]
-        if not len(rows):
-            continue
-        q = index.transform(queries[lo : lo + 64])
-        unique, column = np.unique(names, return_inverse=True)
-        # as pruned search re-scores: the candidate rows x the query chunk, then each query's own pairs
-        scores = (index.matrix[unique] @ q.T.tocsr()).T.tocsr()
-        own = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, column)), shape=scores.shape)
-        picked = scores.multiply(own).tocoo()
-        r, c, s = keep_top_k(picked.row.astype(np.int64), unique[picked.col].astype(np.int64),
-                             picked.data.astype(np.float32), k)
-        for a, b, x in zip(r.tolist(), c.tolist(), s.tolist()):
-            if x > 0:
-                out[lo + a].append((b, x))
+        out.extend(rescore_pairs(index.transform(queries[lo : lo + 64]), index.matrix, pairs_rows[sel] - lo,
+                                 pairs_names[sel], k))
     return out
 
 
@@ -89,6 +76,8 @@ def bounded(index: Any, queries: List[str], k: int = 20, budget: int = 2048, gro
             tightness: float = 1.0, depth: int = 64) -> Hits:
     """Exact top-k through posting lists with a score bound (see the module doc)."""
     import scipy.sparse as sp
+
+    from spacy_angel.retrieval.pruned_search import best_partial
 
     postings = index.postings
     lengths = np.diff(postings.indptr)
@@ -122,14 +111,7 @@ def bounded(index: Any, queries: List[str], k: int = 20, budget: int = 2048, gro
             extra = sp.csr_matrix((np.concatenate(vals), np.concatenate(cols), indptr), shape=q.shape)
             partial = (partial + extra @ postings).tocsr()
             read = more
-            rows, names = [], []
-            for r in range(m):
-                a, b = partial.indptr[r], partial.indptr[r + 1]
-                idx, sc = partial.indices[a:b], partial.data[a:b]
-                if len(idx) > depth:
-                    idx = idx[np.argpartition(-sc, depth - 1)[:depth]]
-                rows.append(np.full(len(idx), r)), names.append(idx)
-            best = rescore(np.concatenate(rows), np.concatenate(names).astype(np.int64), index, queries[lo : lo + m], k)
+            best = rescore(*best_partial(partial, depth), index, queries[lo : lo + m], k)
             theta = np.maximum(theta, [h[k - 1][1] if len(h) >= k else 0.0 for h in best]).astype(np.float32)
             step *= growth
         bound = np.array([p[3][n] for p, n in zip(plans, read)], dtype=np.float32)

@@ -28,6 +28,12 @@ _CODES: Dict[str, str] = {np.dtype(v).str: k for k, v in _DTYPES.items()}
 _MAX_HEADER = 100 << 20
 
 
+def index_dtype(*bounds: int) -> type:
+    """The integer type for positions and ids up to ``bounds``: int32 (half the bytes) while every bound
+    stays below 2**31 - 1, else int64."""
+    return np.int32 if max(bounds, default=0) < 2**31 - 1 else np.int64
+
+
 @dataclass(frozen=True)
 class StreamedArray:
     """A 1-d array written piece by piece (``pieces()`` yields arrays of ``dtype`` whose lengths sum to

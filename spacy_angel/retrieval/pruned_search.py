@@ -55,8 +55,9 @@ def streamed_postings(matrix: "sp.csr_matrix", index_dtype: type, *, term_ranges
     counts = np.zeros(matrix.shape[1], dtype=np.int64)
     for lo in range(0, matrix.nnz, 1 << 24):  # bincount copies int32 input to int64: 1.56 GB at once at 6M names
         counts += np.bincount(np.asarray(matrix.indices[lo : lo + (1 << 24)]), minlength=matrix.shape[1])
-    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(index_dtype)
-    cuts = np.searchsorted(np.cumsum(counts), np.linspace(0, matrix.nnz, term_ranges + 1)[1:-1], side="left")
+    total = np.cumsum(counts)
+    indptr = np.concatenate([[0], total]).astype(index_dtype)
+    cuts = np.searchsorted(total, np.linspace(0, matrix.nnz, term_ranges + 1)[1:-1], side="left")
     edges = np.unique(np.concatenate([[0], cuts + 1, [matrix.shape[1]]]).clip(0, matrix.shape[1]))
     spans = list(zip(edges[:-1].tolist(), edges[1:].tolist()))
 
@@ -130,22 +131,34 @@ def pruned_nearest(
 
 def _search(queries: "sp.csr_matrix", matrix: "sp.csr_matrix", postings: "sp.csr_matrix", k: int,
             query_mass: float, rescore_depth: int) -> List[List[Tuple[int, float]]]:
-    import scipy.sparse as sp
-
-    m = queries.shape[0]
     partial = (heavy_terms(queries, query_mass) @ postings).tocsr()
-    depth = max(int(rescore_depth), k)
-    rows, cols = [], []
-    for row in range(m):
+    row_of, name_of = best_partial(partial, max(int(rescore_depth), k))
+    return rescore_pairs(queries, matrix, row_of, name_of, k)
+
+
+def best_partial(partial: "sp.csr_matrix", depth: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(query row, name index)`` of each row's ``depth`` best names by partial score (all when fewer)."""
+    rows, cols = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    for row in range(partial.shape[0]):
         lo, hi = partial.indptr[row], partial.indptr[row + 1]
         names, scores = partial.indices[lo:hi], partial.data[lo:hi]
         if len(names) > depth:
             names = names[np.argpartition(-scores, depth - 1)[:depth]]
         rows.append(np.full(len(names), row, dtype=np.int64))
         cols.append(names.astype(np.int64))
-    row_of, name_of = np.concatenate(rows), np.concatenate(cols)
+    return np.concatenate(rows), np.concatenate(cols)
+
+
+def rescore_pairs(queries: "sp.csr_matrix", matrix: "sp.csr_matrix", row_of: np.ndarray, name_of: np.ndarray,
+                  k: int) -> List[List[Tuple[int, float]]]:
+    """Exact cosines of the (query row, name index) pairs (each pair once), each query's top ``k`` of them,
+    best first, cosine > 0."""
+    import scipy.sparse as sp
+
+    m = queries.shape[0]
+    out: List[List[Tuple[int, float]]] = [[] for _ in range(m)]
     if not len(row_of):
-        return [[] for _ in range(m)]
+        return out
     # Exact cosines by the same sparse product as exact search (candidate rows x the query chunk), so
     # both searches give bit-equal scores and break ties alike; then each query keeps its own candidates.
     unique, column = np.unique(name_of, return_inverse=True)
@@ -154,7 +167,6 @@ def _search(queries: "sp.csr_matrix", matrix: "sp.csr_matrix", postings: "sp.csr
     picked = scores.multiply(own).tocoo()
     row_of, name_of, exact = keep_top_k(picked.row.astype(np.int64), unique[picked.col],
                                         picked.data.astype(np.float32), k)
-    out: List[List[Tuple[int, float]]] = [[] for _ in range(m)]
     for r, c, s in zip(row_of.tolist(), name_of.tolist(), exact.tolist()):
         if s > 0:
             out[r].append((c, s))

@@ -34,7 +34,7 @@ from spacy_angel.errors import Errors, NameIndexError, Warnings
 from spacy_angel.fileio import atomic_write_text
 from spacy_angel.kb.normalize import normalize_name
 from spacy_angel.kb.store import KnowledgeBase
-from spacy_angel.mapped_arrays import write_arrays
+from spacy_angel.mapped_arrays import index_dtype, write_arrays
 from spacy_angel.retrieval.candidates import concepts_from_hits
 from spacy_angel.retrieval.exact_search import exact_top_k
 from spacy_angel.retrieval.index_files import (
@@ -141,19 +141,14 @@ class NameIndex:
             terms[int(col)] = str(term)
         m, fingerprint = self.matrix, self.kb.fingerprint()
         build_id = secrets.token_hex(8)
-        index_dtype = np.int32 if max(m.nnz, m.shape[1], m.shape[0]) < 2**31 - 1 else np.int64
+        positions = index_dtype(m.nnz, m.shape[1], m.shape[0])
         # np.asarray, not .astype: no copy of arrays that already have the dtype (at 1M names the copies
         # were the build's peak: 1,375 MB against 1,004 MB while fitting)
         arrays = {"idf": np.asarray(self.vectorizer.idf_, dtype=np.float64), "data": np.asarray(m.data, np.float32),
-                  "indices": np.asarray(m.indices, index_dtype), "indptr": np.asarray(m.indptr, index_dtype)}
-        if self._postings is None:  # not needed in memory: written as they are made (kb build's peak)
-            post_indptr, post_data, post_indices = streamed_postings(m, index_dtype)
-            arrays.update(postings_indptr=post_indptr, postings_data=post_data, postings_indices=post_indices)
-        else:
-            post = self._postings
-            arrays.update(postings_data=np.asarray(post.data, np.float32),
-                          postings_indices=np.asarray(post.indices, index_dtype),
-                          postings_indptr=np.asarray(post.indptr, index_dtype))
+                  "indices": np.asarray(m.indices, positions), "indptr": np.asarray(m.indptr, positions)}
+        # the term-major postings are made while they are written, never whole in memory (kb build's peak)
+        post_indptr, post_data, post_indices = streamed_postings(m, positions)
+        arrays.update(postings_indptr=post_indptr, postings_data=post_data, postings_indices=post_indices)
         write_arrays(d / INDEX_ARRAYS, arrays, {"format": _FORMAT, "kb_fingerprint": fingerprint, "build_id": build_id})
         config = {"format": _FORMAT, "format_version": _FORMAT_VERSION, "analyzer": self.analyzer,
                   "ngram_range": list(self.ngram_range), "num_names": int(m.shape[0]), "kb_fingerprint": fingerprint,

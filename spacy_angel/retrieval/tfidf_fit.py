@@ -2,13 +2,15 @@
 in bounded memory.
 
 Why: scikit-learn's ``fit_transform`` gathers every name's column indices in one Python list (8 bytes per
-non-zero before the arrays are made), then copies the matrix while weighting it. At 6M names (120M
+non-zero before the arrays are made), then copies the matrix while weighting it. At 6M names (195M
 non-zeros) that was the peak of ``kb build``: 5.5 GB (``bench/kb_scale.py``). Here:
 
-1. one pass over chunks of names counts each chunk (scikit-learn's ``CountVectorizer``), keeping only
-   its vocabulary, document frequencies and size;
-2. idf from the summed document frequencies, computed as ``TfidfTransformer.fit`` does (float32);
-3. a second pass vectorises each chunk with the final vectoriser (scikit-learn's own ``transform``)
+1. one pass over the names with the vectoriser's own analyzer records each 3-gram's document
+   frequency and first appearance;
+2. idf from those frequencies, computed as ``TfidfTransformer.fit`` does (float32);
+3. a second pass counts each chunk of names (scikit-learn's ``CountVectorizer.transform`` on the final
+   vocabulary), puts each row's entries in the order ``fit_transform`` leaves them (first appearance:
+   it fixes the float sums of the row norms) and weights them (``TfidfTransformer.transform``),
    straight into arrays allocated once for the whole matrix.
 
 Peak: the finished matrix plus one chunk. The result equals ``fit_transform``'s bit for bit (a test
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Sequence, Tupl
 import numpy as np
 
 from spacy_angel.errors import Errors
+from spacy_angel.mapped_arrays import index_dtype
 
 if TYPE_CHECKING:  # pragma: no cover
     import scipy.sparse as sp
@@ -64,9 +67,9 @@ def fit_tfidf(names: Sequence[str], new_vectorizer: Callable[..., "TfidfVectoriz
     weigher.idf_, weigher.n_features_in_ = idf, len(terms)
     # pass 2: each chunk's counts, reordered as fit_transform orders them, weighted into arrays
     # allocated once for the whole matrix
-    index_dtype = np.int32 if max(nnz, len(terms), rows) < 2**31 - 1 else np.int64
-    data, indices = np.empty(nnz, dtype=np.float32), np.empty(nnz, dtype=index_dtype)
-    indptr = np.zeros(rows + 1, dtype=index_dtype)
+    positions = index_dtype(nnz, len(terms), rows)
+    data, indices = np.empty(nnz, dtype=np.float32), np.empty(nnz, dtype=positions)
+    indptr = np.zeros(rows + 1, dtype=positions)
     row = pos = 0
     for texts in _chunks(names, chunk):
         counts = sp.csr_matrix(counter.transform(texts), dtype=np.float32)

@@ -23,6 +23,7 @@ import numpy as np
 
 from spacy_angel.errors import Errors, TrieError
 from spacy_angel.fileio import atomic_directory
+from spacy_angel.mapped_arrays import index_dtype
 
 TRIE_FORMAT_VERSION = 1
 
@@ -118,9 +119,9 @@ class TokenTrie:
         # the total length: the edge arrays are allocated once and filled level by level (no
         # per-level lists to concatenate, which used to double the peak memory).
         bound = int(full_len.sum()) + 1
-        index_dtype = np.int32 if bound < 2**31 - 1 else np.int64
+        positions = index_dtype(bound)
         edge_token = np.empty(bound - 1, dtype=token_dtype)
-        child_count = np.zeros(bound, dtype=index_dtype)  # children per node
+        child_count = np.zeros(bound, dtype=positions)  # children per node
         node_of_seq = np.zeros(n, dtype=np.int64)  # current node of every sequence, level by level
         next_node = 1
         level_lo, level_hi = 0, 1  # node ids created by the previous level (the root at depth 0)
@@ -157,7 +158,7 @@ class TokenTrie:
             edge_token.resize(n_nodes - 1, refcheck=False)  # shrink in place (realloc), no copy
         except ValueError:
             edge_token = edge_token[: n_nodes - 1].copy()
-        first_edge = np.zeros(n_nodes + 1, dtype=index_dtype)
+        first_edge = np.zeros(n_nodes + 1, dtype=positions)
         np.cumsum(child_count[:n_nodes], out=first_edge[1:])
         del child_count
         # Leaves: keep the first name index for identical sequences.
@@ -165,8 +166,8 @@ class TokenTrie:
         leaf_sorted = leaf_of_seq[order]
         keep = np.ones(n, dtype=bool)
         keep[1:] = leaf_sorted[1:] != leaf_sorted[:-1]
-        leaf_node = leaf_sorted[keep].astype(index_dtype)
-        leaf_name = names[order][keep].astype(np.int32 if names.max(initial=0) < 2**31 - 1 else np.int64)
+        leaf_node = leaf_sorted[keep].astype(positions)
+        leaf_name = names[order][keep].astype(index_dtype(int(names.max(initial=0))))
         meta = dict(meta or {})
         meta["max_depth"] = max_len
         return cls(edge_token, first_edge, leaf_node, leaf_name, eos_token_id, vocab_size, meta)

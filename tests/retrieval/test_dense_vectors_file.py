@@ -1,7 +1,7 @@
-"""The dense name vectors are written beside the KB once and memory-mapped after (issue 27: arrays on disk,
-mapped, shared between workers): the mapped vectors link exactly as freshly encoded ones; a file written
-for another KB or encoder, or a broken one, is encoded again and replaced; a folder that cannot be
-written only loses the file."""
+"""The dense name vectors are written into a cache folder once and memory-mapped after (issue 27: arrays on
+disk, mapped, shared between workers): the mapped vectors link exactly as freshly encoded ones; each KB and
+encoder has its own file; a file written for another KB or encoder, or a broken one, is encoded again and
+replaced; a folder that cannot be written only loses the file; the linker's folder is the user's cache."""
 from __future__ import annotations
 
 import logging
