@@ -259,3 +259,9 @@ def iter_jsonl(path: PathLike, error: Type[Exception] = ValueError, make_error: 
             if not isinstance(rec, dict):
                 raise fail(lineno, Errors.E259)
             yield lineno, rec
+
+
+def user_cache_dir() -> Path:
+    """The user's spacy-angel cache: ``$SPACY_ANGEL_CACHE``, by default ``~/.cache/spacy-angel`` (the main
+    job's built model, the linker's dense name vectors)."""
+    return Path(os.environ.get("SPACY_ANGEL_CACHE", "~/.cache/spacy-angel")).expanduser()

@@ -25,6 +25,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from spacy_angel.errors import Errors, Warnings
+from spacy_angel.fileio import user_cache_dir
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.mapped_arrays import read_arrays, write_arrays
 from spacy_angel.retrieval.candidates import concepts_from_hits
@@ -44,10 +45,9 @@ _OFF = ("", "off", "none", "0", "false")
 def default_vectors_dir() -> Optional[Path]:
     """The linker's folder for name vectors: ``$SPACY_ANGEL_CACHE/dense-names`` (``~/.cache/spacy-angel``
     when unset, as the main job's cache), or None when ``SPACY_ANGEL_CACHE`` is ``off``."""
-    root = os.environ.get("SPACY_ANGEL_CACHE", "~/.cache/spacy-angel")
-    if root.strip().lower() in _OFF:
+    if os.environ.get("SPACY_ANGEL_CACHE", "default").strip().lower() in _OFF:
         return None
-    return Path(root).expanduser() / "dense-names"
+    return user_cache_dir() / "dense-names"
 
 
 def encoder_fingerprint(encoder: NameEncoder) -> str:

@@ -10,13 +10,13 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import shutil
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from spacy_angel.errors import OutputLockedError
+from spacy_angel.fileio import user_cache_dir
 from spacy_angel.locks import output_lock
 from training.hpo_default.data import ENTITY_LABEL, hpo_obo_path, phenotype_terms
 from training.runs.bookkeeping import quiet_libraries
@@ -25,7 +25,7 @@ from training.stages.kb_linker_recipe import Recipe
 
 MODEL_NAME = "hpo-default"
 
-DEFAULT_CACHE = Path(os.environ.get("SPACY_ANGEL_CACHE", "~/.cache/spacy-angel")).expanduser()
+DEFAULT_CACHE = user_cache_dir()
 SAMPLE_TEXT = (
     "The patient presented with seizures, short stature and hypertelorism, "
     "and later developed muscle weakness."
