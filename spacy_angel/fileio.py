@@ -86,16 +86,17 @@ def _temp_beside(path: Path, directory: bool = False) -> Tuple[int, str]:
 
 
 @contextlib.contextmanager
-def atomic_open(path: PathLike, mode: str = "w") -> Iterator[Any]:
-    """A file handle whose content replaces ``path`` only when the block ends without error."""
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """A new temp file's path beside ``path``, renamed over ``path`` when the block ends without error
+    (removed otherwise): for writers that take a file name, not a handle (a library's ``save(path)``)."""
     path = Path(path)
     check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _temp_beside(path)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
-            yield handle
-            handle.flush()
+        yield Path(tmp)
+        with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as err:
@@ -103,6 +104,14 @@ def atomic_open(path: PathLike, mode: str = "w") -> Iterator[Any]:
             os.unlink(tmp)
         raise_write_error(err, path)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: PathLike, mode: str = "w") -> Iterator[Any]:
+    """A file handle whose content replaces ``path`` only when the block ends without error."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            yield handle
 
 
 def raise_write_error(err: BaseException, path: Path) -> None:

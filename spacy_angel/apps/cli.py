@@ -52,6 +52,8 @@ def kb_build(
     mrsty: Optional[Path] = typer.Option(None, help="UMLS: MRSTY.RRF for semantic types."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT even if it holds files that are not a KB."),
     index: bool = typer.Option(True, "--index/--no-index", help="Also write the TF-IDF name index (for candidates)."),
+    ann: bool = typer.Option(False, "--ann", help="Also write an ANN graph of the index, for search='ann' on KBs of "
+                             "millions of names (needs usearch: pip install 'spacy-angel[ann]'; minutes per million names)."),
 ) -> None:
     """Build a KB directory (names, ids, definitions, types, TF-IDF name index) from one or more sources.
 
@@ -66,6 +68,7 @@ def kb_build(
             lowercase=not keep_case,
             overwrite=overwrite,
             index=index,
+            ann=ann,
             languages=split(languages) or ("ENG",),
             sources=split(vocabularies),
             semantic_types=split(semantic_types),
@@ -141,6 +144,7 @@ def link_command(
     dtype: Optional[str] = typer.Option(None, help="float32 (default); float16 / bfloat16 on a GPU; int8 on the CPU (dynamic quantisation, ~1.5x faster; docs/performance.md)."),
     mode: str = typer.Option("hybrid", help="hybrid (TF-IDF top names + beam, fused with the model's fusion.json or default weights), beam, or rerank."),
     num_candidates: int = typer.Option(20, help="TF-IDF names per mention in hybrid and rerank modes."),
+    search: str = typer.Option("exact", help="How the TF-IDF names are found: exact, pruned, or ann (KBs of millions of names: a graph from `kb build --ann`; needs the [ann] extra)."),
     fusion: Optional[Path] = typer.Option(None, "--fusion", help="Hybrid mode: fusion weights file (from 'train fuse --output'), used instead of MODEL/fusion.json."),
     engine: str = typer.Option("single", help="single (this process) or ray (corpus scale: OUTPUT is a directory of shards; needs the [scale] extra)."),
     address: Optional[str] = typer.Option(None, help="--engine ray: join this Ray cluster (e.g. auto, ray://head:10001); default: start a local Ray."),
@@ -156,9 +160,14 @@ def link_command(
     already written, so a killed job resumes."""
     from spacy_angel.errors import Errors, LinkerError
     from spacy_angel.linking.linker import AngelLinker
+    from spacy_angel.pipeline.factories import make_tfidf_retriever_v2
 
     if top_k < 1:  # the linker would quietly return one candidate
         fail(Errors.E115.format(option="--top-k", value=top_k))
+    try:
+        retriever = make_tfidf_retriever_v2(search=search)
+    except ValueError as err:
+        fail(str(err))
     weights = load_fusion_or_fail(fusion)  # before any work: a bad file is named at once
     if engine == "ray":
         if html is not None:
@@ -167,7 +176,7 @@ def link_command(
                        num_gpus_per_worker=num_gpus_per_worker, shard_size=shard_size, num_beams=num_beams,
                        top_k=top_k, batch_size=batch_size, context_window=context_window, device=device,
                        dtype=dtype, mode=mode, num_candidates=num_candidates,
-                       fusion=weights.to_dict() if weights is not None else None)
+                       fusion=weights.to_dict() if weights is not None else None, search=search)
         return
     if engine != "single":
         fail(Errors.E273.format(engine=engine))
@@ -188,7 +197,7 @@ def link_command(
         linker = AngelLinker.from_pretrained(
             model_dir, kb, device=device, dtype=dtype, num_beams=num_beams, batch_size=batch_size,
             context_window=context_window, mode=mode, num_candidates=num_candidates,
-            index_dir=kb_path if kb_path.is_dir() else None, fusion=weights,
+            index_dir=kb_path if kb_path.is_dir() else None, fusion=weights, retriever=retriever,
         )
     except (LinkerError, OSError) as err:
         fail(str(err))

@@ -182,6 +182,7 @@ class ShardLinker:
         from spacy_angel.kb.readers import load_kb
         from spacy_angel.linking.fusion import FusionWeights
         from spacy_angel.linking.linker import AngelLinker
+        from spacy_angel.pipeline.factories import make_tfidf_retriever_v2
 
         torch.set_num_threads(1)  # the actor owns one core (num_cpus=1); see WORKER_ENV
         kb = load_kb(kb_path)  # a KB directory or a KB file, as everywhere
@@ -190,6 +191,7 @@ class ShardLinker:
             batch_size=settings["batch_size"], context_window=settings["context_window"],
             mode=settings.get("mode", "hybrid"), num_candidates=settings.get("num_candidates", 20),
             fusion=FusionWeights.from_dict(settings["fusion"]) if settings.get("fusion") is not None else None,
+            retriever=make_tfidf_retriever_v2(search=settings.get("search") or "exact"),
         )
         self.top_k = settings["top_k"]
         self.output_dir = Path(output_dir)
@@ -275,6 +277,7 @@ def link_corpus(
     mode: str = "hybrid",
     num_candidates: int = 20,
     fusion: Optional[Dict[str, Any]] = None,
+    search: str = "exact",
 ) -> Dict[str, Any]:
     """Link every shard of ``input_spec`` not yet in ``output_dir``; returns what was done.
 
@@ -282,7 +285,8 @@ def link_corpus(
     ``linked`` (shard names written now), ``mentions`` (linked now), ``seconds`` (wall time) and
     ``busy`` (seconds each actor spent reading, linking and writing shards, by process id: the
     steady-state rate without Ray's and the actors' start-up). ``fusion``: hybrid weights (a
-    :meth:`FusionWeights.to_dict`) used instead of the model's ``fusion.json``.
+    :meth:`FusionWeights.to_dict`) used instead of the model's ``fusion.json``. ``search``: the TF-IDF
+    index's search for hybrid candidates (``exact``, ``pruned`` or ``ann``; see ``tfidf_retriever.v2``).
     """
     if workers < 1:
         raise ScaleError(Errors.E115.format(option="--workers", value=workers))
@@ -296,11 +300,12 @@ def link_corpus(
     output_dir.mkdir(parents=True, exist_ok=True)
     settings = dict(num_beams=num_beams, top_k=top_k, batch_size=batch_size, context_window=context_window,
                     mode=mode, num_candidates=num_candidates, device=device if num_gpus_per_worker > 0 or device != "auto" else "cpu", dtype=dtype,
-                    fusion=fusion)
+                    fusion=fusion, search=search)
     _check_manifest(output_dir, {
         "model": str(model_dir), "kb": str(kb_path), "shard_size": shard_size, "num_beams": num_beams,
         "top_k": top_k, "context_window": context_window, "mode": mode, "num_candidates": num_candidates, "inputs": sorted({s.source for s in shards}),
         "fusion": fusion,  # None when not given: a manifest written before this key (so without it) still matches
+        "search": None if search == "exact" else search,  # likewise
     })
     _remove_stale_temp_files(output_dir)
     todo = [s for s in shards if not (output_dir / s.name).exists()]

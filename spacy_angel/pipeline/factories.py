@@ -41,11 +41,13 @@ def make_tfidf_retriever() -> Retriever:
 
 @registry.misc("spacy_angel.tfidf_retriever.v2")
 def make_tfidf_retriever_v2(search: str = "exact", query_mass: float = 0.9, rescore_depth: int = 400) -> Retriever:
-    """v1 with a choice of search (:class:`spacy_angel.retrieval.tfidf.NameIndex`): ``"exact"`` or ``"pruned"``
-    (the query's heaviest 3-grams, then exact re-scoring). Pruned search is opt-in: on the KB-scale bench
-    (docs/performance.md) it was 1.2-1.4x faster than exact up to 1M names at recall@20 >= 99.8%, as fast at
-    2M and half as fast at 6M, where its partial-score matrices grow with the posting lists. The index
-    arrays are memory-mapped either way, so ``n_process`` workers share them."""
+    """v1 with a choice of search (:class:`spacy_angel.retrieval.tfidf.NameIndex`): ``"exact"``, ``"pruned"``
+    (the query's heaviest 3-grams, then exact re-scoring) or ``"ann"`` (an HNSW graph plus the rarest
+    3-grams, then exact re-scoring; the graph from ``kb build --ann``, built and saved on first use
+    otherwise; needs the ``ann`` extra). Exact stays the default: it is what training and the published
+    figures use. For KBs of millions of names use ``"ann"``: docs/performance.md's KB-scale table gives
+    its speed and recall of exact. Pruned search was 1.2-1.4x exact up to 1M names and slower at 6M. The
+    index arrays and the graph are memory-mapped, so ``n_process`` workers share them."""
     if search not in SEARCHES:  # checked when the config is resolved, not at the first hybrid batch
         raise ValueError(Errors.E223.format(search=search, searches=SEARCHES, query_mass=query_mass,
                                             rescore_depth=rescore_depth))

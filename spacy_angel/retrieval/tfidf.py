@@ -16,7 +16,8 @@ works for millions of names without an n x n matrix.
 
 Persistence: ``tfidf.safetensors`` (idf, the CSR name matrix and its term-major postings, memory-mapped
 on load so worker processes share them) and ``tfidf.json`` (settings, vocabulary, KB fingerprint) beside
-the KB; no pickle. Search: exact (:mod:`.exact_search`) or pruned (:mod:`.pruned_search`). scikit-learn and SciPy are
+the KB; no pickle. Search: exact (:mod:`.exact_search`), pruned (:mod:`.pruned_search`) or approximate
+through a graph (:mod:`.ann_search`, ``tfidf-ann.*`` beside the KB, written by ``kb build --ann``). scikit-learn and SciPy are
 imported only when an index is fitted or used, so plain beam linking never pays for them.
 """
 from __future__ import annotations
@@ -35,6 +36,7 @@ from spacy_angel.fileio import atomic_write_text
 from spacy_angel.kb.normalize import normalize_name
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.mapped_arrays import index_dtype, write_arrays
+from spacy_angel.retrieval.ann_search import AnnGraph, AnnSearchSettings, GraphSettings, ann_nearest
 from spacy_angel.retrieval.candidates import concepts_from_hits
 from spacy_angel.retrieval.exact_search import exact_top_k
 from spacy_angel.retrieval.index_files import (
@@ -64,7 +66,7 @@ _FORMAT = "spacy_angel.tfidf"
 _FORMAT_VERSION = 2
 
 
-SEARCHES = ("exact", "pruned")
+SEARCHES = ("exact", "pruned", "ann")
 
 
 class NameIndex:
@@ -73,12 +75,15 @@ class NameIndex:
     Row ``i`` of the name matrix is ``kb.names[i]``, so name indices are the KB's own.
     ``search``: ``"exact"`` (every name scored; the reference, and what training uses) or ``"pruned"``
     (posting lists of each query's heaviest 3-grams, ``query_mass`` / ``rescore_depth``: see
-    :mod:`spacy_angel.retrieval.pruned_search`; queries with exclusions are always exact).
+    :mod:`spacy_angel.retrieval.pruned_search`) or ``"ann"`` (a graph plus the rarest 3-grams, ``ann``
+    settings: see :mod:`spacy_angel.retrieval.ann_search`; the graph comes from :meth:`build_ann` or
+    :meth:`from_disk`). Queries with exclusions are always exact.
     """
 
     def __init__(self, kb: KnowledgeBase, *, analyzer: str = "char_wb", ngram_range: Tuple[int, int] = (3, 3),
                  query_chunk_size: int = 256, name_chunk_size: int = 65536, search: str = "exact",
-                 query_mass: float = 0.8, rescore_depth: int = 400) -> None:
+                 query_mass: float = 0.8, rescore_depth: int = 400,
+                 ann: AnnSearchSettings = AnnSearchSettings()) -> None:
         if search not in SEARCHES or not 0.0 < query_mass <= 1.0 or rescore_depth < 1:
             raise ValueError(Errors.E223.format(search=search, searches=SEARCHES, query_mass=query_mass,
                                                 rescore_depth=rescore_depth))
@@ -90,6 +95,9 @@ class NameIndex:
         self.search = search
         self.query_mass = float(query_mass)
         self.rescore_depth = int(rescore_depth)
+        self.ann = ann
+        self.graph: Optional[AnnGraph] = None
+        self.fit_id: Optional[str] = None  # one per fit, kept by its saves: a graph belongs to one fit
         self.vectorizer: Optional["TfidfVectorizer"] = None
         self.matrix: Optional["sp.csr_matrix"] = None
         self._postings: Optional["sp.csr_matrix"] = None
@@ -107,8 +115,24 @@ class NameIndex:
         if not self.kb.num_names:
             raise ValueError(Errors.E210)
         self.vectorizer, self.matrix = fit_tfidf(self.kb.names, self._new_vectorizer)
-        self._postings = None
+        self._postings, self.graph, self.fit_id = None, None, secrets.token_hex(8)
+        if self.search == "ann":
+            self.build_ann()
         return self
+
+    def build_ann(self, settings: GraphSettings = GraphSettings(), threads: int = 0) -> "NameIndex":
+        """Build the ANN graph of this fit (minutes at millions of names); :meth:`to_disk` or
+        :meth:`save_ann` writes it."""
+        self._require_fitted()
+        assert self.matrix is not None and self.fit_id is not None
+        self.graph = AnnGraph.build(self.matrix, self.fit_id, settings, threads=threads)
+        return self
+
+    def save_ann(self, directory: Union[str, Path]) -> None:
+        """Write the graph beside the index arrays this fit was saved to (``kb build --ann``)."""
+        if self.graph is None:
+            raise RuntimeError(Errors.E211)
+        self.graph.save(Path(directory))
 
     @property
     def postings(self) -> "sp.csr_matrix":
@@ -152,15 +176,18 @@ class NameIndex:
         write_arrays(d / INDEX_ARRAYS, arrays, {"format": _FORMAT, "kb_fingerprint": fingerprint, "build_id": build_id})
         config = {"format": _FORMAT, "format_version": _FORMAT_VERSION, "analyzer": self.analyzer,
                   "ngram_range": list(self.ngram_range), "num_names": int(m.shape[0]), "kb_fingerprint": fingerprint,
-                  "build_id": build_id, "vocabulary": terms}
+                  "build_id": build_id, "fit_id": self.fit_id, "vocabulary": terms}
         atomic_write_text(d / INDEX_CONFIG, json.dumps(config, ensure_ascii=False))
+        if self.graph is not None:
+            self.graph.save(d)
 
     @classmethod
     def from_disk(cls, directory: Union[str, Path], kb: KnowledgeBase, *, mmap: bool = True,
                   **kwargs: Any) -> "NameIndex":
         """The index saved in ``directory`` for ``kb``, its arrays memory-mapped (``mmap``: shared between
         worker processes); :class:`NameIndexError` if it is unreadable, belongs to another KB or was built
-        with other ``analyzer`` / ``ngram_range`` settings. Reads the v1 ``tfidf.npz`` too (into memory)."""
+        with other ``analyzer`` / ``ngram_range`` settings, or (``search="ann"``) its graph is missing or
+        broken. Reads the v1 ``tfidf.npz`` too (into memory)."""
 
         d = Path(directory)
         try:
@@ -193,6 +220,9 @@ class NameIndex:
         index.matrix = csr_over(data, indices, indptr, (n, v))
         if "postings_data" in arrays:
             index._postings = csr_over(arrays["postings_data"], arrays["postings_indices"], arrays["postings_indptr"], (v, n))
+        index.fit_id = config.get("fit_id") or config.get("build_id")  # an index saved before fit ids: its save
+        if index.search == "ann":
+            index.graph = AnnGraph.load(d, str(index.fit_id), n, v)
         return index
 
     save = to_disk
@@ -317,6 +347,10 @@ class NameIndex:
         results: List[List[Tuple[int, float]]] = []
         if k <= 0:
             return [[] for _ in queries]
+        if self.search == "ann" and exclude_ids is None:
+            if self.graph is None:
+                self.build_ann()
+            return self._ann_nearest(queries, k)
         if self.search == "pruned" and exclude_ids is None:
             for qs in range(0, len(queries), min(qcs, 64)):  # 64: bounds the partial-score block per chunk
                 results.extend(pruned_nearest(self.transform(list(queries[qs : qs + 64])), self.matrix,
@@ -344,6 +378,22 @@ class NameIndex:
                 per_row[r].append((int(c), float(s)))
             results.extend(per_row)
         return results
+
+    def _ann_nearest(self, queries: Sequence[str], k: int) -> List[List[Tuple[int, float]]]:
+        """ANN search by chunks of 64 queries (bounds the rare 3-grams' partial-score block), ``ann.threads``
+        chunks at a time."""
+        graph, matrix, postings = self.graph, self.matrix, self.postings
+
+        def search(chunk: Sequence[str]) -> List[List[Tuple[int, float]]]:
+            return ann_nearest(self.transform(list(chunk)), matrix, postings, graph, k, self.ann)
+
+        chunks = [queries[lo : lo + 64] for lo in range(0, len(queries), 64)]
+        if self.ann.threads == 1 or len(chunks) == 1:
+            return [hits for chunk in chunks for hits in search(chunk)]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(self.ann.threads, len(chunks))) as pool:
+            return [hits for part in pool.map(search, chunks) for hits in part]
 
     def negatives_for(self, name: str, kb_id: str, k: int) -> List[str]:
         """TF-IDF negatives: the ``k`` names most similar to ``name`` that are NOT names of ``kb_id``."""

@@ -104,3 +104,29 @@ def test_init_model_names_the_line_of_a_non_utf8_corpus(tmp_path, tiny_kb_dir):
     assert result.exit_code == 1
     assert f"{corpus}:2:" in result.output and "E111" in result.output and "0xe9" in result.output
     assert not out.exists()
+
+
+def test_kb_build_ann_and_link_with_ann_search(tmp_path):
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("usearch") is None:
+        pytest.skip("needs usearch (the ann extra)")
+    (tmp_path / "kb.tsv").write_text(TSV)
+    result = invoke("kb", "build", tmp_path / "kb.tsv", "--output", tmp_path / "kb", "--ann")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "kb" / "tfidf-ann.usearch").is_file()
+    assert invoke("init-model", tmp_path / "kb", tmp_path / "model", "--size", "tiny").exit_code == 0
+    (tmp_path / "in.jsonl").write_text(json.dumps({"id": "a", "text": "breast cancers", "start": 0, "end": 14}) + "\n")
+    outputs = {}
+    for search in ("exact", "ann"):
+        out = tmp_path / f"{search}.jsonl"
+        result = invoke("link", tmp_path / "model", tmp_path / "kb", tmp_path / "in.jsonl", "-o", out,
+                        "--device", "cpu", "--search", search)
+        assert result.exit_code == 0, result.output
+        outputs[search] = [json.loads(x) for x in out.read_text().splitlines()]
+    assert outputs["ann"] == outputs["exact"]  # four names: the graph holds them all
+    result = invoke("link", tmp_path / "model", tmp_path / "kb", tmp_path / "in.jsonl", "-o", tmp_path / "x.jsonl",
+                    "--search", "graph")
+    assert result.exit_code == 1 and "E223" in result.output and not (tmp_path / "x.jsonl").exists()

@@ -85,7 +85,7 @@ def test_full_mass_pruned_search_equals_exact_for_any_query(queries, k) -> None:
     assert pruned.nearest_names(queries, k) == index.nearest_names(queries, k)
 
 
-@pytest.mark.parametrize("bad_setting", [{"search": "ann"}, {"query_mass": 0.0}, {"query_mass": 1.5},
+@pytest.mark.parametrize("bad_setting", [{"search": "graph"}, {"query_mass": 0.0}, {"query_mass": 1.5},
                                          {"rescore_depth": 0}])
 def test_bad_search_settings_are_refused(bad_setting) -> None:
     with pytest.raises(ValueError, match="E223"):
@@ -211,4 +211,4 @@ def test_the_component_retriever_v2_passes_its_search_settings(tmp_path: Path) -
     again = make(search="pruned")(make_kb(), tmp_path)  # loaded, mapped, with the settings asked for
     assert again.search == "pruned" and isinstance(again.matrix.data, np.memmap)
     with pytest.raises(ValueError, match="E223"):
-        make(search="ann")
+        make(search="graph")

@@ -1,0 +1,202 @@
+"""Approximate top-k TF-IDF names for KBs of millions of names: a graph and the rarest 3-grams, then exact scores.
+
+Why: exact search scores every name (11 queries/s at 6M names on 2 cores) and pruned search walks posting
+lists that lengthen with the KB. Here a query's work hardly grows with the KB:
+
+1. **graph**: every name row is projected to ``dim`` dimensions by a seeded Gaussian matrix (terms x dim,
+   saved) and put in an HNSW graph (cosine, int8 vectors), written beside the KB by ``kb build --ann`` and
+   memory-mapped on load, so ``n_process`` workers share its pages. The query's projection finds
+   ``graph_depth`` names with ``expansion_search`` candidates in flight.
+2. **rare 3-grams**: the query's 3-grams with the shortest posting lists, as long as those lists hold at
+   most ``rare_budget`` entries together, give partial scores; their ``rare_depth`` best names are added.
+   A graph walk misses names that share only a short query ("dm") or one rare word with it: they are
+   scattered over the graph, but they are exactly what the rare lists hold.
+3. both sets get their exact cosine from the name matrix (as pruned search re-scores), top ``k``.
+
+The union is what makes it usable: on 1M bench names (MEDIC + synthetic variants) the graph alone found
+92.6% of the exact top-20, the union 99.3% (``bench/kb_scale.py``, docs/performance.md).
+
+Library: usearch (HNSW; Apache-2.0) because it ships wheels for Linux, macOS and Windows, maps a saved
+graph without reading it (``view``) and stores int8 vectors; hnswlib builds from source on most
+platforms and nmslib's install failures are scispacy's most reported problem. It is an optional
+dependency (``pip install 'spacy-angel[ann]'``); exact and pruned search need none. A graph built with
+several threads can differ between builds (insertion order), so its recall is measured, not assumed.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, List, Tuple
+
+import numpy as np
+
+from spacy_angel.errors import Errors, NameIndexError
+from spacy_angel.fileio import atomic_path
+from spacy_angel.mapped_arrays import read_arrays, write_arrays
+from spacy_angel.retrieval.pruned_search import best_partial, rescore_pairs
+
+if TYPE_CHECKING:  # pragma: no cover
+    import scipy.sparse as sp
+
+
+ANN_GRAPH = "tfidf-ann.usearch"
+
+
+ANN_ARRAYS = "tfidf-ann.safetensors"
+
+
+_FORMAT = "spacy_angel.tfidf_ann"
+
+
+REBUILD_HINT = "rebuild it with `spacy-angel kb build --ann` (or use search='exact')"
+
+
+@dataclass(frozen=True)
+class GraphSettings:
+    """How the graph is built (saved with it). ``connectivity`` is HNSW's M, ``expansion_add`` its
+    efConstruction; 256 dimensions keep 99.5% of the exact top-20 by brute force on 1M names."""
+
+    dim: int = 256
+    connectivity: int = 16
+    expansion_add: int = 64
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class AnnSearchSettings:
+    """How a query searches, chosen on NCBI-disease dev mentions against the bench's 1M names: the
+    smallest settings at 99% recall of the exact top-20 (ef 128 / depth 100: 98.5%, 1,721 queries/s on
+    2 threads; these: 99.0%, 1,494). ``threads``: query chunks searched at once (SciPy's sparse products
+    and the graph walk release the GIL: 1,017 -> 1,730 queries/s from 1 to 2 threads at 1M names); use 1
+    in each of many worker processes."""
+
+    expansion_search: int = 256
+    graph_depth: int = 200
+    rare_budget: int = 50_000
+    rare_depth: int = 200
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if min(self.expansion_search, self.graph_depth, self.rare_depth, self.threads) < 1 or self.rare_budget < 0:
+            raise ValueError(Errors.E226.format(settings=asdict(self)))
+
+
+def _usearch_index() -> Any:
+    try:
+        from usearch.index import Index
+    except ImportError as err:
+        raise ImportError(Errors.E225) from err
+    return Index
+
+
+class AnnGraph:
+    """The projection and the HNSW graph of one fitted TF-IDF index (``fit_id``)."""
+
+    def __init__(self, projection: np.ndarray, graph: Any, settings: GraphSettings, fit_id: str) -> None:
+        self.projection = projection
+        self.graph = graph
+        self.settings = settings
+        self.fit_id = fit_id
+
+    @classmethod
+    def build(cls, matrix: "sp.csr_matrix", fit_id: str, settings: GraphSettings = GraphSettings(),
+              threads: int = 0, chunk: int = 262_144) -> "AnnGraph":
+        """Project the name rows chunk by chunk (never all of them in float32: 6 GB at 6M names) into a new graph."""
+        rng = np.random.default_rng(settings.seed)
+        projection = (rng.standard_normal((matrix.shape[1], settings.dim)) / np.sqrt(settings.dim)).astype(np.float32)
+        graph = _usearch_index()(ndim=settings.dim, metric="cos", dtype="i8", connectivity=settings.connectivity,
+                                 expansion_add=settings.expansion_add)
+        for lo in range(0, matrix.shape[0], chunk):
+            rows = np.asarray(matrix[lo : lo + chunk] @ projection, dtype=np.float32)
+            graph.add(np.arange(lo, lo + len(rows), dtype=np.uint64), rows, threads=threads)
+        return cls(projection, graph, settings, fit_id)
+
+    def save(self, directory: Path) -> None:
+        """The graph (usearch's own file), then the projection and settings: each temp + rename. The second
+        file carries the graph's size and the fit's id, so a crash between them reads as stale."""
+        with atomic_path(directory / ANN_GRAPH) as tmp:
+            self.graph.save(str(tmp))
+        meta = {"format": _FORMAT, "fit_id": self.fit_id, "num_names": str(len(self.graph)),
+                "settings": json.dumps(asdict(self.settings))}
+        write_arrays(directory / ANN_ARRAYS, {"projection": self.projection}, meta)
+
+    @classmethod
+    def load(cls, directory: Path, fit_id: str, num_names: int, num_terms: int) -> "AnnGraph":
+        """The saved graph, memory-mapped; :class:`NameIndexError` (naming the file, with a rebuild hint)
+        if it is missing, truncated, foreign or from another build of the TF-IDF index."""
+        Index = _usearch_index()
+        try:
+            arrays, meta = read_arrays(directory / ANN_ARRAYS)
+            if meta.get("format") != _FORMAT:
+                raise ValueError(f"not a spacy-angel ANN file (format {meta.get('format')!r})")
+            settings = GraphSettings(**json.loads(meta["settings"]))
+            if meta.get("fit_id") != fit_id:
+                raise ValueError("it was built for another fit of the TF-IDF index")
+            graph = Index.restore(str(directory / ANN_GRAPH), view=True)
+            if graph is None:
+                raise ValueError("not a usearch index")
+            projection = arrays["projection"]
+            if (len(graph) != num_names or str(num_names) != meta.get("num_names") or graph.ndim != settings.dim
+                    or projection.shape != (num_terms, settings.dim)):
+                raise ValueError(f"it holds {len(graph)} names of {graph.ndim} dimensions, the KB {num_names}")
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+            raise NameIndexError(Errors.E224.format(path=directory / ANN_GRAPH, err=err, hint=REBUILD_HINT)) from err
+        return cls(projection, graph, settings, fit_id)
+
+    def candidates(self, queries: "sp.csr_matrix", depth: int, expansion: int) -> Tuple[np.ndarray, np.ndarray]:
+        """``(query row, name index)`` of each query's ``depth`` nearest names in the graph."""
+        self.graph.expansion_search = int(expansion)
+        vectors = np.asarray(queries @ self.projection, dtype=np.float32)
+        depth = min(int(depth), len(self.graph))
+        keys = self.graph.search(vectors, depth, threads=1).keys.astype(np.int64).reshape(len(vectors), -1)
+        rows = np.repeat(np.arange(len(vectors), dtype=np.int64), keys.shape[1])
+        keys = keys.reshape(-1)
+        found = (keys >= 0) & (keys < len(self.graph))  # unfilled slots hold a sentinel key
+        return rows[found], keys[found]
+
+
+def rare_terms(queries: "sp.csr_matrix", posting_lengths: np.ndarray, budget: int) -> "sp.csr_matrix":
+    """``queries`` keeping, per row, its terms with the shortest posting lists while their lengths sum to at
+    most ``budget`` (at least the rarest term). A copy: ``eliminate_zeros`` edits arrays in place."""
+    import scipy.sparse as sp
+
+    data = queries.data.copy()
+    for row in range(queries.shape[0]):
+        lo, hi = int(queries.indptr[row]), int(queries.indptr[row + 1])
+        lengths = posting_lengths[queries.indices[lo:hi]]
+        order = np.argsort(lengths, kind="stable")
+        keep = max(1, int(np.searchsorted(np.cumsum(lengths[order]), budget, side="right")))
+        data[lo:hi][order[keep:]] = 0.0
+    kept = sp.csr_matrix((data, queries.indices.copy(), queries.indptr.copy()), shape=queries.shape)
+    kept.eliminate_zeros()
+    return kept
+
+
+def ann_nearest(queries: "sp.csr_matrix", matrix: "sp.csr_matrix", postings: "sp.csr_matrix", graph: AnnGraph,
+                k: int, settings: AnnSearchSettings) -> List[List[Tuple[int, float]]]:
+    """Top-``k`` ``(name index, cosine)`` per query row, best first, cosine > 0 (see the module doc)."""
+    if k <= 0 or queries.shape[0] == 0:
+        return [[] for _ in range(queries.shape[0])]
+    rows, names = graph.candidates(queries, max(settings.graph_depth, k), settings.expansion_search)
+    if settings.rare_budget:
+        partial = (rare_terms(queries, np.diff(postings.indptr), settings.rare_budget) @ postings).tocsr()
+        rare_rows, rare_names = best_partial(partial, max(settings.rare_depth, k))
+        n = np.int64(matrix.shape[0])  # one int64 key a pair: np.unique over it sorts 10x faster than over pair columns
+        keys = np.unique(np.concatenate([rows * n + names, rare_rows * n + rare_names]))
+        rows, names = keys // n, keys % n
+    return rescore_pairs(queries, matrix, rows, names, k)
+
+
+def recall_of_exact(exact: List[List[Tuple[int, float]]], found: List[List[Tuple[int, float]]]) -> float:
+    """Share of the exact top-k (``nearest_names`` rows) that an approximate search found, names of equal
+    cosine counting as interchangeable (a tie at the k-th place has no single right answer): per query, the
+    multiset of exact cosines (5 decimals) met by the found ones. Benches and tests measure ANN search by it."""
+    from collections import Counter
+
+    hit = total = 0
+    for want, got in zip(exact, found):
+        have = Counter(round(s, 5) for _, s in got)
+        hit += sum(min(n, have[v]) for v, n in Counter(round(s, 5) for _, s in want).items())
+        total += len(want)
+    return hit / max(total, 1)
