@@ -126,6 +126,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
 
 
+def rank_aligned_recall(want: List[list], got: List[list]) -> float:
+    """Recall of exact ``(name, cosine)`` rows, rank by rank: the found cosine at each rank is at least the exact
+    one there (ties interchangeable). Stricter than the share of the exact top-k found
+    (``spacy_angel.retrieval.ann_search.recall_of_exact``): one missed name fails every later rank whose
+    cosine drops."""
+    found = total = 0
+    for w, g in zip(want, got):
+        scores = [s for _, s in g] + [0.0] * len(w)
+        found += sum(scores[i] >= s - 1e-6 for i, (_, s) in enumerate(w))
+        total += len(w)
+    return found / max(total, 1)
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 

@@ -43,7 +43,16 @@ from typing import Any, Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DATA, DEFAULT_CACHE, REPO, current_rss_mb, machine, peak_rss_mb, write_json_atomic  # noqa: E402
+from common import (  # noqa: E402
+    DATA,
+    DEFAULT_CACHE,
+    REPO,
+    current_rss_mb,
+    machine,
+    peak_rss_mb,
+    rank_aligned_recall,
+    write_json_atomic,
+)
 
 DOC_BEGIN, DOC_END = "<!-- bench/kb_scale.py: begin -->", "<!-- bench/kb_scale.py: end -->"
 MEDIC = DATA / "medic" / "CTD_diseases_2017.tsv.gz"
@@ -64,6 +73,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--skip-exact-above", type=int, default=3_000_000,
                    help="exact and pruned retrieval on a query sample of 128 above this size (their rates are flat per query)")
     p.add_argument("--from-json", action="store_true", help="only re-render --doc from the records in --json")
+    p.add_argument("--reuse-builds", action="store_true",
+                   help="keep each size's KB folder and its build figures from the record of that size in --json "
+                        "(the build code unchanged since), rerun the other steps")
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -161,14 +173,7 @@ def worker_share(kb_dir: str) -> Dict[str, Any]:
     return {}
 
 
-def rank_aligned_recall(want: List[list], got: List[list]) -> float:
-    """Earlier rounds' measure: at each rank, the found cosine is at least the exact one there."""
-    found = total = 0
-    for w, g in zip(want, got):
-        scores = [s for _, s in g] + [0.0] * len(w)
-        found += sum(scores[i] >= s - 1e-6 for i, (_, s) in enumerate(w))
-        total += len(w)
-    return found / max(total, 1)
+BUILD_KEYS = ("build_s", "ann_build_s", "build_peak_rss_mb")
 
 
 def worker_query(kb_dir: str, queries_json: str, mass: str, depth: str, exact_sample: str) -> Dict[str, Any]:
@@ -265,6 +270,15 @@ def derive(record: Dict[str, Any]) -> Dict[str, Any]:
     return record
 
 
+def ann_settings() -> str:
+    from dataclasses import asdict
+
+    from spacy_angel.retrieval.ann_search import AnnSearchSettings, GraphSettings
+
+    return "graph: " + ", ".join(f"{k} {v}" for k, v in asdict(GraphSettings()).items()) + "; search: " + \
+        ", ".join(f"{k} {v}" for k, v in asdict(AnnSearchSettings()).items())
+
+
 # ---------------------------------------------------------------------------- report
 def markdown(records: List[Dict[str, Any]], command: str) -> str:
     rows = ["| names | kb build (ANN graph) | build peak RSS | load | RSS loaded | 2nd worker PSS (RSS) | exact q/s "
@@ -285,8 +299,8 @@ def markdown(records: List[Dict[str, Any]], command: str) -> str:
         f"{m.get('nproc', m.get('cpus'))} cores; every step in a fresh process.",
         f"Names: {names_note}. Queries: {report['queries']} NCBI-disease dev mentions (raw surfaces). "
         f"Pruned search: query_mass {report['query_mass']}, rescore_depth {report['rescore_depth']}. ANN search: "
-        f"`spacy_angel.retrieval.ann_search` defaults (graph of 256-d int8 projections, M 16, ef_add 64; ef 128, "
-        f"graph depth 100, rare 3-grams 50,000 postings, depth 200). Recall@20: the share of the exact top-20 found "
+        f"`spacy_angel.retrieval.ann_search` defaults ({report.get('ann_settings', 'not recorded')}). "
+        f"Recall@20: the share of the exact top-20 found "
         f"(equal cosines interchangeable); in brackets the stricter rank-aligned measure of earlier rounds. "
         f"Linking: {report['model']}, 5 beams, batch 32, {report['mentions']} mentions without context, hybrid "
         f"candidates from ANN search.", "",
@@ -316,15 +330,19 @@ def targets(record: Dict[str, Any]) -> List[str]:
 
 
 def commands(records: List[Dict[str, Any]], fallback: str) -> str:
-    """The command of each row (a size may come from a rerun; its record says why in ``note``)."""
+    """The command of each row (a size may come from a rerun; its record says why in ``note``), and where
+    reused build figures come from."""
     seen = list(dict.fromkeys(r.get("command", fallback) for r in records))
+    notes = "".join(f". {r['names']:,} names: {r['note']}" for r in records if r.get("note"))
+    for source in dict.fromkeys(r["build_from"] for r in records if r.get("build_from")):
+        sizes = ", ".join(f"{r['names']:,}" for r in records if r.get("build_from") == source)
+        notes += f". The build columns of {sizes} names come from `{source}` (`--reuse-builds`; the build code unchanged)"
     if len(seen) == 1:
-        return f"`{seen[0]}`"
+        return f"`{seen[0]}`" + notes
     parts = []
     for command in seen:
         sizes = ", ".join(f"{r['names']:,}" for r in records if r.get("command", fallback) == command)
         parts.append(f"`{command}` ({sizes} names)")
-    notes = "".join(f". {r['names']:,} names: {r['note']}" for r in records if r.get("note"))
     return "; ".join(parts) + notes
 
 
@@ -367,15 +385,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         model = cached_model(kb, kb_path, args.cache_dir, size="small")
     settings: Dict[str, Any] = {"machine": machine(), "queries": args.queries, "query_mass": args.query_mass,
                                 "rescore_depth": args.rescore_depth, "mentions": args.mentions,
-                                "model": str(args.model) if args.model else "untrained init-model --size small"}
+                                "model": str(args.model) if args.model else "untrained init-model --size small",
+                                "ann_settings": ann_settings()}
     records: List[Dict[str, Any]] = []
     notes = []
+    previous = {r["names"]: r for r in json.loads(args.json.read_text(encoding="utf-8"))} if args.reuse_builds else {}
     for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
         source, kb_dir = args.cache_dir / f"names-{size}.tsv", args.cache_dir / f"kb-{size}"
         notes.append(write_source(source, size))
         command = "python bench/kb_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
         record: Dict[str, Any] = {"names": size, "names_note": notes[-1], "command": command, **settings}
-        record.update(run(["build", str(source), str(kb_dir)]))
+        if args.reuse_builds and size in previous and kb_dir.is_dir():
+            record.update({k: previous[size][k] for k in BUILD_KEYS}, build_from=previous[size]["command"])
+        else:
+            record.update(run(["build", str(source), str(kb_dir)]))
         exact_sample = "128" if size > args.skip_exact_above else "0"
         record.update(run(["query", str(kb_dir), str(queries_json), str(args.query_mass), str(args.rescore_depth),
                            exact_sample]))

@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine, write_json_atomic  # noqa: E402
+from common import machine, rank_aligned_recall, write_json_atomic  # noqa: E402
 from kb_scale import read_queries  # noqa: E402
 
 Hits = List[List[Tuple[int, float]]]
@@ -47,15 +47,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--options", default="exact,pruned,bounded,words,rp-dense,svd-dense,rp-ivf,rp-hnsw")
     p.add_argument("--json", type=Path, default=None)
     return p.parse_args(argv)
-
-
-def recall(want: Hits, got: Hits) -> float:
-    found = total = 0
-    for w, g in zip(want, got):
-        scores = [s for _, s in g] + [0.0] * len(w)
-        found += sum(scores[i] >= s - 1e-6 for i, (_, s) in enumerate(w))
-        total += len(w)
-    return found / max(total, 1)
 
 
 def rescore(pairs_rows: np.ndarray, pairs_names: np.ndarray, index: Any, queries: List[str], k: int = 20) -> Hits:
@@ -296,7 +287,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         build_s = time.perf_counter() - t0
         got, seconds = timed(search)
         rows.append({"option": name, "settings": settings, "queries_per_s": len(queries) / seconds,
-                     "recall_at_20": recall(want, got), "build_s": build_s})
+                     "recall_at_20": rank_aligned_recall(want, got), "build_s": build_s})
         print(json.dumps(rows[-1]), flush=True)
     command = "python bench/retrieval_options.py " + " ".join(argv if argv is not None else sys.argv[1:])
     record = {"command": command, "kb": str(args.kb), "names": kb.num_names, "queries": len(queries),

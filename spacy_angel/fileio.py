@@ -86,18 +86,15 @@ def _temp_beside(path: Path, directory: bool = False) -> Tuple[int, str]:
 
 
 @contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
-    """A new temp file's path beside ``path``, renamed over ``path`` when the block ends without error
-    (removed otherwise): for writers that take a file name, not a handle (a library's ``save(path)``)."""
+def _replacing(path: PathLike) -> Iterator[Tuple[int, Path]]:
+    """A new temp file (its descriptor and path) beside ``path``, renamed over ``path`` when the block ends
+    without error and removed otherwise."""
     path = Path(path)
     check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _temp_beside(path)
-    os.close(fd)
     try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        yield fd, Path(tmp)
         os.replace(tmp, path)
     except BaseException as err:
         if os.path.exists(tmp):
@@ -109,9 +106,22 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = "w") -> Iterator[Any]:
     """A file handle whose content replaces ``path`` only when the block ends without error."""
-    with atomic_path(path) as tmp:
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+    with _replacing(path) as (fd, _):
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
             yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """:func:`atomic_open` for writers that take a file name, not a handle (a library's ``save(path)``): the
+    temp file's path, renamed over ``path`` when the block ends without error."""
+    with _replacing(path) as (fd, tmp):
+        os.close(fd)
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
 
 
 def raise_write_error(err: BaseException, path: Path) -> None:

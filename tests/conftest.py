@@ -161,3 +161,54 @@ def kill_at():
                 raise KeyboardInterrupt("killed")
 
     return KillAt
+
+
+_MAPPED_PAGES = """
+import sys
+{setup}
+print("ready", flush=True)
+sys.stdin.readline()
+rss = pss = 0
+with open("/proc/self/smaps") as fh:
+    mapped = False
+    for line in fh:
+        if "-" in line.split(" ")[0] and len(line.split()) >= 5:
+            mapped = line.rstrip().endswith({suffix!r})
+        elif mapped and line.startswith("Rss:"):
+            rss += int(line.split()[1])
+        elif mapped and line.startswith("Pss:"):
+            pss += int(line.split()[1])
+print(rss, pss, flush=True)
+"""
+
+
+def mapped_pages_of_two_processes(setup: str, suffix: str, *args: str) -> tuple:
+    """``(Rss, Pss)`` kB, in the first of two live processes, of the mappings of files whose names end with
+    ``suffix``, after each ran ``setup`` (Python that loads and touches them; ``sys.argv[1:]`` are ``args``).
+    Both processes hold their pages while each one reads its smaps, so shared pages count half in each."""
+    import subprocess
+    import sys
+
+    script = _MAPPED_PAGES.format(setup=setup, suffix=suffix)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env=env) for _ in range(2)]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready"
+        readings = []
+        for p in procs:
+            p.stdin.write("\n")
+            p.stdin.flush()
+            readings.append([int(x) for x in p.stdout.readline().split()])
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    return tuple(readings[0])
+
+
+def broken_artefact_faults(damage: dict, surface: str, outcome: str, test: str) -> list:
+    """Rows of docs/reliability.md's faults table (collected by tests/test_bad_inputs.py), one per damage
+    case of a parametrised ``test`` (``module.py::test_name``)."""
+    return [(f"broken artefact: {what}", surface, outcome, f"{test}[{key}]") for key, what in damage.items()]

@@ -18,9 +18,9 @@ with ``query_mass=1.0`` and ``rescore_depth`` at least the number of names shari
 exact search. It is NOT sublinear: posting lists lengthen with the KB, and on the bench's KBs (MEDIC
 plus word-shuffled variants) it was 1.2-1.4x exact search up to 1M names, equal at 2M and half as
 fast at 6M, where the partial-score matrix of a query chunk holds millions of entries. Hence opt-in
-(``spacy_angel.tfidf_retriever.v2``, ``search="pruned"``). Written on SciPy's sparse products; an ANN
-index (a graph over the sparse vectors, or hnswlib / faiss over a dense projection) was not tried yet
-and is the next step toward sublinear retrieval.
+(``spacy_angel.tfidf_retriever.v2``, ``search="pruned"``). Written on SciPy's sparse products. For
+millions of names use ``search="ann"`` (:mod:`.ann_search`), which re-scores with :func:`rescore_pairs`
+and :func:`best_partial` from here.
 """
 from __future__ import annotations
 

@@ -97,7 +97,7 @@ class NameIndex:
         self.rescore_depth = int(rescore_depth)
         self.ann = ann
         self.graph: Optional[AnnGraph] = None
-        self.fit_id: Optional[str] = None  # one per fit, kept by its saves: a graph belongs to one fit
+        self.fit_id: Optional[str] = None  # names the fitted matrix: a graph belongs to one (see _fit_id)
         self.vectorizer: Optional["TfidfVectorizer"] = None
         self.matrix: Optional["sp.csr_matrix"] = None
         self._postings: Optional["sp.csr_matrix"] = None
@@ -115,10 +115,29 @@ class NameIndex:
         if not self.kb.num_names:
             raise ValueError(Errors.E210)
         self.vectorizer, self.matrix = fit_tfidf(self.kb.names, self._new_vectorizer)
-        self._postings, self.graph, self.fit_id = None, None, secrets.token_hex(8)
+        self._postings, self.graph, self.fit_id = None, None, self._fit_id()
         if self.search == "ann":
             self.build_ann()
         return self
+
+    def _terms(self) -> List[str]:
+        assert self.vectorizer is not None
+        terms = [""] * len(self.vectorizer.vocabulary_)
+        for term, col in self.vectorizer.vocabulary_.items():
+            terms[int(col)] = str(term)
+        return terms
+
+    def _fit_id(self) -> str:
+        """A digest of what fixes the name matrix (the KB's names, the vocabulary, the idf): the same for every
+        fit of one KB, so refitting it keeps its graph valid and reruns write identical files; another KB's
+        fit gets another id, which marks its old graph stale."""
+        import hashlib
+
+        assert self.vectorizer is not None
+        digest = hashlib.sha256(self.kb.fingerprint().encode())
+        digest.update("\0".join(self._terms()).encode("utf-8"))
+        digest.update(np.ascontiguousarray(self.vectorizer.idf_, dtype=np.float64).tobytes())
+        return digest.hexdigest()[:16]
 
     def build_ann(self, settings: GraphSettings = GraphSettings(), threads: int = 0) -> "NameIndex":
         """Build the ANN graph of this fit (minutes at millions of names); :meth:`to_disk` or
@@ -160,9 +179,7 @@ class NameIndex:
         self._require_fitted()
         assert self.vectorizer is not None and self.matrix is not None
         d = Path(directory)
-        terms = [""] * len(self.vectorizer.vocabulary_)
-        for term, col in self.vectorizer.vocabulary_.items():
-            terms[int(col)] = str(term)
+        terms = self._terms()
         m, fingerprint = self.matrix, self.kb.fingerprint()
         build_id = secrets.token_hex(8)
         positions = index_dtype(m.nnz, m.shape[1], m.shape[0])

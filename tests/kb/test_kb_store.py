@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import broken_artefact_faults
 from spacy_angel.kb.readers import load_files
 from spacy_angel.errors import KBFormatError
 from spacy_angel.kb.readers import detect_format
@@ -426,11 +427,9 @@ MAPPED_DAMAGE = {"truncated": "kb.safetensors cut short", "foreign": "kb.safeten
                  "names-edited": "names.txt edited after the save (the mapped tables are stale)",
                  "other-kb": "kb.safetensors of another KB beside this kb.json"}
 
-#: rows of docs/reliability.md's faults table (collected by tests/test_bad_inputs.py)
-FAULTS = [(f"broken artefact: {what}", "KnowledgeBase.from_disk (every KB folder load)",
-           "`KBFormatError` `[E180]`/`[E187]` naming kb.safetensors, with a `kb build` hint",
-           f"kb/test_kb_store.py::test_a_broken_mapped_kb_file_is_refused_by_name[{key}]")
-          for key, what in MAPPED_DAMAGE.items()]
+FAULTS = broken_artefact_faults(MAPPED_DAMAGE, "KnowledgeBase.from_disk (every KB folder load)",
+                                "`KBFormatError` `[E180]`/`[E187]` naming kb.safetensors, with a `kb build` hint",
+                                "kb/test_kb_store.py::test_a_broken_mapped_kb_file_is_refused_by_name")
 
 
 @pytest.mark.parametrize("damage", list(MAPPED_DAMAGE))

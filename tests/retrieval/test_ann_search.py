@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from conftest import kb_from
+from conftest import broken_artefact_faults, kb_from, mapped_pages_of_two_processes
 from spacy_angel.errors import NameIndexError
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.retrieval.ann_search import ANN_ARRAYS, ANN_GRAPH, AnnSearchSettings, rare_terms, recall_of_exact
@@ -106,14 +106,12 @@ def test_kb_build_ann_writes_a_mapped_graph_that_links_like_the_in_memory_one(tm
 
 
 GRAPH_DAMAGE = {"truncated": "tfidf-ann.usearch cut short", "foreign": "tfidf-ann.usearch replaced by a foreign file",
-                "stale": "the graph of an earlier fit beside a refitted TF-IDF index",
+                "stale": "the graph of an earlier KB beside the index refitted for a changed KB",
                 "missing": "an index built without --ann"}
 
-#: rows of docs/reliability.md's faults table (collected by tests/test_bad_inputs.py)
-FAULTS = [(f"broken artefact: {what}", "NameIndex.from_disk(search='ann') / the linker's retriever",
-           "`[E224]` naming the graph file with a `kb build --ann` hint; the linker rebuilds and saves the index",
-           f"retrieval/test_ann_search.py::test_a_broken_graph_gets_a_clear_error_and_a_rebuild_hint[{key}]")
-          for key, what in GRAPH_DAMAGE.items()]
+FAULTS = broken_artefact_faults(GRAPH_DAMAGE, "NameIndex.from_disk(search='ann') / the linker's retriever",
+                                "`[E224]` naming the graph file with a `kb build --ann` hint; the linker rebuilds and saves the index",
+                                "retrieval/test_ann_search.py::test_a_broken_graph_gets_a_clear_error_and_a_rebuild_hint")
 
 
 @pytest.mark.parametrize("damage", list(GRAPH_DAMAGE))
@@ -126,8 +124,9 @@ def test_a_broken_graph_gets_a_clear_error_and_a_rebuild_hint(exact: NameIndex, 
         graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 2])
     elif damage == "foreign":
         graph.write_bytes(b"not a graph" * 100)
-    elif damage == "stale":
-        NameIndex(kb).fit().to_disk(tmp_path)  # a refit without --ann: the old graph stays beside it
+    elif damage == "stale":  # the KB changed and its index was refitted without --ann: the old graph stays
+        kb = make_kb(801)
+        NameIndex(kb).fit().to_disk(tmp_path)
     else:
         graph.unlink()
     with pytest.raises(NameIndexError, match="E224") as err:
@@ -135,9 +134,19 @@ def test_a_broken_graph_gets_a_clear_error_and_a_rebuild_hint(exact: NameIndex, 
     assert str(graph) in str(err.value) and "kb build --ann" in str(err.value)
     assert NameIndex.from_disk(tmp_path, kb).search == "exact"  # the TF-IDF index itself still loads
     rebuilt = load_or_build_index(kb, tmp_path, search="ann")  # what the linker does: rebuild, save, go on
-    want = exact.nearest_names(QUERIES, 5)
+    want = (exact if damage != "stale" else NameIndex(kb).fit()).nearest_names(QUERIES, 5)
     assert recall_of_exact(want, rebuilt.nearest_names(QUERIES, 5)) == 1.0
     assert recall_of_exact(want, NameIndex.from_disk(tmp_path, kb, search="ann").nearest_names(QUERIES, 5)) == 1.0
+
+
+def test_a_refit_of_the_same_kb_keeps_its_graph_valid(tmp_path: Path) -> None:
+    kb = make_kb()
+    first = NameIndex(kb, search="ann").fit()
+    first.to_disk(tmp_path)
+    again = NameIndex(kb).fit()
+    assert again.fit_id == first.fit_id and NameIndex(make_kb(801)).fit().fit_id != first.fit_id
+    again.to_disk(tmp_path)  # the same matrix: the graph beside it still belongs to it
+    assert NameIndex.from_disk(tmp_path, kb, search="ann").graph is not None
 
 
 def test_bad_ann_settings_and_a_missing_usearch_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -146,3 +155,25 @@ def test_bad_ann_settings_and_a_missing_usearch_are_refused(monkeypatch: pytest.
     monkeypatch.setitem(sys.modules, "usearch.index", None)
     with pytest.raises(ImportError, match="E225.*spacy-angel\\[ann\\]"):
         NameIndex(make_kb(50), search="ann").fit()
+
+
+_TOUCH_GRAPH = """
+import numpy as np
+from spacy_angel.kb.store import KnowledgeBase
+from spacy_angel.retrieval.tfidf import NameIndex
+kb = KnowledgeBase.from_disk(sys.argv[1])
+index = NameIndex.from_disk(sys.argv[1], kb, search="ann")
+float(np.asarray(index.graph.graph.get(np.arange(kb.num_names, dtype=np.uint64))).sum())  # every vector page
+index.nearest_names(["name 12 of concept 7"] * 8, 5)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc smaps")
+def test_two_processes_share_the_mapped_graph_pages(tmp_path: Path) -> None:
+    source = tmp_path / "names.tsv"
+    source.write_text("".join(f"C{i}\tname {i} of concept {i * 7919 % 100003} x{i * 31 % 977}\n" for i in range(20_000)),
+                      encoding="utf-8")
+    build_kb([source], tmp_path / "kb", format="tsv", ann=True)
+    rss, pss = mapped_pages_of_two_processes(_TOUCH_GRAPH, ANN_GRAPH, str(tmp_path / "kb"))
+    assert rss > 1000  # kB of graph pages resident: 20,000 int8 vectors of 256 dimensions are 5 MB
+    assert pss < 0.75 * rss, f"mapped graph pages are not shared: Rss {rss} kB, Pss {pss} kB"

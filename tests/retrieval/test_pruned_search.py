@@ -3,10 +3,6 @@ files: same links mapped or in memory, pages shared between processes, clear err
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import kb_from
+from conftest import broken_artefact_faults, kb_from, mapped_pages_of_two_processes
 from spacy_angel.errors import NameIndexError
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.retrieval.tfidf import INDEX_ARRAYS, INDEX_CONFIG, NameIndex, load_or_build_index
@@ -118,11 +114,9 @@ def test_a_version_1_index_still_loads(exact: NameIndex) -> None:
 INDEX_DAMAGE = {"truncated": "tfidf.safetensors cut short", "foreign": "tfidf.safetensors replaced by a foreign file",
                 "other-build": "tfidf.json of one save beside the arrays of another (a kill between the two writes)"}
 
-#: rows of docs/reliability.md's faults table (collected by tests/test_bad_inputs.py)
-FAULTS = [(f"broken artefact: {what}", "NameIndex.from_disk / the linker's retriever",
-           "`[E213]`/`[E222]` naming the folder with a `kb build --index` hint; the linker refits and saves the index",
-           f"retrieval/test_pruned_search.py::test_a_broken_index_file_gets_a_clear_error_and_a_rebuild_hint[{key}]")
-          for key, what in INDEX_DAMAGE.items()]
+FAULTS = broken_artefact_faults(INDEX_DAMAGE, "NameIndex.from_disk / the linker's retriever",
+                                "`[E213]`/`[E222]` naming the folder with a `kb build --index` hint; the linker refits and saves the index",
+                                "retrieval/test_pruned_search.py::test_a_broken_index_file_gets_a_clear_error_and_a_rebuild_hint")
 
 
 @pytest.mark.parametrize("damage", list(INDEX_DAMAGE))
@@ -145,30 +139,16 @@ def test_a_broken_index_file_gets_a_clear_error_and_a_rebuild_hint(exact: NameIn
     assert NameIndex.from_disk(tmp_path, make_kb()).nearest_names(QUERIES, 3) == exact.nearest_names(QUERIES, 3)
 
 
-_HOLD_MAPPED = textwrap.dedent("""
-    import sys
-    import numpy as np
-    from spacy_angel.kb.store import KnowledgeBase
-    from spacy_angel.retrieval.tfidf import NameIndex
-    kb = KnowledgeBase()
-    for i in range(int(sys.argv[2])):
-        kb.add(f"C{i}", f"name {i} of concept {i * 7919 % 100003} x{i * 31 % 977}")
-    index = NameIndex.from_disk(sys.argv[1], kb)
-    touched = float(np.asarray(index.matrix.data).sum() + np.asarray(index.postings.data).sum())
-    print("ready", flush=True)
-    sys.stdin.readline()
-    rss = pss = 0
-    with open("/proc/self/smaps") as fh:
-        mapped = False
-        for line in fh:
-            if "-" in line.split(" ")[0] and len(line.split()) >= 5:
-                mapped = line.rstrip().endswith("tfidf.safetensors")
-            elif mapped and line.startswith("Rss:"):
-                rss += int(line.split()[1])
-            elif mapped and line.startswith("Pss:"):
-                pss += int(line.split()[1])
-    print(rss, pss, flush=True)
-""")
+_TOUCH_INDEX = """
+import numpy as np
+from spacy_angel.kb.store import KnowledgeBase
+from spacy_angel.retrieval.tfidf import NameIndex
+kb = KnowledgeBase()
+for i in range(int(sys.argv[2])):
+    kb.add(f"C{i}", f"name {i} of concept {i * 7919 % 100003} x{i * 31 % 977}")
+index = NameIndex.from_disk(sys.argv[1], kb)
+touched = float(np.asarray(index.matrix.data).sum() + np.asarray(index.postings.data).sum())
+"""
 
 
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc smaps")
@@ -178,22 +158,7 @@ def test_two_processes_share_the_mapped_index_pages(tmp_path: Path) -> None:
     for i in range(n):
         kb.add(f"C{i}", f"name {i} of concept {i * 7919 % 100003} x{i * 31 % 977}")
     NameIndex(kb).fit().to_disk(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
-    procs = [subprocess.Popen([sys.executable, "-c", _HOLD_MAPPED, str(tmp_path), str(n)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
-    try:
-        for p in procs:
-            assert p.stdout.readline().strip() == "ready"
-        readings = []
-        for p in procs:  # both still hold the pages while each one reads its smaps
-            p.stdin.write("\n")
-            p.stdin.flush()
-            readings.append([int(x) for x in p.stdout.readline().split()])
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-    rss, pss = readings[0]
+    rss, pss = mapped_pages_of_two_processes(_TOUCH_INDEX, INDEX_ARRAYS, str(tmp_path), str(n))
     assert rss > 100  # kB of index pages resident in the first process
     assert pss < 0.75 * rss, f"mapped pages are not shared: Rss {rss} kB, Pss {pss} kB"
 
