@@ -139,7 +139,7 @@ class AnnGraph:
     @classmethod
     def load(cls, directory: Path, fit_id: str, num_names: int, num_terms: int) -> "AnnGraph":
         """The saved graph, memory-mapped; :class:`NameIndexError` (naming the file, with a rebuild hint)
-        if it is missing, truncated, foreign or from another build of the TF-IDF index."""
+        if it is missing, truncated, foreign or from another fit of the TF-IDF index."""
         Index = _usearch_index()
         try:
             arrays, meta = read_arrays(directory / ANN_ARRAYS)
@@ -197,7 +197,8 @@ def ann_nearest(queries: "sp.csr_matrix", matrix: "sp.csr_matrix", postings: "sp
     if settings.rare_budget:
         partial = (rare_terms(queries, np.diff(postings.indptr), settings.rare_budget) @ postings).tocsr()
         rare_rows, rare_names = best_partial(partial, max(settings.rare_depth, k))
-        n = np.int64(matrix.shape[0])  # one int64 key a pair: np.unique over it sorts 10x faster than over pair columns
+        # one int64 key a pair: np.unique over pair columns (axis=1) was 16% of the search time in a profile at 1M names
+        n = np.int64(matrix.shape[0])
         keys = np.unique(np.concatenate([rows * n + names, rare_rows * n + rare_names]))
         rows, names = keys // n, keys % n
     return rescore_pairs(queries, matrix, rows, names, k)

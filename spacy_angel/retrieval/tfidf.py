@@ -436,11 +436,24 @@ def load_or_build_index(kb: KnowledgeBase, path: Optional[Union[str, Path]] = No
         try:
             return NameIndex.from_disk(path, kb, **kwargs)
         except NameIndexError as err:
-            logger.info("%s: rebuilding", err)
-    index = NameIndex(kb, **kwargs).fit()
+            # an ANN graph takes minutes per million names to rebuild: say so where a user sees it
+            (logger.warning if kwargs.get("search") == "ann" else logger.info)("%s: rebuilding", err)
+        if kwargs.get("search") == "ann":  # only the graph may be broken: keep a sound index, rebuild the graph
+            try:
+                index = NameIndex.from_disk(path, kb, **{**kwargs, "search": "exact"})
+            except NameIndexError:
+                pass
+            else:
+                index.search = "ann"
+                return _saved(index.build_ann(), path, NameIndex.save_ann)
+    return _saved(NameIndex(kb, **kwargs).fit(), path, NameIndex.to_disk)
+
+
+def _saved(index: NameIndex, path: Optional[Union[str, Path]], save: Any) -> NameIndex:
+    """``index`` after ``save(index, path)``; a place that cannot be written only loses the file (W001)."""
     if path is not None:
         try:
-            index.to_disk(path)
+            save(index, path)
         except OSError as err:
             logger.warning(Warnings.W001.format(path=path, err=err))
     return index

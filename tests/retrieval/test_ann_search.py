@@ -133,7 +133,9 @@ def test_a_broken_graph_gets_a_clear_error_and_a_rebuild_hint(exact: NameIndex, 
         NameIndex.from_disk(tmp_path, kb, search="ann")
     assert str(graph) in str(err.value) and "kb build --ann" in str(err.value)
     assert NameIndex.from_disk(tmp_path, kb).search == "exact"  # the TF-IDF index itself still loads
+    index_file = (tmp_path / "tfidf.safetensors").stat().st_mtime_ns
     rebuilt = load_or_build_index(kb, tmp_path, search="ann")  # what the linker does: rebuild, save, go on
+    assert (tmp_path / "tfidf.safetensors").stat().st_mtime_ns == index_file  # the sound TF-IDF index is kept
     want = (exact if damage != "stale" else NameIndex(kb).fit()).nearest_names(QUERIES, 5)
     assert recall_of_exact(want, rebuilt.nearest_names(QUERIES, 5)) == 1.0
     assert recall_of_exact(want, NameIndex.from_disk(tmp_path, kb, search="ann").nearest_names(QUERIES, 5)) == 1.0
