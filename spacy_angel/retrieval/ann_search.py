@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Sequence, Tuple
 
 import numpy as np
 
@@ -202,6 +202,36 @@ def ann_nearest(queries: "sp.csr_matrix", matrix: "sp.csr_matrix", postings: "sp
         keys = np.unique(np.concatenate([rows * n + names, rare_rows * n + rare_names]))
         rows, names = keys // n, keys % n
     return rescore_pairs(queries, matrix, rows, names, k)
+
+
+def ann_in_chunks(transform: Callable[[List[str]], "sp.csr_matrix"], queries: Sequence[str], matrix: "sp.csr_matrix",
+                  postings: "sp.csr_matrix", graph: AnnGraph, k: int,
+                  settings: AnnSearchSettings) -> List[List[Tuple[int, float]]]:
+    """:func:`ann_nearest` for raw queries (``transform``: to TF-IDF rows), by chunks of 64 (bounds the rare
+    3-grams' partial-score block), ``settings.threads`` chunks at a time."""
+
+    def search(chunk: Sequence[str]) -> List[List[Tuple[int, float]]]:
+        return ann_nearest(transform(list(chunk)), matrix, postings, graph, k, settings)
+
+    chunks = [queries[lo : lo + 64] for lo in range(0, len(queries), 64)]
+    if settings.threads == 1 or len(chunks) == 1:
+        return [hits for chunk in chunks for hits in search(chunk)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(settings.threads, len(chunks))) as pool:
+        return [hits for part in pool.map(search, chunks) for hits in part]
+
+
+def fit_digest(kb_fingerprint: str, terms: List[str], idf: np.ndarray) -> str:
+    """A digest of what fixes a TF-IDF name matrix (the KB's names, the vocabulary, the idf): the same for
+    every fit of one KB, so refitting it keeps its graph valid and reruns write identical files; another
+    KB's fit gets another, which marks its old graph stale."""
+    import hashlib
+
+    digest = hashlib.sha256(kb_fingerprint.encode())
+    digest.update("\0".join(terms).encode("utf-8"))
+    digest.update(np.ascontiguousarray(idf, dtype=np.float64).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def recall_of_exact(exact: List[List[Tuple[int, float]]], found: List[List[Tuple[int, float]]]) -> float:

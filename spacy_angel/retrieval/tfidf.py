@@ -36,7 +36,7 @@ from spacy_angel.fileio import atomic_write_text
 from spacy_angel.kb.normalize import normalize_name
 from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.mapped_arrays import index_dtype, write_arrays
-from spacy_angel.retrieval.ann_search import AnnGraph, AnnSearchSettings, GraphSettings, ann_nearest
+from spacy_angel.retrieval.ann_search import AnnGraph, AnnSearchSettings, GraphSettings, ann_in_chunks, fit_digest
 from spacy_angel.retrieval.candidates import concepts_from_hits
 from spacy_angel.retrieval.exact_search import exact_top_k
 from spacy_angel.retrieval.index_files import (
@@ -97,7 +97,7 @@ class NameIndex:
         self.rescore_depth = int(rescore_depth)
         self.ann = ann
         self.graph: Optional[AnnGraph] = None
-        self.fit_id: Optional[str] = None  # names the fitted matrix: a graph belongs to one (see _fit_id)
+        self.fit_id: Optional[str] = None  # names the fitted matrix: a graph belongs to one (ann_search.fit_digest)
         self.vectorizer: Optional["TfidfVectorizer"] = None
         self.matrix: Optional["sp.csr_matrix"] = None
         self._postings: Optional["sp.csr_matrix"] = None
@@ -128,16 +128,8 @@ class NameIndex:
         return terms
 
     def _fit_id(self) -> str:
-        """A digest of what fixes the name matrix (the KB's names, the vocabulary, the idf): the same for every
-        fit of one KB, so refitting it keeps its graph valid and reruns write identical files; another KB's
-        fit gets another id, which marks its old graph stale."""
-        import hashlib
-
         assert self.vectorizer is not None
-        digest = hashlib.sha256(self.kb.fingerprint().encode())
-        digest.update("\0".join(self._terms()).encode("utf-8"))
-        digest.update(np.ascontiguousarray(self.vectorizer.idf_, dtype=np.float64).tobytes())
-        return digest.hexdigest()[:16]
+        return fit_digest(self.kb.fingerprint(), self._terms(), self.vectorizer.idf_)
 
     def build_ann(self, settings: GraphSettings = GraphSettings(), threads: int = 0) -> "NameIndex":
         """Build the ANN graph of this fit (minutes at millions of names); :meth:`to_disk` or
@@ -367,7 +359,7 @@ class NameIndex:
         if self.search == "ann" and exclude_ids is None:
             if self.graph is None:
                 self.build_ann()
-            return self._ann_nearest(queries, k)
+            return ann_in_chunks(self.transform, queries, self.matrix, self.postings, self.graph, k, self.ann)
         if self.search == "pruned" and exclude_ids is None:
             for qs in range(0, len(queries), min(qcs, 64)):  # 64: bounds the partial-score block per chunk
                 results.extend(pruned_nearest(self.transform(list(queries[qs : qs + 64])), self.matrix,
@@ -395,22 +387,6 @@ class NameIndex:
                 per_row[r].append((int(c), float(s)))
             results.extend(per_row)
         return results
-
-    def _ann_nearest(self, queries: Sequence[str], k: int) -> List[List[Tuple[int, float]]]:
-        """ANN search by chunks of 64 queries (bounds the rare 3-grams' partial-score block), ``ann.threads``
-        chunks at a time."""
-        graph, matrix, postings = self.graph, self.matrix, self.postings
-
-        def search(chunk: Sequence[str]) -> List[List[Tuple[int, float]]]:
-            return ann_nearest(self.transform(list(chunk)), matrix, postings, graph, k, self.ann)
-
-        chunks = [queries[lo : lo + 64] for lo in range(0, len(queries), 64)]
-        if self.ann.threads == 1 or len(chunks) == 1:
-            return [hits for chunk in chunks for hits in search(chunk)]
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(min(self.ann.threads, len(chunks))) as pool:
-            return [hits for part in pool.map(search, chunks) for hits in part]
 
     def negatives_for(self, name: str, kb_id: str, k: int) -> List[str]:
         """TF-IDF negatives: the ``k`` names most similar to ``name`` that are NOT names of ``kb_id``."""
