@@ -61,6 +61,21 @@ def test_every_name_maps_back_to_its_index(random_sequences):
     assert trie.max_depth == max(len(s) for s in random_sequences) + 1
 
 
+def test_lookups_take_keys_of_any_integer_type_and_out_of_range_ones(random_sequences):
+    """Keys are cast to the arrays' dtypes before the binary search (NumPy would otherwise cast the whole
+    array to the key's type on every call): numpy and Python ints alike, and keys beyond the dtype's range
+    are simply absent."""
+    trie = TokenTrie.build(random_sequences, eos_token_id=EOS, vocab_size=40)
+    seq = random_sequences[5]
+    node = trie.walk(seq + (EOS,))
+    for key in (node, np.int64(node), np.int32(node), np.uint64(node)):
+        assert trie.name_at(key) == 5
+    first = seq[0]
+    for token in (first, np.int64(first), np.uint8(first)):
+        assert trie.child(ROOT, token) == trie.walk(seq[:1])
+    assert trie.child(ROOT, 2**40) == -1 and trie.child(ROOT, -(2**40)) == -1 and trie.name_at(2**40) == -1
+
+
 def test_duplicate_sequences_keep_first_name_and_prefix_names_coexist():
     trie = TokenTrie.build([(5, 6), (5, 6), (5,)], eos_token_id=EOS, vocab_size=10)
     assert trie.lookup((5, 6)) == 0
