@@ -396,7 +396,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         command = "python bench/kb_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
         record: Dict[str, Any] = {"names": size, "names_note": notes[-1], "command": command, **settings}
         if args.reuse_builds and size in previous and kb_dir.is_dir():
-            record.update({k: previous[size][k] for k in BUILD_KEYS}, build_from=previous[size]["command"])
+            record.update({k: previous[size][k] for k in BUILD_KEYS},
+                          build_from=previous[size].get("build_from", previous[size]["command"]))
         else:
             record.update(run(["build", str(source), str(kb_dir)]))
         exact_sample = "128" if size > args.skip_exact_above else "0"
