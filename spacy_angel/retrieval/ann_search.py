@@ -34,7 +34,7 @@ import numpy as np
 from spacy_angel.errors import Errors, NameIndexError
 from spacy_angel.fileio import atomic_path
 from spacy_angel.mapped_arrays import read_arrays, write_arrays
-from spacy_angel.retrieval.pruned_search import best_partial, rescore_pairs
+from spacy_angel.retrieval.pruned_search import best_partial, keep_terms, rescore_pairs
 
 if TYPE_CHECKING:  # pragma: no cover
     import scipy.sparse as sp
@@ -173,19 +173,14 @@ class AnnGraph:
 
 def rare_terms(queries: "sp.csr_matrix", posting_lengths: np.ndarray, budget: int) -> "sp.csr_matrix":
     """``queries`` keeping, per row, its terms with the shortest posting lists while their lengths sum to at
-    most ``budget`` (at least the rarest term). A copy: ``eliminate_zeros`` edits arrays in place."""
-    import scipy.sparse as sp
+    most ``budget`` (at least the rarest term)."""
 
-    data = queries.data.copy()
-    for row in range(queries.shape[0]):
-        lo, hi = int(queries.indptr[row]), int(queries.indptr[row + 1])
-        lengths = posting_lengths[queries.indices[lo:hi]]
+    def rarest(_: np.ndarray, terms: np.ndarray) -> Tuple[np.ndarray, int]:
+        lengths = posting_lengths[terms]
         order = np.argsort(lengths, kind="stable")
-        keep = max(1, int(np.searchsorted(np.cumsum(lengths[order]), budget, side="right")))
-        data[lo:hi][order[keep:]] = 0.0
-    kept = sp.csr_matrix((data, queries.indices.copy(), queries.indptr.copy()), shape=queries.shape)
-    kept.eliminate_zeros()
-    return kept
+        return order, max(1, int(np.searchsorted(np.cumsum(lengths[order]), budget, side="right")))
+
+    return keep_terms(queries, rarest)
 
 
 def ann_nearest(queries: "sp.csr_matrix", matrix: "sp.csr_matrix", postings: "sp.csr_matrix", graph: AnnGraph,

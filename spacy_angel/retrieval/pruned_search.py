@@ -24,7 +24,7 @@ and :func:`best_partial` from here.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator, List, Tuple
+from typing import TYPE_CHECKING, Callable, Iterator, List, Tuple
 
 import numpy as np
 
@@ -86,26 +86,35 @@ def streamed_postings(matrix: "sp.csr_matrix", index_dtype: type, *, term_ranges
             StreamedArray(nnz, np.dtype(index_dtype), lambda: pieces("indices")))
 
 
-def heavy_terms(queries: "sp.csr_matrix", query_mass: float) -> "sp.csr_matrix":
-    """``queries`` keeping, per row, its heaviest terms until they hold ``query_mass`` of the row's
-    squared weight (at least one term). Works on copies: ``eliminate_zeros`` edits arrays in place."""
+def keep_terms(queries: "sp.csr_matrix", choose: Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, int]]
+               ) -> "sp.csr_matrix":
+    """``queries`` keeping, per non-empty row, the first ``keep`` of its terms in ``order``, where ``(order, keep)
+    = choose(weights, term ids)`` of that row. Works on copies: ``eliminate_zeros`` edits arrays in place."""
     import scipy.sparse as sp
 
     data = queries.data.copy()
-    if query_mass < 1.0:
-        indptr = queries.indptr
-        for row in range(queries.shape[0]):
-            lo, hi = int(indptr[row]), int(indptr[row + 1])
-            if hi - lo < 2:
-                continue
-            weights = data[lo:hi]
-            order = np.argsort(-weights, kind="stable")
-            held = np.cumsum(weights[order].astype(np.float64) ** 2)
-            keep = int(np.searchsorted(held, query_mass * held[-1] - 1e-12)) + 1
-            weights[order[keep:]] = 0.0
+    for row in range(queries.shape[0]):
+        lo, hi = int(queries.indptr[row]), int(queries.indptr[row + 1])
+        if hi > lo:
+            order, keep = choose(data[lo:hi], queries.indices[lo:hi])
+            data[lo:hi][order[keep:]] = 0.0
     kept = sp.csr_matrix((data, queries.indices.copy(), queries.indptr.copy()), shape=queries.shape)
     kept.eliminate_zeros()
     return kept
+
+
+def heavy_terms(queries: "sp.csr_matrix", query_mass: float) -> "sp.csr_matrix":
+    """``queries`` keeping, per row, its heaviest terms until they hold ``query_mass`` of the row's
+    squared weight (at least one term)."""
+
+    def heaviest(weights: np.ndarray, _: np.ndarray) -> Tuple[np.ndarray, int]:
+        order = np.argsort(-weights, kind="stable")
+        held = np.cumsum(weights[order].astype(np.float64) ** 2)
+        return order, int(np.searchsorted(held, query_mass * held[-1] - 1e-12)) + 1
+
+    if query_mass >= 1.0:  # every term (a copy, as callers expect)
+        return keep_terms(queries, lambda weights, _: (np.arange(len(weights)), len(weights)))
+    return keep_terms(queries, heaviest)
 
 
 def pruned_nearest(

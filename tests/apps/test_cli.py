@@ -1,8 +1,10 @@
 """The runtime CLI end to end: kb build -> init-model -> link, and its error messages."""
 from __future__ import annotations
 
+import importlib.util
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from spacy_angel.apps.cli import get_app
@@ -106,13 +108,8 @@ def test_init_model_names_the_line_of_a_non_utf8_corpus(tmp_path, tiny_kb_dir):
     assert not out.exists()
 
 
+@pytest.mark.skipif(importlib.util.find_spec("usearch") is None, reason="needs usearch (the ann extra)")
 def test_kb_build_ann_and_link_with_ann_search(tmp_path):
-    import importlib.util
-
-    import pytest
-
-    if importlib.util.find_spec("usearch") is None:
-        pytest.skip("needs usearch (the ann extra)")
     (tmp_path / "kb.tsv").write_text(TSV)
     result = invoke("kb", "build", tmp_path / "kb.tsv", "--output", tmp_path / "kb", "--ann")
     assert result.exit_code == 0, result.output
