@@ -116,15 +116,20 @@ class AnnGraph:
 
     @classmethod
     def build(cls, matrix: "sp.csr_matrix", fit_id: str, settings: GraphSettings = GraphSettings(),
-              threads: int = 0, chunk: int = 262_144) -> "AnnGraph":
-        """Project the name rows chunk by chunk (never all of them in float32: 6 GB at 6M names) into a new graph."""
+              threads: int = 0, chunk: int = 262_144, progress: bool = False) -> "AnnGraph":
+        """Project the name rows chunk by chunk (never all of them in float32: 6 GB at 6M names) into a new graph;
+        ``progress``: a bar over the names (minutes per million)."""
+        from tqdm import tqdm
+
         rng = np.random.default_rng(settings.seed)
         projection = (rng.standard_normal((matrix.shape[1], settings.dim)) / np.sqrt(settings.dim)).astype(np.float32)
         graph = _usearch_index()(ndim=settings.dim, metric="cos", dtype="i8", connectivity=settings.connectivity,
                                  expansion_add=settings.expansion_add)
-        for lo in range(0, matrix.shape[0], chunk):
-            rows = np.asarray(matrix[lo : lo + chunk] @ projection, dtype=np.float32)
-            graph.add(np.arange(lo, lo + len(rows), dtype=np.uint64), rows, threads=threads)
+        with tqdm(total=matrix.shape[0], desc="ANN graph", unit="name", disable=not progress, dynamic_ncols=True) as bar:
+            for lo in range(0, matrix.shape[0], chunk):
+                rows = np.asarray(matrix[lo : lo + chunk] @ projection, dtype=np.float32)
+                graph.add(np.arange(lo, lo + len(rows), dtype=np.uint64), rows, threads=threads)
+                bar.update(len(rows))
         return cls(projection, graph, settings, fit_id)
 
     def save(self, directory: Path) -> None:

@@ -27,5 +27,5 @@ def build_kb(paths: Union[PathLike, Sequence[PathLike]], output: PathLike, forma
             kb = KnowledgeBase.from_disk(tmp)
             NameIndex(kb).fit().to_disk(tmp)
             if ann:  # built over the saved, mapped matrix: the fit's in-memory copy is gone by then
-                NameIndex.from_disk(tmp, kb).build_ann().save_ann(tmp)
+                NameIndex.from_disk(tmp, kb).build_ann(progress=True).save_ann(tmp)
     return kb

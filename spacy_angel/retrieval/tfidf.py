@@ -131,12 +131,12 @@ class NameIndex:
         assert self.vectorizer is not None
         return fit_digest(self.kb.fingerprint(), self._terms(), self.vectorizer.idf_)
 
-    def build_ann(self, settings: GraphSettings = GraphSettings(), threads: int = 0) -> "NameIndex":
-        """Build the ANN graph of this fit (minutes at millions of names); :meth:`to_disk` or
-        :meth:`save_ann` writes it."""
+    def build_ann(self, settings: GraphSettings = GraphSettings(), threads: int = 0, progress: bool = False) -> "NameIndex":
+        """Build the ANN graph of this fit (minutes at millions of names; ``progress``: a bar); :meth:`to_disk`
+        or :meth:`save_ann` writes it."""
         self._require_fitted()
         assert self.matrix is not None and self.fit_id is not None
-        self.graph = AnnGraph.build(self.matrix, self.fit_id, settings, threads=threads)
+        self.graph = AnnGraph.build(self.matrix, self.fit_id, settings, threads=threads, progress=progress)
         return self
 
     def save_ann(self, directory: Union[str, Path]) -> None:
