@@ -125,7 +125,8 @@ class AnnGraph:
         projection = (rng.standard_normal((matrix.shape[1], settings.dim)) / np.sqrt(settings.dim)).astype(np.float32)
         graph = _usearch_index()(ndim=settings.dim, metric="cos", dtype="i8", connectivity=settings.connectivity,
                                  expansion_add=settings.expansion_add)
-        with tqdm(total=matrix.shape[0], desc="ANN graph", unit="name", disable=not progress, dynamic_ncols=True) as bar:
+        bar = tqdm(total=matrix.shape[0], desc="ANN graph", unit="name", disable=not progress, dynamic_ncols=True)
+        with bar:
             for lo in range(0, matrix.shape[0], chunk):
                 rows = np.asarray(matrix[lo : lo + chunk] @ projection, dtype=np.float32)
                 graph.add(np.arange(lo, lo + len(rows), dtype=np.uint64), rows, threads=threads)

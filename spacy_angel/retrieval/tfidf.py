@@ -17,7 +17,8 @@ works for millions of names without an n x n matrix.
 Persistence: ``tfidf.safetensors`` (idf, the CSR name matrix and its term-major postings, memory-mapped
 on load so worker processes share them) and ``tfidf.json`` (settings, vocabulary, KB fingerprint) beside
 the KB; no pickle. Search: exact (:mod:`.exact_search`), pruned (:mod:`.pruned_search`) or approximate
-through a graph (:mod:`.ann_search`, ``tfidf-ann.*`` beside the KB, written by ``kb build --ann``). scikit-learn and SciPy are
+through a graph (:mod:`.ann_search`, ``tfidf-ann.*`` beside the KB, written by ``kb build --ann``).
+scikit-learn and SciPy are
 imported only when an index is fitted or used, so plain beam linking never pays for them.
 """
 from __future__ import annotations
@@ -131,7 +132,8 @@ class NameIndex:
         assert self.vectorizer is not None
         return fit_digest(self.kb.fingerprint(), self._terms(), self.vectorizer.idf_)
 
-    def build_ann(self, settings: GraphSettings = GraphSettings(), threads: int = 0, progress: bool = False) -> "NameIndex":
+    def build_ann(self, settings: GraphSettings = GraphSettings(), threads: int = 0,
+                  progress: bool = False) -> "NameIndex":
         """Build the ANN graph of this fit (minutes at millions of names; ``progress``: a bar); :meth:`to_disk`
         or :meth:`save_ann` writes it."""
         self._require_fitted()
