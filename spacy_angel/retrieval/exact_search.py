@@ -22,7 +22,7 @@ def exact_top_k(matrix: "sp.csr_matrix", queries_t: "sp.csr_matrix", k: int, ex_
     best_s = np.zeros(0, dtype=np.float32)
     for ns in range(0, n, name_chunk_size):
         ne = min(n, ns + name_chunk_size)
-        r, c, s = _block_top_k(matrix[ns:ne] @ queries_t, ex_rows, ex_cols, ns, k)
+        r, c, s = block_top_k(matrix[ns:ne] @ queries_t, ex_rows, ex_cols, ns, k)
         best_r = np.concatenate([best_r, r])
         best_c = np.concatenate([best_c, c + ns])
         best_s = np.concatenate([best_s, s])
@@ -30,7 +30,7 @@ def exact_top_k(matrix: "sp.csr_matrix", queries_t: "sp.csr_matrix", k: int, ex_
     return best_r, best_c, best_s
 
 
-def _block_top_k(
+def block_top_k(
     product: "sp.spmatrix", ex_rows: np.ndarray, ex_cols: np.ndarray, offset: int, k: int
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(query row, name column, cosine) of each query's top ``k`` (ties included) in one name block.

@@ -81,6 +81,30 @@ def test_full_mass_pruned_search_equals_exact_for_any_query(queries, k) -> None:
     assert pruned.nearest_names(queries, k) == index.nearest_names(queries, k)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=0, max_value=2**32 - 1), st.integers(min_value=1, max_value=40))
+def test_best_merged_keeps_each_rows_best_names_of_the_sparse_product(seed, depth) -> None:
+    """best_merged (posting lists merged per row) against SciPy's product: the same names and sums when
+    depth keeps all, and the depth best scores (ties interchangeable) when it cuts."""
+    import scipy.sparse as sp
+
+    from spacy_angel.retrieval.pruned_search import best_merged
+
+    rng = np.random.default_rng(seed)
+    weights = sp.random(5, 12, density=0.4, random_state=rng, dtype=np.float32, format="csr")
+    postings = sp.random(12, 50, density=0.15, random_state=rng, dtype=np.float32, format="csr")
+    product = (weights @ postings).toarray()
+    rows, names = best_merged(weights, postings.sorted_indices(), depth)
+    for row in range(5):
+        found = names[rows == row]
+        assert len(set(found.tolist())) == len(found)
+        expected = np.sort(product[row][product[row] != 0])[::-1]
+        if len(expected) <= depth:
+            assert sorted(found.tolist()) == np.flatnonzero(product[row]).tolist()
+        else:
+            assert np.allclose(np.sort(product[row, found])[::-1], expected[:depth], rtol=1e-6)
+
+
 @pytest.mark.parametrize("bad_setting", [{"search": "graph"}, {"query_mass": 0.0}, {"query_mass": 1.5},
                                          {"rescore_depth": 0}])
 def test_bad_search_settings_are_refused(bad_setting) -> None:
