@@ -472,6 +472,11 @@ class Errors(metaclass=ErrorsWithCodes):
         "concept shares); kb-linker needs at least 5 to choose and score the model on names it never saw"
     )
     E394 = "cannot write the kb-linker output {path}: {err}"
+    # NER mention replacement (training.data.mention_replacement)
+    E395 = "spacy_angel.mention_replacement.v1: {name} = {value} must be in [0, 1]"
+    E396 = ("spacy_angel.mention_replacement.v1 needs names: set corpus_path (a DocBin with gold entities) "
+            "and/or kb_path (a `spacy-angel kb build` folder)")
+    E397 = "spacy_angel.mention_replacement.v1 found no names in {sources}"
 
     # ---- mapped arrays (mapped_arrays.py; E440-E449)
     E440 = "{name}: dtype {dtype} cannot be saved (use one of {dtypes})"
