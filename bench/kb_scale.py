@@ -20,8 +20,8 @@ Per size, each step in a fresh process, so one step's memory is not counted in t
   ``*_rank_aligned`` keeps the stricter measure of earlier rounds (the found cosine at each rank at least
   the exact one there: one missed name fails every later rank whose cosine drops);
 * ``linking``: beam and hybrid mentions/s, the median of 3 runs (``AngelLinker.link``, 5 beams, batch 32,
-  hybrid candidates from ANN search) with ``--model`` (default: an untrained ``init-model --size small``, the cpu-ncbi recipe's
-  shape: speed only).
+  hybrid candidates from ANN search) with ``--model`` (default: an untrained ``init-model --size small``,
+  the cpu-ncbi recipe's shape: speed only).
 
     .venv/bin/python bench/kb_scale.py --sizes 100000,1000000 --json docs/results/kb_scale.json
 

@@ -95,3 +95,15 @@ def test_a_corpus_without_entities_is_named_in_the_error(tmp_path: Path) -> None
     augment = create_mention_replacement_augmenter(corpus_path=str(path))
     with pytest.raises(ValueError, match="E397.*empty.spacy"):
         list(augment(nlp, Example(nlp.make_doc(TEXT), _doc(nlp))))
+
+
+def test_a_kb_adds_its_names_of_three_characters_or_more(tmp_path: Path) -> None:
+    from conftest import kb_from
+
+    nlp = spacy.blank("en")
+    kb_dir = tmp_path / "kb"
+    kb_from({"D1": ["Gaucher disease", "GD"], "D2": ["Fabry disease"]}).to_disk(kb_dir)
+    augment = create_mention_replacement_augmenter(level=1.0, replace=1.0, kb_path=str(kb_dir))
+    example = Example(nlp.make_doc(TEXT), _doc(nlp))
+    seen = {e.text for _ in range(30) for ex in list(augment(nlp, example))[1:] for e in ex.reference.ents}
+    assert seen == {"gaucher disease", "fabry disease"}  # as the KB stores them: lowercased, "GD" too short
