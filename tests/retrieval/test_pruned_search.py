@@ -201,3 +201,6 @@ def test_the_component_retriever_v2_passes_its_search_settings(tmp_path: Path) -
     assert again.search == "pruned" and isinstance(again.matrix.data, np.memmap)
     with pytest.raises(ValueError, match="E223"):
         make(search="graph")
+    assert make(rare_budget=300_000, rare_depth=4_000)(make_kb(), tmp_path).ann.rare_budget == 300_000
+    with pytest.raises(ValueError, match="E226"):
+        make(search="ann", rare_depth=0)
