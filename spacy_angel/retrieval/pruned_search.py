@@ -113,7 +113,9 @@ def heavy_terms(queries: "sp.csr_matrix", query_mass: float) -> "sp.csr_matrix":
         return order, int(np.searchsorted(held, query_mass * held[-1] - 1e-12)) + 1
 
     if query_mass >= 1.0:  # every term (a copy, as callers expect)
-        return keep_terms(queries, lambda weights, _: (np.arange(len(weights)), len(weights)))
+        kept = queries.copy()
+        kept.eliminate_zeros()
+        return kept
     return keep_terms(queries, heaviest)
 
 
@@ -163,19 +165,21 @@ def best_merged(weights: "sp.csr_matrix", postings: "sp.csr_matrix", depth: int)
     Why not SciPy's product there: ``csr_matmat`` scatters into an accumulator with a slot per name, in two
     passes, so each call pays for all names. Each posting list is sorted by name: gathering a row's lists
     and a stable sort (which merges sorted runs) puts each name's terms side by side, and the sums add
-    them in the same order. Measured on the KB-scale bench's KBs (NCBI-disease dev queries): 512 queries' rare
-    3-grams (50,000 postings each) took 3.0-3.6 s with SciPy and 0.52-0.60 s merged at 6M names, 0.41-0.51
-    vs 0.32-0.35 s for 256 queries at 1M. For long lists (pruned search's heavy 3-grams) the product wins (2.5-3.9 s vs
-    5.0 s for 256 queries at 1M names), so pruned search keeps it."""
+    them in the same order. Measured on the KB-scale bench's KBs (NCBI-disease dev queries): 512 queries'
+    rare 3-grams (50,000 postings each) took 3.0-3.6 s with SciPy and 0.52-0.60 s merged at 6M names,
+    0.41-0.51 vs 0.32-0.35 s for 256 queries at 1M. For long lists (pruned search's heavy 3-grams) the
+    product wins (2.5-3.9 s vs 5.0 s for 256 queries at 1M names), so pruned search keeps it."""
     rows, cols = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
     for row in range(weights.shape[0]):
-        terms = weights.indices[weights.indptr[row] : weights.indptr[row + 1]]
+        lo, hi = weights.indptr[row], weights.indptr[row + 1]
+        if lo == hi:
+            continue
+        terms = weights.indices[lo:hi]
         starts, ends = postings.indptr[terms], postings.indptr[terms + 1]
-        names = np.concatenate([postings.indices[a:b] for a, b in zip(starts, ends)] or [np.zeros(0, np.int32)])
+        names = np.concatenate([postings.indices[a:b] for a, b in zip(starts, ends)])
         if not len(names):
             continue
-        row_weights = weights.data[weights.indptr[row] : weights.indptr[row + 1]]
-        values = np.concatenate([postings.data[a:b] * w for a, b, w in zip(starts, ends, row_weights)])
+        values = np.concatenate([postings.data[a:b] * w for a, b, w in zip(starts, ends, weights.data[lo:hi])])
         order = np.argsort(names, kind="stable")
         names, values = names[order], values[order]
         first = np.flatnonzero(np.concatenate(([True], names[1:] != names[:-1])))

@@ -18,8 +18,8 @@ Persistence: ``tfidf.safetensors`` (idf, the CSR name matrix and its term-major 
 on load so worker processes share them) and ``tfidf.json`` (settings, vocabulary, KB fingerprint) beside
 the KB; no pickle. Search: exact (:mod:`.exact_search`), pruned (:mod:`.pruned_search`) or approximate
 through a graph (:mod:`.ann_search`, ``tfidf-ann.*`` beside the KB, written by ``kb build --ann``).
-scikit-learn and SciPy are
-imported only when an index is fitted or used, so plain beam linking never pays for them.
+scikit-learn and SciPy are imported only when an index is fitted or used, so plain beam linking never
+pays for them.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import logging
 import secrets
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -427,7 +427,8 @@ def load_or_build_index(kb: KnowledgeBase, path: Optional[Union[str, Path]] = No
     return _saved(NameIndex(kb, **kwargs).fit(), path, NameIndex.to_disk)
 
 
-def _saved(index: NameIndex, path: Optional[Union[str, Path]], save: Any) -> NameIndex:
+def _saved(index: NameIndex, path: Optional[Union[str, Path]],
+           save: Callable[[NameIndex, Union[str, Path]], None]) -> NameIndex:
     """``index`` after ``save(index, path)``; a place that cannot be written only loses the file (W001)."""
     if path is not None:
         try:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence
 
 from spacy.language import Language
-from spacy.tokens import Doc, DocBin
+from spacy.tokens import Doc, DocBin, Span
 from spacy.training import Example
 from spacy.util import registry
 
@@ -57,13 +57,16 @@ def replaced_copy(nlp: Language, reference: Doc, names: Sequence[str], replace: 
     words: List[str] = []
     spaces: List[bool] = []
     tags: List[str] = []
+
+    def outside(tokens: Span) -> None:
+        words.extend(t.text for t in tokens)
+        spaces.extend(bool(t.whitespace_) for t in tokens)
+        tags.extend("O" for _ in tokens)
+
     cursor = 0
     changed = False
     for ent in reference.ents:
-        for token in reference[cursor:ent.start]:
-            words.append(token.text)
-            spaces.append(bool(token.whitespace_))
-            tags.append("O")
+        outside(reference[cursor:ent.start])
         if rng.random() < replace:
             new = list(nlp.make_doc(rng.choice(names)))
             changed = True
@@ -75,10 +78,7 @@ def replaced_copy(nlp: Language, reference: Doc, names: Sequence[str], replace: 
         cursor = ent.end
     if not changed:
         return None
-    for token in reference[cursor:]:
-        words.append(token.text)
-        spaces.append(bool(token.whitespace_))
-        tags.append("O")
+    outside(reference[cursor:])
     gold = Doc(nlp.vocab, words=words, spaces=spaces, ents=tags)
     return Example(nlp.make_doc(gold.text), gold)
 
