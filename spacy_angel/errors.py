@@ -37,7 +37,9 @@ Codes are grouped by room, in blocks that leave room to grow:
   ``E440``-``E449``: mapped arrays (:mod:`spacy_angel.mapped_arrays`)
 * ``E450``-``E459``: the dense name encoder (:mod:`spacy_angel.retrieval.name_encoder`,
   :mod:`spacy_angel.retrieval.dense_index`, ``training.stages.name_encoder``)
-* ``E460`` and up: free; a new room takes the next free block.
+* ``E460``: streamed arrays (:mod:`spacy_angel.mapped_arrays`); ``E461``-``E469``: NER by vote
+  (:mod:`spacy_angel.pipeline.ner_vote`)
+* ``E470`` and up: free; a new room takes the next free block.
 * ``W001``-``W099``: runtime warnings (:mod:`spacy_angel.retrieval.tfidf`, :mod:`spacy_angel.trie.kb_trie`)
 
 One message, one code: where two places raise the same message (e.g. an invalid UTF-8 byte, E111),
@@ -495,6 +497,13 @@ class Errors(metaclass=ErrorsWithCodes):
     E456 = "cannot use the name encoder in {path}: {err} (train it again with `spacy-angel train name-encoder`)"
     E457 = "the KB has no concept with two names: a name encoder learns from synonym sets"
     E460 = "{name!r}: its pieces held {written} values where its header says {length} (nothing was written)"
+
+    # ---- NER by vote (pipeline/ner_vote.py; E461-E469)
+    E461 = "{name}: config setting 'spans_key' must name a span group, got an empty key"
+    E462 = ("{name}: 'spans_keys' must be distinct span group names (got {keys}) and 'min_votes' between 1 "
+            "and their number (got {min_votes})")
+    E463 = ("{name}: the Doc has no span group {missing} (it has {have}); put an angel_ents_to_spans with that "
+            "spans_key after each NER it votes over")
 
 # ---- writing outputs (fileio.py; E410-E419)
     E410 = (

@@ -212,3 +212,51 @@ def broken_artefact_faults(damage: dict, surface: str, outcome: str, test: str) 
     """Rows of docs/reliability.md's faults table (collected by tests/test_bad_inputs.py), one per damage
     case of a parametrised ``test`` (``module.py::test_name``)."""
     return [(f"broken artefact: {what}", surface, outcome, f"{test}[{key}]") for key, what in damage.items()]
+
+
+# A tiny NER corpus (character spans of "Disease"), for the NER-vote tests.
+TINY_NER_TRAIN = [
+    ("Boys with Duchenne muscular dystrophy lose ambulation.", [(10, 37)]),
+    ("Her mother had breast cancer and ovarian cancer.", [(15, 28), (33, 47)]),
+    ("Cystic fibrosis affects the lungs.", [(0, 15)]),
+    ("Patients with colorectal cancer were enrolled.", [(14, 31)]),
+    ("Huntington disease is inherited.", [(0, 18)]),
+    ("No sign of myotonic dystrophy was seen.", [(11, 29)]),
+]
+TINY_NER_TEXTS = ["Girls with cystic fibrosis and breast cancer.",
+                  "Myotonic dystrophy and Huntington disease are rare.",
+                  "Colorectal cancer in boys with ovarian cancer.", "The lungs of patients were seen."]
+
+
+def train_tiny_ner(seed: int):
+    """spaCy's own CPU NER config (a tok2vec the NER listens to, width 32), trained 40 epochs on
+    ``TINY_NER_TRAIN``: seeds disagree on ``TINY_NER_TEXTS``, so votes over them differ."""
+    import random
+
+    from spacy.cli.init_config import init_config
+    from spacy.training import Example
+    from spacy.util import fix_random_seed, load_model_from_config
+
+    fix_random_seed(seed)
+    config = init_config(lang="en", pipeline=["ner"], optimize="efficiency")
+    config["components"]["tok2vec"]["model"]["encode"]["width"] = 32
+    nlp = load_model_from_config(config, auto_fill=True, validate=True)
+    examples = [Example.from_dict(nlp.make_doc(text), {"entities": [(s, e, "Disease") for s, e in ents]})
+                for text, ents in TINY_NER_TRAIN]
+    optimizer = nlp.initialize(lambda: examples)
+    rnd = random.Random(seed)
+    for _ in range(40):
+        rnd.shuffle(examples)
+        nlp.update(examples, sgd=optimizer, drop=0.2)
+    return nlp
+
+
+@pytest.fixture(scope="session")
+def tiny_ner_seeds(tmp_path_factory) -> list:
+    """Three :func:`train_tiny_ner` pipelines (seeds 0, 1, 2) saved to disk, as trained NER models are."""
+    root = tmp_path_factory.mktemp("ner-seeds")
+    paths = []
+    for seed in (0, 1, 2):
+        train_tiny_ner(seed).to_disk(root / f"seed-{seed}")
+        paths.append(root / f"seed-{seed}")
+    return paths

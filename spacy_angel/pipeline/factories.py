@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from spacy.language import Language
 from spacy.util import registry
@@ -14,6 +14,7 @@ from spacy_angel.kb.store import KnowledgeBase
 from spacy_angel.linking.linker import Retriever
 from spacy_angel.pipeline.abbreviation_component import AbbreviationDetector
 from spacy_angel.pipeline.linker_component import AngelLinkerComponent
+from spacy_angel.pipeline.ner_vote import EntsToSpans, NerVote
 from spacy_angel.pipeline.scoring import angel_linker_score
 from spacy_angel.retrieval.ann_search import AnnSearchSettings
 from spacy_angel.retrieval.tfidf import SEARCHES, NameIndex, load_or_build_index
@@ -159,3 +160,25 @@ def make_angel_linker(
 def make_abbreviation_detector(nlp: Language, name: str) -> AbbreviationDetector:
     """Factory for ``nlp.add_pipe("angel_abbreviations")`` (add it after "ner")."""
     return AbbreviationDetector(nlp, name)
+
+
+@Language.factory("angel_ents_to_spans", assigns=["doc.spans", "doc.ents"], requires=["doc.ents"],
+                  default_config={"spans_key": "ner"})
+def make_ents_to_spans(nlp: Language, name: str, spans_key: str) -> EntsToSpans:
+    """Factory for ``nlp.add_pipe("angel_ents_to_spans", config={"spans_key": ...})``, after each NER that
+    ``angel_ner_vote`` votes over (:mod:`spacy_angel.pipeline.ner_vote`)."""
+    return EntsToSpans(nlp, name, spans_key)
+
+
+@Language.factory(
+    "angel_ner_vote",
+    assigns=["doc.ents"],
+    requires=["doc.spans"],
+    default_config={"spans_keys": ["ner"], "min_votes": 1, "scorer": {"@scorers": "spacy.ner_scorer.v1"}},
+    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
+)
+def make_ner_vote(nlp: Language, name: str, spans_keys: List[str], min_votes: int,
+                  scorer: Optional[Callable[..., Dict[str, Any]]]) -> NerVote:
+    """Factory for ``nlp.add_pipe("angel_ner_vote", config={"spans_keys": [...], "min_votes": k})``: the
+    entities at least ``min_votes`` of the NER span groups agree on; scored like spaCy's ``ner``."""
+    return NerVote(nlp, name, spans_keys, min_votes, scorer=scorer)

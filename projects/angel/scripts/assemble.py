@@ -6,7 +6,7 @@ deliverable is one directory that ``spacy.load`` restores, model + KB + trie inc
 
 Usage: python scripts/assemble.py NER_MODEL LINKER_MODEL KB_DIR --output PIPELINE_DIR
        [--num-beams 5] [--top-k 5] [--threshold 0.0] [--batch-size 32] [--device auto]
-       [--fusion FUSION_JSON] [--switches SWITCHES_JSON]
+       [--fusion FUSION_JSON] [--switches SWITCHES_JSON] [--voters NER_MODEL ... --ner-vote NER_VOTE_JSON]
 
 ``--fusion`` takes the weights ``spacy-angel train fuse ... --output FILE`` wrote, in place of
 LINKER_MODEL/fusion.json; the pipeline keeps its own copy (``angel_linker/fusion``).
@@ -14,6 +14,10 @@ LINKER_MODEL/fusion.json; the pipeline keeps its own copy (``angel_linker/fusion
 ``--switches`` takes the document-level switches ``document_switches.py`` chose on dev (its
 ``chosen`` field: ``abbreviation_propagation``, ``one_sense_per_document``, ``split_composite``);
 without it they stay at the component's defaults (off).
+
+``--voters`` adds the NER of more pipelines (other seeds of the same recipe) and ``--ner-vote`` takes the
+``min_votes`` that ``ner_vote.py`` chose on dev: the entities go to ``angel_ner_vote``
+(:func:`spacy_angel.pipeline.ner_vote.add_ner_vote`). A choice of ``null`` keeps NER_MODEL alone.
 """
 from __future__ import annotations
 
@@ -41,6 +45,19 @@ def read_switches(path: Path) -> Dict[str, bool]:
     return dict(chosen)
 
 
+def read_min_votes(path: Path, voters: int) -> Optional[int]:
+    """The ``chosen`` ``min_votes`` of a ``ner_vote.py`` report: null, or 1 to the number of NER models."""
+    try:
+        min_votes = json.loads(path.read_text(encoding="utf-8"))["chosen"]["min_votes"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a ner_vote.py report with a 'chosen' field ({err})") from None
+    if min_votes is not None and (isinstance(min_votes, bool) or not isinstance(min_votes, int)
+                                  or not 1 <= min_votes <= voters + 1):
+        raise ValueError(f"{path}: chosen min_votes must be null or 1 to {voters + 1} (the NER models), "
+                         f"got {min_votes!r}")
+    return min_votes
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("ner", type=Path, help="spaCy pipeline with an 'ner' component (e.g. training/ner/model-best)")
@@ -57,13 +74,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--num-candidates", type=int, default=20, help="TF-IDF names per mention (hybrid, rerank)")
     parser.add_argument("--no-abbreviations", action="store_true", help="no angel_abbreviations before the linker")
     parser.add_argument("--switches", type=Path, default=None, help="document_switches.py output: its `chosen` switches go into the linker's config")
+    parser.add_argument("--voters", type=Path, nargs="*", default=[], help="more NER pipelines that vote with NER (needs --ner-vote)")
+    parser.add_argument("--ner-vote", type=Path, default=None,
+                        help="ner_vote.py output: its chosen min_votes (null: NER alone)")
     args = parser.parse_args(argv)
-    missing = first_missing((args.ner, args.kb, args.fusion, args.switches))
+    if bool(args.voters) != (args.ner_vote is not None):
+        print("error: --voters and --ner-vote go together", file=sys.stderr)
+        return 1
+    missing = first_missing((args.ner, args.kb, args.fusion, args.switches, args.ner_vote, *args.voters))
     if missing is not None:
         print(f"error: {missing} does not exist", file=sys.stderr)
         return 1
     try:
         switches = read_switches(args.switches) if args.switches is not None else {}
+        min_votes = read_min_votes(args.ner_vote, len(args.voters)) if args.ner_vote is not None else None
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -76,6 +100,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if "ner" not in nlp.pipe_names:
         print(f"error: {args.ner} has no 'ner' component (pipes: {nlp.pipe_names})", file=sys.stderr)
         return 1
+    if min_votes is not None:
+        from spacy_angel.pipeline.ner_vote import add_ner_vote
+
+        add_ner_vote(nlp, [spacy.load(path) for path in args.voters], min_votes)
     if not args.no_abbreviations:
         # Schwartz-Hearst definitions in each document: the linker then reads "DMD" as its long form,
         # as the training mentions were preprocessed (BioSyn / ANGEL protocol).

@@ -7,7 +7,8 @@ only from those files (nothing typed by hand). Keys: ``tfidf_acc1/5``, ``positiv
 and ``hybrid_acc1/5`` (hybrid mode with the positive / ANGEL model), ``raw_tfidf/raw_beam/raw_hybrid_acc1/5``
 (the same on another protocol: raw PubTator test mentions against CTD MEDIC 2017), ``e2e_precision/recall/f1``
 (+ ``ner_*``), ``document_switches`` (the linker's document-level switches chosen on dev, with
-every combination's dev e2e F1), the 95% bootstrap interval of each Acc@1, paired-bootstrap intervals of
+every combination's dev e2e F1), ``ner_vote`` (one NER or a vote of seeds, chosen on dev, with every
+row's dev entity F1), the 95% bootstrap interval of each Acc@1, paired-bootstrap intervals of
 differences (``angel_vs_positive_ci``, ``hybrid_vs_tfidf_ci``, ``hybrid_angel_vs_positive_ci``: B - A
 of a ``train compare A B`` output; ``--compare POSITIVE_VS_ANGEL`` writes ``angel_vs_positive*``
 too, plus the McNemar p and the counts of mentions only one system gets right), per-bin Acc@1 of
@@ -128,6 +129,17 @@ def build(args: argparse.Namespace) -> Dict[str, Any]:
             "chosen": sweep["chosen"], "split": str(sweep.get("gold")),
             "dev_e2e_f1": {",".join(k for k, on in r["switches"].items() if on) or "none": r["e2e"]["f1"] for r in sweep["rows"]},
         }
+    if args.ner_vote is not None:
+        vote = read_json(args.ner_vote, "NER vote choice")
+        if "chosen" not in vote or "rows" not in vote:
+            raise SystemExit(f"error: {args.ner_vote}: fields chosen/rows missing (not a ner_vote.py output?)")
+        def row_name(row: Dict[str, Any]) -> str:
+            if "model" in row:
+                return f"model {row['model']} alone"
+            return "model 0 alone" if row["min_votes"] is None else f"min_votes {row['min_votes']}"
+
+        result["ner_vote"] = {"chosen": vote["chosen"], "split": str(vote.get("gold")), "models": vote.get("models"),
+                              "dev_ner_f1": {row_name(r): r["ents"]["f"] for r in vote["rows"]}}
     if args.compare is not None:
         cmp = read_json(args.compare, "paired comparison")
         for key in ("mcnemar_p", "a_only_correct", "b_only_correct"):
@@ -160,6 +172,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--raw-hybrid", type=Path, help="the same, hybrid mode (raw_hybrid_*)")
     parser.add_argument("--e2e", type=Path)
     parser.add_argument("--document-switches", type=Path, help="document_switches.py output: the chosen switches and each combination's dev e2e F1")
+    parser.add_argument("--ner-vote", type=Path, help="ner_vote.py output: one NER or a vote of seeds, each row's dev entity F1")
     parser.add_argument("--compare", type=Path, help="`train compare POSITIVE ANGEL` output (paired test)")
     parser.add_argument("--stages", type=Path, default=Path("metrics/stages"))
     parser.add_argument("--prefix", default="", help="only stage records whose name starts with this")
