@@ -6,7 +6,10 @@ name inserted 7 times in 10, kept under the base name's concept id, as UMLS keep
 qualified variants of one concept). The synthetic names are harder than UMLS for retrieval: each base
 name has many near-identical variants, so the exact top-20 is a large tie-prone set.
 
-Per size, each step in a fresh process, so one step's memory is not counted in the next:
+Per size, each step in a fresh process, so one step's memory is not counted in the next. Before the
+load, share, retrieval and linking steps every file of the KB folder and its trie is read once
+(``page_cache_warm_s``): they run on a warm page cache, a serving process's steady state. Without it the
+rates depended on whether an earlier size had pushed the files out of the cache (2x at 2M names).
 
 * ``build``: ``spacy-angel kb build --index --ann`` on a TSV of the names: seconds (the ANN graph's
   share apart, ``ann_build_s``) and peak RSS;
@@ -24,6 +27,9 @@ Per size, each step in a fresh process, so one step's memory is not counted in t
   the cpu-ncbi recipe's shape: speed only).
 
     .venv/bin/python bench/kb_scale.py --sizes 100000,1000000 --json docs/results/kb_scale.json
+
+``--reuse-builds`` keeps each size's KB folder and build figures from the JSON; ``--rebuild SIZES`` builds
+those sizes again all the same (after a change to the build code checked at those sizes).
 
 Writes the JSON (a list of per-size records, plus the machine) and the "KB scale" section of
 docs/performance.md.
@@ -76,6 +82,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--reuse-builds", action="store_true",
                    help="keep each size's KB folder and its build figures from the record of that size in --json "
                         "(the build code unchanged since), rerun the other steps")
+    p.add_argument("--rebuild", default="", help="with --reuse-builds: comma-separated sizes built again all the "
+                                                "same (the build code changed where only these sizes are checked)")
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -244,6 +252,22 @@ def run(args: List[str], timeout: float = 3600) -> Dict[str, Any]:
     return json.loads([line for line in proc.stdout.splitlines() if line.strip()][-1])
 
 
+def warm_page_cache(folders: Sequence[Path]) -> float:
+    """Read every file of ``folders`` once, so the timed steps find them in the page cache; returns seconds.
+
+    Why: the steps map the KB's files and read them at random. Whether an earlier size's files pushed them
+    out of the cache decided the rates: the same 2M-name search ran at 476 queries/s right after its build
+    had been evicted and at 945 a minute later. Warm is a serving process's steady state."""
+    t0 = time.perf_counter()
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file():
+                with open(path, "rb") as fh:
+                    while fh.read(64 << 20):
+                        pass
+    return time.perf_counter() - t0
+
+
 def share(kb_dir: Path) -> Dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", "share", str(kb_dir)]
     first = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(REPO))
@@ -300,7 +324,10 @@ def markdown(records: List[Dict[str, Any]], command: str) -> str:
     return "\n".join([
         DOC_BEGIN, "## KB scale: build, load, shared memory, retrieval and linking per KB size", "",
         f"Command: {commands(records, command)} (JSON: `docs/results/kb_scale.json`). Machine: {m.get('Model name', '?')}, "
-        f"{m.get('nproc', m.get('cpus'))} cores; every step in a fresh process.",
+        f"{m.get('nproc', m.get('cpus'))} cores; every step in a fresh process; "
+        + ("load, retrieval and linking on a warm page cache (every file of the KB folder and its trie read once "
+           "before them; a record without `page_cache_warm_s` did not)."
+           if any("page_cache_warm_s" in r for r in records) else "page cache not controlled."),
         f"Names: {names_note}. Queries: {report['queries']} NCBI-disease dev mentions (raw surfaces). "
         f"Pruned search: query_mass {report['query_mass']}, rescore_depth {report['rescore_depth']}. ANN search: "
         f"`spacy_angel.retrieval.ann_search` defaults ({report.get('ann_settings', 'not recorded')}). "
@@ -394,16 +421,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     records: List[Dict[str, Any]] = []
     notes = []
     previous = {r["names"]: r for r in json.loads(args.json.read_text(encoding="utf-8"))} if args.reuse_builds else {}
+    rebuild = {int(s) for s in args.rebuild.split(",") if s.strip()}
     for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
         source, kb_dir = args.cache_dir / f"names-{size}.tsv", args.cache_dir / f"kb-{size}"
         notes.append(write_source(source, size))
         command = "python bench/kb_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
         record: Dict[str, Any] = {"names": size, "names_note": notes[-1], "command": command, **settings}
-        if args.reuse_builds and size in previous and kb_dir.is_dir():
+        if args.reuse_builds and size in previous and kb_dir.is_dir() and size not in rebuild:
             record.update({k: previous[size][k] for k in BUILD_KEYS},
                           build_from=previous[size].get("build_from", previous[size]["command"]))
         else:
             record.update(run(["build", str(source), str(kb_dir)]))
+        record["page_cache_warm_s"] = warm_page_cache([kb_dir, args.cache_dir / f"kb-{size}-trie"])
         exact_sample = "128" if size > args.skip_exact_above else "0"
         record.update(run(["query", str(kb_dir), str(queries_json), str(args.query_mass), str(args.rescore_depth),
                            exact_sample]))

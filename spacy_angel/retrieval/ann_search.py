@@ -33,7 +33,7 @@ import numpy as np
 
 from spacy_angel.errors import Errors, NameIndexError
 from spacy_angel.fileio import atomic_path
-from spacy_angel.mapped_arrays import read_arrays, write_arrays
+from spacy_angel.mapped_arrays import read_arrays, release_pages, write_arrays
 from spacy_angel.retrieval.pruned_search import best_merged, keep_terms, rescore_pairs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -116,7 +116,7 @@ class AnnGraph:
 
     @classmethod
     def build(cls, matrix: "sp.csr_matrix", fit_id: str, settings: GraphSettings = GraphSettings(),
-              threads: int = 0, chunk: int = 262_144, progress: bool = False) -> "AnnGraph":
+              threads: int = 0, chunk: int = 65_536, progress: bool = False) -> "AnnGraph":
         """Project the name rows chunk by chunk (never all of them in float32: 6 GB at 6M names) into a new graph;
         ``progress``: a bar over the names (minutes per million)."""
         from tqdm import tqdm
@@ -130,6 +130,7 @@ class AnnGraph:
             for lo in range(0, matrix.shape[0], chunk):
                 rows = np.asarray(matrix[lo : lo + chunk] @ projection, dtype=np.float32)
                 graph.add(np.arange(lo, lo + len(rows), dtype=np.uint64), rows, threads=threads)
+                release_pages(matrix.data, matrix.indices, matrix.indptr)  # read once: keep them out of RSS
                 bar.update(len(rows))
         return cls(projection, graph, settings, fit_id)
 
