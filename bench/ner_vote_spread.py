@@ -53,8 +53,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "command": "python bench/ner_vote_spread.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "gold": str(args.gold), "documents": len(gold), "size": args.size, "min_votes": majority,
         "alone": alone, "votes": votes,
-        "summary": {"alone_median_f": round(statistics.median(f_alone), 2), "alone_min_max_f": [min(f_alone), max(f_alone)],
-                    "vote_median_f": round(statistics.median(f_votes), 2), "vote_min_max_f": [min(f_votes), max(f_votes)]},
+        "summary": {"alone_median_f": round(statistics.median(f_alone), 2),
+                    "alone_min_max_f": [min(f_alone), max(f_alone)],
+                    "vote_median_f": round(statistics.median(f_votes), 2),
+                    "vote_min_max_f": [min(f_votes), max(f_votes)]},
     }
     atomic_write_json(args.json, report, indent=1)
     print(json.dumps(report["summary"]))

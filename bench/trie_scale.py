@@ -35,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import DEFAULT_CACHE, DEFAULT_KB_SOURCE, cached_kb, cached_model, current_rss_mb, machine, peak_rss_mb, run_worker, write_json_atomic  # noqa: E402
 
+from spacy_angel.memory import release_free_heap  # noqa: E402
+
 SCRIPT = Path(__file__).resolve()
 EOS = 2
 
@@ -91,16 +93,6 @@ def synthetic_names(size: int, lengths_pool: np.ndarray, vocab: int, zipf: float
 
 
 # ----------------------------------------------------------------------------- workers
-def malloc_trim() -> None:
-    """Hand freed heap pages back to the OS (glibc keeps them after the build's temporaries)."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def reset_peak() -> None:
     """Reset the kernel's peak-RSS counter (VmHWM) for this process."""
     with open("/proc/self/clear_refs", "w", encoding="utf8") as fh:
@@ -145,7 +137,7 @@ def worker(args: argparse.Namespace) -> Dict[str, Any]:
         out["build_peak_mb"] = peak_rss_mb() - before
         gc.collect()
         out["retained_mb"] = current_rss_mb() - before  # the input is still alive: not counted
-        malloc_trim()
+        release_free_heap()
         out["retained_trimmed_mb"] = current_rss_mb() - before
         out["array_mb"] = trie.nbytes / 1e6
         out["nodes"] = trie.num_nodes
@@ -165,7 +157,7 @@ def worker(args: argparse.Namespace) -> Dict[str, Any]:
         out["build_peak_mb"] = peak_rss_mb() - before
         gc.collect()
         out["retained_mb"] = current_rss_mb() - before
-        malloc_trim()
+        release_free_heap()
         out["retained_trimmed_mb"] = current_rss_mb() - before
         out["nodes"] = count_nodes(trie.root)
     return out

@@ -123,23 +123,3 @@ def read_arrays(path: PathLike, mmap: bool = True) -> Tuple[Dict[str, np.ndarray
                 fh.seek(start + begin)
                 arrays[name] = np.frombuffer(fh.read(end - begin), dtype=dtype).reshape(shape).copy()
     return arrays, {str(k): str(v) for k, v in metadata.items()}
-
-
-def release_pages(*arrays: np.ndarray) -> int:
-    """Drop this process's resident pages of the mapped ``arrays`` (``madvise(MADV_DONTNEED)``); returns how
-    many mappings it released. In-memory arrays, and platforms without ``madvise``, are left as they are.
-
-    Why: a pass over a mapped array (the ANN graph build reads every TF-IDF row once) keeps each page it
-    touched resident, so the build's RSS grew by the whole matrix (2.2 GB at 6M names) although the pages
-    were never needed again. They stay in the page cache; a later read maps them back without disk I/O.
-    """
-    import mmap as _mmap_module
-
-    released = 0
-    for array in arrays:
-        mapping = getattr(array, "_mmap", None)  # np.memmap's own mmap object (slices share it)
-        if mapping is None or mapping.closed or not hasattr(mapping, "madvise"):
-            continue
-        mapping.madvise(_mmap_module.MADV_DONTNEED)
-        released += 1
-    return released

@@ -260,3 +260,18 @@ def tiny_ner_seeds(tmp_path_factory) -> list:
         train_tiny_ner(seed).to_disk(root / f"seed-{seed}")
         paths.append(root / f"seed-{seed}")
     return paths
+
+
+PROJECT_SCRIPTS = Path(__file__).resolve().parents[1] / "projects" / "angel" / "scripts"
+
+
+def project_script(name: str):
+    """A module of ``projects/angel/scripts`` (they import one another by bare name, as weasel runs them)."""
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(PROJECT_SCRIPTS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(PROJECT_SCRIPTS))

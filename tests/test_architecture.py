@@ -74,8 +74,8 @@ def test_the_import_scan_sees_lazy_and_dynamic_imports():
 # ---------------------------------------------------------------------------- one-way flow
 #: each package's stages, bottom first: a module may import its own stage and the ones before it
 LAYERS: Dict[str, Tuple[str, ...]] = {
-    "spacy_angel": ("types", "errors", "fileio", "locks", "mapped_arrays", "kb", "seq2seq", "retrieval", "trie",
-                    "decoding", "linking", "pipeline", "apps"),
+    "spacy_angel": ("types", "errors", "fileio", "locks", "memory", "mapped_arrays", "kb", "seq2seq", "retrieval",
+                    "trie", "decoding", "linking", "pipeline", "apps"),
     "training": ("settings", "data", "examples", "runs", "evaluation", "stages", "hpo_default", "cli_support", "cli_vocabulary",
                  "cli"),
 }

@@ -77,7 +77,6 @@ class NerVote:
         doc.ents = [Span(doc, start, end, label=label) for start, end, label in vote_spans(groups, self.min_votes)]
         return doc
 
-
     def score(self, examples: Iterable[Example], **kwargs: Any) -> Dict[str, Any]:
         """Entity P/R/F with the configured scorer (spaCy's ``spacy.ner_scorer.v1`` by default)."""
         return self.scorer(examples, **kwargs) if self.scorer is not None else {}

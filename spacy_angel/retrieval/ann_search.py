@@ -33,7 +33,8 @@ import numpy as np
 
 from spacy_angel.errors import Errors, NameIndexError
 from spacy_angel.fileio import atomic_path
-from spacy_angel.mapped_arrays import read_arrays, release_pages, write_arrays
+from spacy_angel.mapped_arrays import read_arrays, write_arrays
+from spacy_angel.memory import release_free_heap, release_pages
 from spacy_angel.retrieval.pruned_search import best_merged, keep_terms, rescore_pairs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -121,6 +122,7 @@ class AnnGraph:
         ``progress``: a bar over the names (minutes per million)."""
         from tqdm import tqdm
 
+        release_free_heap()  # the graph is the build's largest allocation: start it from a trimmed heap
         rng = np.random.default_rng(settings.seed)
         projection = (rng.standard_normal((matrix.shape[1], settings.dim)) / np.sqrt(settings.dim)).astype(np.float32)
         graph = _usearch_index()(ndim=settings.dim, metric="cos", dtype="i8", connectivity=settings.connectivity,

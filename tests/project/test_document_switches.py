@@ -4,25 +4,17 @@ config; ``scripts/copy_model.py`` copies a model without its hybrid extras. Issu
 by default only where dev says so, with its dev figure."""
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import project_script
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-PROJECT_SCRIPTS = Path(__file__).resolve().parents[2] / "projects" / "angel" / "scripts"
 TEXT = "Cystic fibrosis (CF) is inherited. Most CF patients have lung disease, and CF is common."
 
-
-def _script(name: str):
-    sys.path.insert(0, str(PROJECT_SCRIPTS))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(PROJECT_SCRIPTS))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +48,7 @@ def gold_docbin(tmp_path_factory) -> Path:
 
 
 def test_every_combination_is_scored_and_propagation_links_the_short_forms(tmp_path, ruler_pipeline, gold_docbin):
-    switches = _script("document_switches")
+    switches = project_script("document_switches")
     out = tmp_path / "switches.json"
     assert switches.main([str(ruler_pipeline), str(gold_docbin), "--output", str(out)]) == 0
     report = json.loads(out.read_text())
@@ -72,7 +64,7 @@ def test_every_combination_is_scored_and_propagation_links_the_short_forms(tmp_p
 
 
 def test_choose_takes_the_best_f1_then_the_fewest_switches():
-    switches = _script("document_switches")
+    switches = project_script("document_switches")
 
     def row(f1, a, b, c):
         return {"switches": dict(zip(switches.SWITCHES, (a, b, c))), "e2e": {"f1": f1}}
@@ -87,7 +79,7 @@ def test_sweep_leaves_the_linker_settings_as_they_were(ruler_pipeline, gold_docb
     import spacy
     from spacy.tokens import DocBin
 
-    switches = _script("document_switches")
+    switches = project_script("document_switches")
     nlp = spacy.load(ruler_pipeline)
     before = dict(nlp.get_pipe("angel_linker").cfg)
     switches.sweep(nlp, list(DocBin().from_disk(gold_docbin).get_docs(nlp.vocab)))
@@ -101,7 +93,7 @@ def test_assemble_applies_the_chosen_switches_and_refuses_a_bad_file(tmp_path, t
     ner.add_pipe("ner")
     ner.initialize()
     ner.to_disk(tmp_path / "ner")
-    assemble = _script("assemble")
+    assemble = project_script("assemble")
     chosen = {"abbreviation_propagation": True, "one_sense_per_document": False, "split_composite": True}
     (tmp_path / "switches.json").write_text(json.dumps({"chosen": chosen}))
     args = [str(tmp_path / "ner"), str(tiny_model_dir), str(tiny_kb_dir), "--output", str(tmp_path / "pipeline"),
@@ -117,7 +109,7 @@ def test_assemble_applies_the_chosen_switches_and_refuses_a_bad_file(tmp_path, t
 def test_copy_model_leaves_out_the_hybrid_extras_and_the_source_alone(tmp_path, tiny_model_dir):
     import shutil
 
-    copy_model = _script("copy_model")
+    copy_model = project_script("copy_model")
     src = tmp_path / "src"
     shutil.copytree(tiny_model_dir, src)
     (src / "fusion.json").write_text("{}")

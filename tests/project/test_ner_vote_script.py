@@ -3,28 +3,18 @@
 every switch of the end-to-end pipeline is chosen on dev, with its dev figure."""
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 from typing import List
 
 import pytest
-from conftest import TINY_NER_TEXTS
+from conftest import TINY_NER_TEXTS, project_script
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-PROJECT_SCRIPTS = Path(__file__).resolve().parents[2] / "projects" / "angel" / "scripts"
 GOLD = [["cystic fibrosis", "breast cancer"], ["Myotonic dystrophy", "Huntington disease"],
         ["Colorectal cancer", "ovarian cancer"], []]
 
-
-def _script(name: str):
-    sys.path.insert(0, str(PROJECT_SCRIPTS))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(PROJECT_SCRIPTS))
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +41,7 @@ def test_each_row_scores_as_the_vote_pipeline_evaluates(tmp_path, tiny_ner_seeds
     from spacy_angel.pipeline.ner_vote import add_ner_vote
 
     out = tmp_path / "vote.json"
-    assert _script("ner_vote").main([str(gold_docbin), *map(str, tiny_ner_seeds), "--output", str(out)]) == 0
+    assert project_script("ner_vote").main([str(gold_docbin), *map(str, tiny_ner_seeds), "--output", str(out)]) == 0
     report = json.loads(out.read_text())
     rows = report["rows"]
     assert [r["min_votes"] for r in rows if "model" not in r] == [None, 1, 2, 3] and len(rows) == 6
@@ -69,7 +59,7 @@ def test_each_row_scores_as_the_vote_pipeline_evaluates(tmp_path, tiny_ner_seeds
 
 
 def test_choose_prefers_the_single_model_then_fewer_votes_on_ties() -> None:
-    choose = _script("ner_vote").choose
+    choose = project_script("ner_vote").choose
     rows = [{"min_votes": None, "ents": {"f": 80.0}}, {"min_votes": 1, "ents": {"f": 80.0}},
             {"min_votes": 2, "ents": {"f": 81.0}}, {"min_votes": 3, "ents": {"f": 81.0}}]
     assert choose(rows) == 2
@@ -86,7 +76,7 @@ def test_assemble_applies_the_choice(tmp_path, tiny_ner_seeds, tiny_model_dir, t
     argv = [str(tiny_ner_seeds[0]), str(tiny_model_dir), str(tiny_kb_dir), "--output", str(out), "--device", "cpu",
             "--num-beams", "3", "--top-k", "3", "--mode", "beam", "--voters", *map(str, tiny_ner_seeds[1:]),
             "--ner-vote", str(choice)]
-    assert _script("assemble").main(argv) == 0
+    assert project_script("assemble").main(argv) == 0
     nlp = spacy.load(out)
     if min_votes is None:
         assert nlp.pipe_names == ["tok2vec", "ner", "angel_abbreviations", "angel_linker"]
@@ -107,5 +97,5 @@ def test_assemble_refuses_a_bad_choice(tmp_path, tiny_ner_seeds, tiny_kb_dir, ca
     choice.write_text(json.dumps({"chosen": chosen}))
     argv = [str(tiny_ner_seeds[0]), "unused-model", str(tiny_kb_dir), "--output", str(tmp_path / "out"),
             "--ner-vote", str(choice)] + (["--voters", *map(str, tiny_ner_seeds[1:1 + voters])] if voters else [])
-    assert _script("assemble").main(argv) == 1
+    assert project_script("assemble").main(argv) == 1
     assert message in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -7,20 +7,18 @@ not write into another command's output (``tests/project/test_project_outputs.py
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from conftest import project_script
 from spacy_angel.linking.fusion import FUSION_FILE, FusionWeights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-PROJECT_SCRIPTS = Path(__file__).resolve().parents[3] / "projects" / "angel" / "scripts"
 # far from the defaults (model 0.5, tfidf 4.9, exact 1.2, beam 1.8): the beam's order alone
 WEIGHTS = FusionWeights(model=2.0, tfidf=0.0, exact=0.0, beam=3.0, source="fitted")
 DEV_ROWS = [("D001943", "breast cancer", "breast cancers"), ("D009203", "heart attack", "heart attacks"),
@@ -186,11 +184,7 @@ def test_assemble_script_takes_the_fusion_file(tmp_path, model, tiny_kb_dir):
     ner.initialize()
     ner.to_disk(tmp_path / "ner")
     weights_file = WEIGHTS.to_file(tmp_path / "fusion-angel.json")
-    sys.path.insert(0, str(PROJECT_SCRIPTS))
-    try:
-        assemble = importlib.import_module("assemble")
-    finally:
-        sys.path.remove(str(PROJECT_SCRIPTS))
+    assemble = project_script("assemble")
     args = [str(tmp_path / "ner"), str(model), str(tiny_kb_dir), "--output", str(tmp_path / "pipeline"),
             "--num-beams", "3", "--top-k", "3", "--device", "cpu", "--num-candidates", "4"]
     assert assemble.main([*args, "--fusion", str(weights_file)]) == 0

@@ -1,4 +1,4 @@
-"""``mapped_arrays.release_pages``: a pass over a mapped array need not stay in the process's RSS (the ANN
+"""``memory.release_pages``: a pass over a mapped array need not stay in the process's RSS (the ANN
 graph build reads every TF-IDF row once; at 6M names those pages were 2.2 GB of its peak)."""
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spacy_angel.mapped_arrays import read_arrays, release_pages, write_arrays
+from spacy_angel.mapped_arrays import read_arrays, write_arrays
+from spacy_angel.memory import release_pages
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
 
@@ -45,3 +46,19 @@ def test_in_memory_arrays_are_left_alone(tmp_path) -> None:
     arrays, _ = read_arrays(path, mmap=False)
     assert release_pages(arrays["values"], np.zeros(3)) == 0
     assert arrays["values"].sum() == 10
+
+
+def test_free_heap_goes_back_to_the_os() -> None:
+    """Many small blocks freed at once stay in glibc's heap until the trim hands them back."""
+    import psutil
+
+    from spacy_angel.memory import release_free_heap
+
+    process = psutil.Process()
+    start = process.memory_info().rss
+    blocks = [bytearray(1500) for _ in range(80_000)]  # ~120 MB of malloc'd blocks (pymalloc takes <= 512 B)
+    del blocks[:-1]  # the last one survives, so free() alone cannot shrink the heap's top
+    held = process.memory_info().rss
+    assert held > start + (60 << 20), "the control: freed blocks stay in the process"
+    assert release_free_heap()
+    assert process.memory_info().rss < held - (60 << 20)
