@@ -99,3 +99,15 @@ def test_assemble_refuses_a_bad_choice(tmp_path, tiny_ner_seeds, tiny_kb_dir, ca
             "--ner-vote", str(choice)] + (["--voters", *map(str, tiny_ner_seeds[1:1 + voters])] if voters else [])
     assert project_script("assemble").main(argv) == 1
     assert message in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_assemble_refuses_a_voter_without_ner(tmp_path, tiny_ner_seeds, tiny_kb_dir, capsys) -> None:
+    import spacy
+
+    spacy.blank("en").to_disk(tmp_path / "blank")
+    choice = tmp_path / "vote.json"
+    choice.write_text(json.dumps({"chosen": {"min_votes": 2}}))
+    argv = [str(tiny_ner_seeds[0]), "unused-model", str(tiny_kb_dir), "--output", str(tmp_path / "out"),
+            "--ner-vote", str(choice), "--voters", str(tiny_ner_seeds[1]), str(tmp_path / "blank")]
+    assert project_script("assemble").main(argv) == 1
+    assert "blank (--voters) has no 'ner'" in capsys.readouterr().err and not (tmp_path / "out").exists()

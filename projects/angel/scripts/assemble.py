@@ -103,7 +103,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if min_votes is not None:
         from spacy_angel.pipeline.ner_vote import add_ner_vote
 
-        add_ner_vote(nlp, [spacy.load(path) for path in args.voters], min_votes)
+        voters = [spacy.load(path) for path in args.voters]
+        for path, voter in zip(args.voters, voters):
+            if "ner" not in voter.pipe_names:
+                print(f"error: {path} (--voters) has no 'ner' component (pipes: {voter.pipe_names})", file=sys.stderr)
+                return 1
+        add_ner_vote(nlp, voters, min_votes)
     if not args.no_abbreviations:
         # Schwartz-Hearst definitions in each document: the linker then reads "DMD" as its long form,
         # as the training mentions were preprocessed (BioSyn / ANGEL protocol).
