@@ -116,3 +116,17 @@ def test_vote_pipeline_equals_the_vote_of_its_models(tiny_ner_seeds: List[Path],
     gold = [Example.from_dict(nlp.make_doc(text), {"entities": [(s, e, "Disease") for s, e in ents]})
             for text, ents in TINY_NER_TRAIN]
     assert "ents_f" in reloaded.evaluate(gold)
+
+
+def test_vote_pipeline_runs_in_worker_processes(tiny_ner_seeds: List[Path]) -> None:
+    """``nlp.pipe(n_process=2)`` ships the span groups and voted entities back like one process does."""
+    nlp = spacy.load(tiny_ner_seeds[0])
+    add_ner_vote(nlp, [spacy.load(path) for path in tiny_ner_seeds[1:]], 2)
+    texts = TEXTS * 4
+
+    def seen(docs) -> list:
+        return [([(e.start, e.end) for e in d.ents], [(s.start, s.end) for s in d.spans["ner_1"]]) for d in docs]
+
+    alone = seen(nlp.pipe(texts))
+    forked = seen(nlp.pipe(texts, n_process=2, batch_size=2))
+    assert forked == alone and any(ents for ents, _ in alone)
