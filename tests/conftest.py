@@ -165,20 +165,11 @@ def kill_at():
 
 _MAPPED_PAGES = """
 import sys
+from smaps import mapped_pages_kb
 {setup}
 print("ready", flush=True)
 sys.stdin.readline()
-rss = pss = 0
-with open("/proc/self/smaps") as fh:
-    mapped = False
-    for line in fh:
-        if "-" in line.split(" ")[0] and len(line.split()) >= 5:
-            mapped = line.rstrip().endswith({suffix!r})
-        elif mapped and line.startswith("Rss:"):
-            rss += int(line.split()[1])
-        elif mapped and line.startswith("Pss:"):
-            pss += int(line.split()[1])
-print(rss, pss, flush=True)
+print(*mapped_pages_kb({suffix!r}), flush=True)
 """
 
 
@@ -190,7 +181,7 @@ def mapped_pages_of_two_processes(setup: str, suffix: str, *args: str) -> tuple:
     import sys
 
     script = _MAPPED_PAGES.format(setup=setup, suffix=suffix)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), str(Path(__file__).parent)])}
     procs = [subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True, env=env) for _ in range(2)]
     try:

@@ -8,22 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from smaps import mapped_pages_kb
 from spacy_angel.mapped_arrays import read_arrays, write_arrays
 from spacy_angel.memory import release_pages
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
-
-
-def resident_kb(path: Path) -> int:
-    """Rss (kB) of this process's mappings of ``path``."""
-    total, inside = 0, False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        first = line.split(maxsplit=1)[0] if line.strip() else ""
-        if not first.endswith(":"):  # a mapping's header line: "start-end perms offset dev inode path"
-            inside = line.rstrip().endswith(str(path))
-        elif inside and line.startswith("Rss:"):
-            total += int(line.split()[1])
-    return total
 
 
 def test_released_pages_leave_rss_and_the_values_stay(tmp_path) -> None:
@@ -33,10 +22,10 @@ def test_released_pages_leave_rss_and_the_values_stay(tmp_path) -> None:
     arrays, _ = read_arrays(path)
     mapped = arrays["values"]
     assert float(mapped.sum(dtype=np.float64)) == float(values.sum(dtype=np.float64))  # touches every page
-    before = resident_kb(path)
+    before = mapped_pages_kb(str(path))[0]
     assert before > 30_000, "the control: a full pass keeps the pages resident"
     assert release_pages(mapped, mapped[5:100]) == 2
-    assert resident_kb(path) < 1_000
+    assert mapped_pages_kb(str(path))[0] < 1_000
     assert np.array_equal(mapped[::4096], values[::4096])  # readable again, from the page cache
 
 
