@@ -14,11 +14,11 @@ import json
 import statistics
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "projects" / "angel" / "scripts"))
 
-from ner_vote import entity_scores  # noqa: E402  (the workflow's scorer, so the figures compare)
+from ner_vote import entity_scores, predict_spans  # noqa: E402  (the workflow's, so the figures compare)
 
 from spacy_angel.fileio import atomic_write_json  # noqa: E402
 from spacy_angel.pipeline.ner_vote import vote_spans  # noqa: E402
@@ -31,22 +31,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--size", type=int, default=3, help="models per vote (majority: more than half)")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
-    import spacy
-    from spacy.tokens import DocBin
-
-    predicted: List[List[Any]] = []
-    first = spacy.load(args.models[0])
-    gold = list(DocBin().from_disk(args.gold).get_docs(first.vocab))
-    for model in args.models:
-        nlp = spacy.load(model)
-        predicted.append([[(e.start, e.end, e.label_) for e in doc.ents]
-                          for doc in nlp.pipe((d.text for d in gold), batch_size=32)])
-    alone = {str(m): entity_scores(gold, spans, first.make_doc) for m, spans in zip(args.models, predicted)}
+    gold, predicted, make_doc = predict_spans(args.gold, args.models)
+    alone = {str(m): entity_scores(gold, spans, make_doc) for m, spans in zip(args.models, predicted)}
     majority = args.size // 2 + 1
     votes: Dict[str, Dict[str, float]] = {}
     for subset in itertools.combinations(range(len(args.models)), args.size):
         voted = [vote_spans([predicted[i][d] for i in subset], majority) for d in range(len(gold))]
-        votes[",".join(map(str, subset))] = entity_scores(gold, voted, first.make_doc)
+        votes[",".join(map(str, subset))] = entity_scores(gold, voted, make_doc)
     f_alone = [s["f"] for s in alone.values()]
     f_votes = [s["f"] for s in votes.values()]
     report = {

@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from e2e_score import first_missing
 
@@ -38,6 +38,26 @@ def entity_scores(gold_docs: Sequence[Any], predicted: Sequence[SpanKeys], make_
     return {key: round(100 * scores[f"ents_{key}"], 2) for key in ("p", "r", "f")}
 
 
+def predict_spans(gold: Path, models: Sequence[Path]) -> Tuple[List[Any], List[List[SpanKeys]], Any]:
+    """``(gold docs, each model's spans per doc, the first model's make_doc)``: each NER runs once over the
+    gold texts. ``ValueError`` naming a model without an ``ner`` component."""
+    import spacy
+    from spacy.tokens import DocBin
+
+    predicted: List[List[SpanKeys]] = []
+    gold_docs: List[Any] = []
+    make_doc = None
+    for model in models:
+        nlp = spacy.load(model)
+        if "ner" not in nlp.pipe_names:
+            raise ValueError(f"{model} has no 'ner' component (pipes: {nlp.pipe_names})")
+        make_doc = make_doc or nlp.make_doc
+        gold_docs = gold_docs or list(DocBin().from_disk(gold).get_docs(nlp.vocab))
+        docs = nlp.pipe((doc.text for doc in gold_docs), batch_size=32)
+        predicted.append([[(e.start, e.end, e.label_) for e in doc.ents] for doc in docs])
+    return gold_docs, predicted, make_doc
+
+
 def choose(rows: List[Dict[str, Any]]) -> Optional[int]:
     """``min_votes`` of the best row (None: the first model alone)."""
     best = max(rows, key=lambda r: (r["ents"]["f"], r["min_votes"] is None, -(r["min_votes"] or 0)))
@@ -54,24 +74,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if missing is not None:
         print(f"error: {missing} does not exist", file=sys.stderr)
         return 1
-    import spacy
-    from spacy.tokens import DocBin
-
     from spacy_angel.fileio import atomic_write_json
     from spacy_angel.pipeline.ner_vote import vote_spans
 
-    predicted: List[List[SpanKeys]] = []
-    gold_docs: List[Any] = []
-    make_doc = None
-    for model in args.models:
-        nlp = spacy.load(model)
-        make_doc = make_doc or nlp.make_doc
-        if "ner" not in nlp.pipe_names:
-            print(f"error: {model} has no 'ner' component (pipes: {nlp.pipe_names})", file=sys.stderr)
-            return 1
-        gold_docs = gold_docs or list(DocBin().from_disk(args.gold).get_docs(nlp.vocab))
-        docs = nlp.pipe((doc.text for doc in gold_docs), batch_size=32)
-        predicted.append([[(e.start, e.end, e.label_) for e in doc.ents] for doc in docs])
+    try:
+        gold_docs, predicted, make_doc = predict_spans(args.gold, args.models)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     rows = [{"min_votes": None, "ents": entity_scores(gold_docs, predicted[0], make_doc)}]
     for min_votes in range(1, len(args.models) + 1):
         voted = [vote_spans([model[d] for model in predicted], min_votes) for d in range(len(gold_docs))]
