@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Dict, Tuple
 import numpy as np
 
 from spacy_angel.mapped_arrays import read_arrays
+from spacy_angel.memory import release_pages
 
 if TYPE_CHECKING:  # pragma: no cover
     import scipy.sparse as sp
@@ -29,8 +30,15 @@ def read_index_arrays(d: Path, version: int, mmap: bool) -> Tuple[Dict[str, np.n
 
 
 def consistent_csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, rows: int, cols: int) -> bool:
-    return bool(len(indptr) == rows + 1 and int(indptr[-1]) == len(data) and len(indices) == len(data)
-                and (not len(indices) or (int(indices.min()) >= 0 and int(indices.max()) < cols)))
+    """Whether the arrays make a ``rows x cols`` CSR matrix whose column indices are all in range (SciPy's
+    products do not check them). The check reads every index once, and mapped pages read stay resident:
+    at 6M names that was 1.5 GB of a just-loaded index's RSS (of 2.9 GB), so they are released after it
+    (they stay in the page cache; a query maps back the few it needs)."""
+    if not (len(indptr) == rows + 1 and int(indptr[-1]) == len(data) and len(indices) == len(data)):
+        return False
+    in_range = not len(indices) or (int(indices.min()) >= 0 and int(indices.max()) < cols)
+    release_pages(indices)
+    return bool(in_range)
 
 
 def csr_over(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, shape: Tuple[int, int]) -> "sp.csr_matrix":
