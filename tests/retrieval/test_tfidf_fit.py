@@ -117,3 +117,66 @@ def test_a_streamed_array_that_breaks_its_length_leaves_no_file(tmp_path) -> Non
     with pytest.raises(ValueError, match="E460"):
         write_arrays(tmp_path / "x.safetensors", {"a": short}, {})
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("processes,chunk", [(2, 3), (3, 1000), (8, 2)])
+def test_a_fit_in_forked_processes_equals_fit_transform_bit_for_bit(processes: int, chunk: int, tmp_path) -> None:
+    """Each process fits a range of the names; their first-appearance lists, joined in range order, must give
+    one pass's entry order (the names are ordered so that a later range meets terms an earlier one has)."""
+    kb = kb_from(NAMES)
+    kb.to_disk(tmp_path / "kb")
+    for source in (kb, KnowledgeBase.from_disk(tmp_path / "kb")):  # in memory and mapped
+        index = NameIndex(source)
+        assert_same(fit_tfidf(source.names, index._new_vectorizer, chunk=chunk, processes=processes), one_shot(index))
+
+
+def test_the_default_forks_one_process_per_core_only_for_large_kbs() -> None:
+    import os
+    import sys
+
+    from spacy_angel.retrieval.tfidf_fit import PARALLEL_FROM, default_processes
+
+    assert default_processes(PARALLEL_FROM - 1) == 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    assert default_processes(PARALLEL_FROM) == (min(4, cores) if sys.platform.startswith("linux") else 1)
+
+
+_KILLED_FIT = """
+import time
+from sklearn.feature_extraction.text import TfidfVectorizer
+from spacy_angel.retrieval.tfidf_fit import fit_tfidf
+
+def slow(name):  # a slow analyzer keeps the workers busy long enough to kill their parent
+    time.sleep(0.01)
+    return [name[i:i + 3] for i in range(max(1, len(name) - 2))]
+
+print("fitting", flush=True)
+fit_tfidf([f"name {i}" for i in range(4000)], lambda vocabulary=None: TfidfVectorizer(analyzer=slow, vocabulary=vocabulary),
+          processes=2)
+"""
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="forks only on Linux")
+def test_a_killed_fit_takes_its_workers_with_it() -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import psutil
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_FIT], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "fitting"
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 30
+    while len(parent.children()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = parent.children()
+    assert len(workers) == 2, "the control: the fit forked its two workers"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"workers outlived their killed parent: {[p.pid for p in alive]}"
