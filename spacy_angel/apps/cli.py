@@ -54,6 +54,8 @@ def kb_build(
     index: bool = typer.Option(True, "--index/--no-index", help="Also write the TF-IDF name index (for candidates)."),
     ann: bool = typer.Option(False, "--ann", help="Also write an ANN graph of the index, for search='ann' on KBs of "
                              "millions of names (needs usearch: pip install 'spacy-angel[ann]'; minutes per million names)."),
+    cores: Optional[int] = typer.Option(None, "--cores", min=1, help="CPU cores for the index: processes of the "
+                                        "TF-IDF fit (from 200,000 names on) and threads of the ANN graph (default: all)."),
 ) -> None:
     """Build a KB directory (names, ids, definitions, types, TF-IDF name index) from one or more sources.
 
@@ -69,6 +71,7 @@ def kb_build(
             overwrite=overwrite,
             index=index,
             ann=ann,
+            cores=cores,
             languages=split(languages) or ("ENG",),
             sources=split(vocabularies),
             semantic_types=split(semantic_types),

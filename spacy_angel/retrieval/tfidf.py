@@ -47,7 +47,7 @@ from spacy_angel.retrieval.index_files import (
     read_index_arrays,
 )
 from spacy_angel.retrieval.pruned_search import pruned_nearest, streamed_postings, term_postings
-from spacy_angel.retrieval.tfidf_fit import fit_tfidf
+from spacy_angel.retrieval.tfidf_fit import default_processes, fit_tfidf
 from spacy_angel.types import Candidate
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -110,12 +110,14 @@ class NameIndex:
         return TfidfVectorizer(analyzer=self.analyzer, ngram_range=self.ngram_range, lowercase=True,
                                dtype=np.float32, norm="l2", vocabulary=vocabulary)
 
-    def fit(self) -> "NameIndex":
+    def fit(self, cores: Optional[int] = None) -> "NameIndex":
         """Fit idf on the KB names and vectorise them (rows are L2-normalised: dot = cosine), chunk by
-        chunk in bounded memory (:mod:`.tfidf_fit`)."""
+        chunk in bounded memory, from 200,000 names on in a forked process per core (of ``cores``; the same
+        matrix either way; :mod:`.tfidf_fit`)."""
         if not self.kb.num_names:
             raise ValueError(Errors.E210)
-        self.vectorizer, self.matrix = fit_tfidf(self.kb.names, self._new_vectorizer)
+        self.vectorizer, self.matrix = fit_tfidf(self.kb.names, self._new_vectorizer,
+                                                 processes=default_processes(self.kb.num_names, cores))
         self._postings, self.graph, self.fit_id = None, None, self._fit_id()
         if self.search == "ann":
             self.build_ann()

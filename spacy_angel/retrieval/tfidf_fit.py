@@ -96,15 +96,15 @@ def fit_tfidf(names: Sequence[str], new_vectorizer: Callable[..., "TfidfVectoriz
     return vectorizer, matrix
 
 
-def default_processes(num_names: int) -> int:
-    """Forked processes for a fit of ``num_names``: one per core, at most 4, from :data:`PARALLEL_FROM`
-    names on, where fork is the start method (Linux); else 1."""
+def default_processes(num_names: int, cores: Optional[int] = None) -> int:
+    """Forked processes for a fit of ``num_names``: one per core (of ``cores``, default all), at most 4, from
+    :data:`PARALLEL_FROM` names on, where fork is the start method (Linux); else 1."""
     import os
     import sys
 
     if num_names < PARALLEL_FROM or not sys.platform.startswith("linux"):
         return 1
-    return max(1, min(4, len(os.sched_getaffinity(0))))
+    return max(1, min(4, len(os.sched_getaffinity(0)), cores or 4))
 
 
 def _count_terms(span: Tuple[int, int]) -> Tuple[List[str], Dict[str, int], int]:

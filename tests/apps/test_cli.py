@@ -111,7 +111,9 @@ def test_init_model_names_the_line_of_a_non_utf8_corpus(tmp_path, tiny_kb_dir):
 @pytest.mark.skipif(importlib.util.find_spec("usearch") is None, reason="needs usearch (the ann extra)")
 def test_kb_build_ann_and_link_with_ann_search(tmp_path):
     (tmp_path / "kb.tsv").write_text(TSV)
-    result = invoke("kb", "build", tmp_path / "kb.tsv", "--output", tmp_path / "kb", "--ann")
+    result = invoke("kb", "build", tmp_path / "kb.tsv", "--output", tmp_path / "kb", "--ann", "--cores", "0")
+    assert result.exit_code != 0 and not (tmp_path / "kb").exists()  # --cores counts from 1
+    result = invoke("kb", "build", tmp_path / "kb.tsv", "--output", tmp_path / "kb", "--ann", "--cores", "1")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "kb" / "tfidf-ann.usearch").is_file()
     assert invoke("init-model", tmp_path / "kb", tmp_path / "model", "--size", "tiny").exit_code == 0

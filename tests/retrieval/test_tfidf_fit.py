@@ -139,6 +139,7 @@ def test_the_default_forks_one_process_per_core_only_for_large_kbs() -> None:
     assert default_processes(PARALLEL_FROM - 1) == 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     assert default_processes(PARALLEL_FROM) == (min(4, cores) if sys.platform.startswith("linux") else 1)
+    assert default_processes(PARALLEL_FROM, cores=1) == 1  # kb build --cores 1
 
 
 _KILLED_FIT = """
