@@ -566,7 +566,8 @@ def faults_markdown() -> List[str]:
     from test_kills import FAULTS as KILLS
     DYING = _faults_of("pipeline/test_dying_workers.py") + _faults_of("apps/test_ray_actor_kill.py")
     MAPPED = _faults_of("kb/test_kb_store.py") + _faults_of("retrieval/test_pruned_search.py") + \
-        _faults_of("retrieval/test_ann_search.py")
+        _faults_of("retrieval/test_ann_search.py") + _faults_of("retrieval/test_index_load_check.py") + \
+        _faults_of("retrieval/test_tfidf_fit.py")
     from test_locks import FAULTS, WRITERS
     from test_write_faults import FAULTS as WRITES
 

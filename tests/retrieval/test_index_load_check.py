@@ -16,6 +16,12 @@ from spacy_angel.retrieval.index_files import INDEX_ARRAYS
 from spacy_angel.retrieval.tfidf import NameIndex
 
 
+FAULTS = [("a saved index whose column indices point past its vocabulary (a damaged file)",
+           "NameIndex.from_disk / the linker's retriever",
+           "`[E216]` naming the folder with a `kb build --index` hint; the linker refits and saves the index",
+           "retrieval/test_index_load_check.py::test_a_column_index_out_of_range_is_refused_naming_the_folder")]
+
+
 def make_kb(n: int = 30_000):
     return kb_from({f"C{i}": [f"name {i} of concept {i * 7919 % 100003} x{i * 31 % 977}"] for i in range(n)})
 

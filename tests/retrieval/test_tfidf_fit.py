@@ -142,6 +142,11 @@ def test_the_default_forks_one_process_per_core_only_for_large_kbs() -> None:
     assert default_processes(PARALLEL_FROM, cores=1) == 1  # kb build --cores 1
 
 
+FAULTS = [("the process fitting a KB of 200,000+ names killed (SIGKILL) while its forked workers run",
+           "kb build / NameIndex.fit", "the workers die with it (`PR_SET_PDEATHSIG`); nothing is left running",
+           "retrieval/test_tfidf_fit.py::test_a_killed_fit_takes_its_workers_with_it")]
+
+
 _KILLED_FIT = """
 import time
 from sklearn.feature_extraction.text import TfidfVectorizer
