@@ -74,7 +74,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         changed = json.loads(spec)
         folder = folder_for(args.kb, args.work_dir, changed)
         proc = subprocess.run([sys.executable, __file__, "--kb", str(args.kb), "--graph", spec, "--json", "-",
-                               "--worker", str(folder), spec], capture_output=True, text=True, cwd=str(REPO), check=True)
+                               "--worker", str(folder), spec],
+                              capture_output=True, text=True, cwd=str(REPO), check=True)
         built = json.loads(proc.stdout.strip().splitlines()[-1])
         search = args.work_dir / f"{folder.name}.search.json"
         subprocess.run([sys.executable, str(Path(__file__).with_name("ann_settings.py")), "--kb", str(folder),

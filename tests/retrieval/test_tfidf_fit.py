@@ -157,8 +157,8 @@ def slow(name):  # a slow analyzer keeps the workers busy long enough to kill th
     return [name[i:i + 3] for i in range(max(1, len(name) - 2))]
 
 print("fitting", flush=True)
-fit_tfidf([f"name {i}" for i in range(4000)], lambda vocabulary=None: TfidfVectorizer(analyzer=slow, vocabulary=vocabulary),
-          processes=2)
+fit_tfidf([f"name {i}" for i in range(4000)],
+          lambda vocabulary=None: TfidfVectorizer(analyzer=slow, vocabulary=vocabulary), processes=2)
 """
 
 
