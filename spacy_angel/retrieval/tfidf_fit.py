@@ -98,11 +98,13 @@ def fit_tfidf(names: Sequence[str], new_vectorizer: Callable[..., "TfidfVectoriz
 
 def default_processes(num_names: int, cores: Optional[int] = None) -> int:
     """Forked processes for a fit of ``num_names``: one per core (of ``cores``, default all), at most 4, from
-    :data:`PARALLEL_FROM` names on, where fork is the start method (Linux); else 1."""
+    :data:`PARALLEL_FROM` names on, where fork is the start method (Linux); else 1. 1 as well in a daemonic
+    process (an ``nlp.pipe(n_process=N)`` worker fitting a missing index), which may not have children."""
+    import multiprocessing
     import os
     import sys
 
-    if num_names < PARALLEL_FROM or not sys.platform.startswith("linux"):
+    if num_names < PARALLEL_FROM or not sys.platform.startswith("linux") or multiprocessing.current_process().daemon:
         return 1
     return max(1, min(4, len(os.sched_getaffinity(0)), cores or 4))
 

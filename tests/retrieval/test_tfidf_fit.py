@@ -3,6 +3,8 @@ the same vocabulary, idf and matrix bit for bit (entry order included: it fixes 
 chunk size, and a mapped KB fits like an in-memory one."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -140,6 +142,25 @@ def test_the_default_forks_one_process_per_core_only_for_large_kbs() -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     assert default_processes(PARALLEL_FROM) == (min(4, cores) if sys.platform.startswith("linux") else 1)
     assert default_processes(PARALLEL_FROM, cores=1) == 1  # kb build --cores 1
+
+
+def _processes_in_a_daemon(queue) -> None:
+    from spacy_angel.retrieval.tfidf_fit import PARALLEL_FROM, default_processes
+
+    queue.put(default_processes(PARALLEL_FROM))
+
+
+def test_a_daemonic_worker_fits_in_one_process() -> None:
+    """nlp.pipe(n_process=N) workers are daemonic, and a daemonic process may not start a pool: a worker
+    that has to fit a missing index of a large KB must fit it alone, not fail."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    queue = context.Queue()
+    worker = context.Process(target=_processes_in_a_daemon, args=(queue,), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert queue.get(timeout=10) == 1
 
 
 FAULTS = [("the process fitting a KB of 200,000+ names killed (SIGKILL) while its forked workers run",
