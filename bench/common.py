@@ -110,15 +110,24 @@ def current_rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
+def _status_mb(field: str) -> Optional[float]:
+    """A kB field of ``/proc/self/status`` (Linux) in MB; None where there is none."""
+    try:
+        with open("/proc/self/status", encoding="utf8") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    return None
+
+
 def anon_rss_mb() -> float:
     """The private part of RSS now (``RssAnon``), in MB: what mapped files' page-cache pages, shared and
     reclaimable, do not count in. A mapped file's RSS grows by far more than a process reads (the kernel
     maps cached pages around each fault: 2,000 random bytes of the 6M-name index mapped 337 MB in a probe)."""
-    with open("/proc/self/status", encoding="utf8") as fh:
-        for line in fh:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024 / 1e6
-    return float("nan")
+    value = _status_mb("RssAnon")
+    return float("nan") if value is None else value
 
 
 def peak_rss_mb() -> float:
@@ -127,14 +136,8 @@ def peak_rss_mb() -> float:
     ``VmHWM`` from /proc: unlike ``ru_maxrss`` it is reset by ``exec``, so a worker started
     from a big parent process does not inherit the parent's peak.
     """
-    try:
-        with open("/proc/self/status", encoding="utf8") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024 / 1e6
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+    value = _status_mb("VmHWM")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6 if value is None else value
 
 
 class TreeMemoryPeak:

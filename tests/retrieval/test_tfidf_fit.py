@@ -134,7 +134,6 @@ def test_a_fit_in_forked_processes_equals_fit_transform_bit_for_bit(processes: i
 
 def test_the_default_forks_one_process_per_core_only_for_large_kbs() -> None:
     import os
-    import sys
 
     from spacy_angel.retrieval.tfidf_fit import PARALLEL_FROM, default_processes
 
