@@ -1,4 +1,4 @@
-"""Peak RSS of ``kb build`` per stage: where the build's memory goes (issue 27's 4 GB target at 6M names).
+"""Peak RSS and seconds of ``kb build`` per stage: where the build's memory goes (issue 27's 4 GB target at 6M names).
 
 A thread samples the process's RSS every 20 ms; each stage of ``spacy_angel.retrieval.kb_build.build_kb``
 (reading the sources, writing the KB's tables, mapping the KB, fitting the TF-IDF index, writing it) is
@@ -26,6 +26,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import psutil
 
     process, peaks, stage = psutil.Process(), {}, ["imports"]  # type: ignore[var-annotated]
+    seconds_by_stage: Dict[str, float] = {}
+    entered = [time.perf_counter()]
+
+    def enter(tag: str) -> None:
+        now = time.perf_counter()
+        seconds_by_stage[stage[0]] = seconds_by_stage.get(stage[0], 0.0) + now - entered[0]
+        stage[0], entered[0] = tag, now
 
     def sample() -> None:
         while True:
@@ -41,23 +48,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         function = getattr(owner, name)
 
         def labelled(*a, **k):
-            stage[0] = tag
+            enter(tag)
             try:
                 return function(*a, **k)
             finally:
-                stage[0] = tag + ".after"
+                enter(tag + ".after")
         setattr(owner, name, labelled)
 
     for owner, name in ((kb_build, "load_files"), (KnowledgeBase, "write_files"), (KnowledgeBase, "from_disk"),
                         (tfidf.NameIndex, "fit"), (tfidf.NameIndex, "to_disk"), (tfidf, "streamed_postings")):
         label(owner, name, name)
-    stage[0] = "start"
+    enter("start")
     t0 = time.perf_counter()
     kb_build.build_kb([args.source], args.output, format="tsv", overwrite=True, index=True)
     seconds = time.perf_counter() - t0
-    stage[0] = "end"
+    enter("end")
     time.sleep(0.1)
-    result: Dict[str, object] = {"build_s": round(seconds, 1), "peak_rss_mb_by_stage": {k: round(v / 1e6) for k, v in peaks.items()}}
+    result: Dict[str, object] = {"build_s": round(seconds, 1),
+                                 "seconds_by_stage": {k: round(v, 1) for k, v in seconds_by_stage.items()},
+                                 "peak_rss_mb_by_stage": {k: round(v / 1e6) for k, v in peaks.items()}}
     print(json.dumps(result))
     return 0
 

@@ -112,7 +112,15 @@ def hybrid_evidence(
 def link_hybrid(
     linker: HybridParts, mentions: Sequence[Mention], top_k: int, cache: ResultCache, progress: bool = False
 ) -> List[List[Candidate]]:
-    """Top-k concepts per mention by the fused score (a log-probability over the candidates)."""
+    """Top-k concepts per mention by the fused score (a log-probability over the candidates).
+
+    Mentions of one (input, surface) key share one evidence list, so each list is fused once
+    (candidates are frozen): fusing per mention was 8% of hybrid time on NCBI-disease test (960
+    mentions, 404 keys)."""
     kb = linker.kb
     evidence = hybrid_evidence(linker, mentions, linker.num_candidates, cache, progress=progress)
-    return [fuse(concept_evidence(ev, kb.ids_for_index), linker.fusion, kb.names, top_k) for ev in evidence]
+    fused: Dict[int, List[Candidate]] = {}
+    for ev in evidence:
+        if id(ev) not in fused:
+            fused[id(ev)] = fuse(concept_evidence(ev, kb.ids_for_index), linker.fusion, kb.names, top_k)
+    return [list(fused[id(ev)]) for ev in evidence]

@@ -5,8 +5,9 @@ lists that lengthen with the KB. Here a query's work hardly grows with the KB:
 
 1. **graph**: every name row is projected to ``dim`` dimensions by a seeded Gaussian matrix (terms x dim,
    saved) and put in an HNSW graph (cosine, int8 vectors), written beside the KB by ``kb build --ann`` and
-   memory-mapped on load, so ``n_process`` workers share its pages. The query's projection finds
-   ``graph_depth`` names with ``expansion_search`` candidates in flight.
+   memory-mapped on load, so ``n_process`` workers share its pages. Names with identical vectors (word-order
+   variants) are one node, their twins listed beside it (:mod:`.twin_names`). The query's projection finds
+   ``graph_depth`` vectors with ``expansion_search`` candidates in flight; each brings all its names.
 2. **rare 3-grams**: the query's 3-grams with the shortest posting lists, as long as those lists hold at
    most ``rare_budget`` entries together, give partial scores; their ``rare_depth`` best names are added.
    A graph walk misses names that share only a short query ("dm") or one rare word with it: they are
@@ -40,6 +41,7 @@ from spacy_angel.fileio import atomic_path
 from spacy_angel.mapped_arrays import read_arrays, write_arrays
 from spacy_angel.memory import release_free_heap, release_pages
 from spacy_angel.retrieval.pruned_search import best_merged, keep_terms, rescore_pairs
+from spacy_angel.retrieval.twin_names import TwinTable
 
 if TYPE_CHECKING:  # pragma: no cover
     import scipy.sparse as sp
@@ -115,17 +117,19 @@ def _usearch_index() -> Any:
 class AnnGraph:
     """The projection and the HNSW graph of one fitted TF-IDF index (``fit_id``)."""
 
-    def __init__(self, projection: np.ndarray, graph: Any, settings: GraphSettings, fit_id: str) -> None:
+    def __init__(self, projection: np.ndarray, graph: Any, settings: GraphSettings, fit_id: str,
+                 twins: TwinTable = TwinTable.empty()) -> None:
         self.projection = projection
         self.graph = graph
         self.settings = settings
         self.fit_id = fit_id
+        self.twins = twins  # names whose vector another name holds in the graph (twin_names)
 
     @classmethod
     def build(cls, matrix: "sp.csr_matrix", fit_id: str, settings: GraphSettings = GraphSettings(),
               threads: int = 0, chunk: int = 65_536, progress: bool = False) -> "AnnGraph":
-        """Project the name rows chunk by chunk (never all of them in float32: 6 GB at 6M names) into a new graph;
-        ``progress``: a bar over the names (minutes per million)."""
+        """Project the name rows chunk by chunk (never all of them in float32: 6 GB at 6M names) into a new graph,
+        one node per distinct vector (:mod:`.twin_names`); ``progress``: a bar over the names (minutes per million)."""
         from tqdm import tqdm
 
         release_free_heap()  # the graph is the build's largest allocation: start it from a trimmed heap
@@ -133,23 +137,28 @@ class AnnGraph:
         projection = (rng.standard_normal((matrix.shape[1], settings.dim)) / np.sqrt(settings.dim)).astype(np.float32)
         graph = _usearch_index()(ndim=settings.dim, metric="cos", dtype="i8", connectivity=settings.connectivity,
                                  expansion_add=settings.expansion_add, enable_key_lookups=False)
+        twins = TwinTable.of(matrix)
+        in_graph = twins.is_rep_or_single(matrix.shape[0])
         bar = tqdm(total=matrix.shape[0], desc="ANN graph", unit="name", disable=not progress, dynamic_ncols=True)
         with bar:
             for lo in range(0, matrix.shape[0], chunk):
-                rows = np.asarray(matrix[lo : lo + chunk] @ projection, dtype=np.float32)
-                graph.add(np.arange(lo, lo + len(rows), dtype=np.uint64), rows, threads=threads)
+                hi = min(matrix.shape[0], lo + chunk)
+                keep = np.flatnonzero(in_graph[lo:hi])
+                rows = np.asarray(matrix[lo + keep] @ projection, dtype=np.float32)
+                graph.add((lo + keep).astype(np.uint64), rows, threads=threads)
                 release_pages(matrix.data, matrix.indices, matrix.indptr)  # read once: keep them out of RSS
-                bar.update(len(rows))
-        return cls(projection, graph, settings, fit_id)
+                bar.update(hi - lo)
+        return cls(projection, graph, settings, fit_id, twins)
 
     def save(self, directory: Path) -> None:
         """The graph (usearch's own file), then the projection and settings: each temp + rename. The second
         file carries the graph's size and the fit's id, so a crash between them reads as stale."""
         with atomic_path(directory / ANN_GRAPH) as tmp:
             self.graph.save(str(tmp))
-        meta = {"format": _FORMAT, "fit_id": self.fit_id, "num_names": str(len(self.graph)),
+        meta = {"format": _FORMAT, "fit_id": self.fit_id, "num_names": str(len(self.graph) + len(self.twins.names)),
                 "settings": json.dumps(asdict(self.settings))}
-        write_arrays(directory / ANN_ARRAYS, {"projection": self.projection}, meta)
+        write_arrays(directory / ANN_ARRAYS, {"projection": self.projection, "twin_reps": self.twins.reps,
+                                              "twin_ptr": self.twins.ptr, "twin_names": self.twins.names}, meta)
 
     @classmethod
     def load(cls, directory: Path, fit_id: str, num_names: int, num_terms: int) -> "AnnGraph":
@@ -167,23 +176,29 @@ class AnnGraph:
             if graph is None:
                 raise ValueError("not a usearch index")
             projection = arrays["projection"]
-            if (len(graph) != num_names or str(num_names) != meta.get("num_names") or graph.ndim != settings.dim
+            twins = TwinTable.empty()  # a graph saved before twins were folded holds every name
+            if "twin_names" in arrays:
+                twins = TwinTable(np.asarray(arrays["twin_reps"]), np.asarray(arrays["twin_ptr"]),
+                                  np.asarray(arrays["twin_names"]))
+            twins.check(num_names)
+            held = len(graph) + len(twins.names)
+            if (held != num_names or str(num_names) != meta.get("num_names") or graph.ndim != settings.dim
                     or projection.shape != (num_terms, settings.dim)):
-                raise ValueError(f"it holds {len(graph)} names of {graph.ndim} dimensions, the KB {num_names}")
+                raise ValueError(f"it holds {held} names of {graph.ndim} dimensions, the KB {num_names}")
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
             raise NameIndexError(Errors.E224.format(path=directory / ANN_GRAPH, err=err, hint=REBUILD_HINT)) from err
-        return cls(projection, graph, settings, fit_id)
+        return cls(projection, graph, settings, fit_id, twins)
 
     def candidates(self, queries: "sp.csr_matrix", depth: int, expansion: int) -> Tuple[np.ndarray, np.ndarray]:
-        """``(query row, name index)`` of each query's ``depth`` nearest names in the graph."""
+        """``(query row, name index)`` of each query's ``depth`` nearest vectors in the graph, with all their names."""
         self.graph.expansion_search = int(expansion)
         vectors = np.asarray(queries @ self.projection, dtype=np.float32)
         depth = min(int(depth), len(self.graph))
         keys = self.graph.search(vectors, depth, threads=1).keys.astype(np.int64).reshape(len(vectors), -1)
         rows = np.repeat(np.arange(len(vectors), dtype=np.int64), keys.shape[1])
         keys = keys.reshape(-1)
-        found = (keys >= 0) & (keys < len(self.graph))  # unfilled slots hold a sentinel key
-        return rows[found], keys[found]
+        found = (keys >= 0) & (keys < len(self.graph) + len(self.twins.names))  # unfilled slots hold a sentinel key
+        return self.twins.expand(rows[found], keys[found])
 
 
 def rare_terms(queries: "sp.csr_matrix", posting_lengths: np.ndarray, budget: int) -> "sp.csr_matrix":

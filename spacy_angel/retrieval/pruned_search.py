@@ -29,10 +29,13 @@ from typing import TYPE_CHECKING, Callable, Iterator, List, Tuple
 import numpy as np
 
 from spacy_angel.mapped_arrays import StreamedArray
-from spacy_angel.retrieval.exact_search import block_top_k, keep_top_k
 
 if TYPE_CHECKING:  # pragma: no cover
     import scipy.sparse as sp
+
+
+#: term ranges at most this wide are sorted by 16-bit keys (9.4M entries, the 6M-name index's range: 0.18 vs 1.07 s)
+RADIX_SORTED_TERMS = 1 << 16
 
 
 def term_postings(matrix: "sp.csr_matrix") -> "sp.csr_matrix":
@@ -78,7 +81,10 @@ def streamed_postings(matrix: "sp.csr_matrix", index_dtype: type, *, term_ranges
                     values.append((np.searchsorted(ptr[r0 : r1 + 1], at + a, side="right") - 1 + r0).astype(index_dtype))
             if not terms:  # a matrix without rows
                 continue
-            order = np.argsort(np.concatenate(terms), kind="stable")  # rows stay ascending within a term
+            keys = np.concatenate(terms) - lo
+            if hi - lo <= RADIX_SORTED_TERMS:  # NumPy radix-sorts 16-bit keys: 5.9x faster than int32's stable sort
+                keys = keys.astype(np.uint16)
+            order = np.argsort(keys, kind="stable")  # rows stay ascending within a term
             yield np.concatenate(values)[order]
 
     nnz = int(matrix.nnz)
@@ -180,10 +186,14 @@ def best_merged(weights: "sp.csr_matrix", postings: "sp.csr_matrix", depth: int)
         if not len(names):
             continue
         values = np.concatenate([postings.data[a:b] * w for a, b, w in zip(starts, ends, weights.data[lo:hi])])
-        order = np.argsort(names, kind="stable")
-        names, values = names[order], values[order]
-        first = np.flatnonzero(np.concatenate(([True], names[1:] != names[:-1])))
-        names = _best(names[first], np.add.reduceat(values, first), depth)
+        if len(terms) > 1:  # one list (half the queries at 6M names) is already sorted and has no repeats
+            order = np.argsort(names, kind="stable")
+            names, values = names[order], values[order]
+            repeated = names[1:] == names[:-1]
+            if repeated.any():
+                first = np.flatnonzero(np.concatenate(([True], ~repeated)))
+                names, values = names[first], np.add.reduceat(values, first)
+        names = _best(names, values, depth)
         rows.append(np.full(len(names), row, dtype=np.int64))
         cols.append(names)
     return np.concatenate(rows), np.concatenate(cols)
@@ -199,24 +209,33 @@ def _best(names: np.ndarray, scores: np.ndarray, depth: int) -> np.ndarray:
 def rescore_pairs(queries: "sp.csr_matrix", matrix: "sp.csr_matrix", row_of: np.ndarray, name_of: np.ndarray,
                   k: int) -> List[List[Tuple[int, float]]]:
     """Exact cosines of the (query row, name index) pairs (a pair may be listed more than once), each
-    query's top ``k`` of them, best first, cosine > 0."""
-    import scipy.sparse as sp
+    query's top ``k`` of them, best first (ties on the smaller name index), cosine > 0.
 
+    Per query, its candidates' rows times the query as a dense vector: each cosine is the sum over the
+    name's row in the row's order, in float32, as exact search's sparse product sums it (a term the query
+    lacks adds 0), so both searches give bit-equal scores and break ties alike. One product per chunk of
+    queries (every candidate times every query, then masked to the own pairs) did 64x the work: at 6M
+    names 0.58 -> 0.37 ms per query, the same top-20 (NCBI-disease dev, the KB-scale bench's names)."""
     m = queries.shape[0]
     out: List[List[Tuple[int, float]]] = [[] for _ in range(m)]
     if not len(row_of):
         return out
-    # Exact cosines by the same sparse product as exact search (candidate rows x the query chunk), so
-    # both searches give bit-equal scores and break ties alike; then each query keeps its own candidates,
-    # cut to its top k (ties kept) per row before the sort (sorting every pair was 1/4 of the re-scoring).
-    unique, column = np.unique(name_of, return_inverse=True)
-    product = matrix[unique] @ queries.T.tocsr()  # candidates x queries
-    own = sp.csr_matrix((np.ones(len(row_of), dtype=np.float32), (column, row_of)), shape=product.shape)
-    own.data[:] = 1.0  # a pair listed twice was summed to 2 by the conversion: each counts once
-    none = np.zeros(0, dtype=np.int64)
-    row_of, cols, exact = block_top_k(product.multiply(own), none, none, 0, k)
-    row_of, name_of, exact = keep_top_k(row_of, unique[cols], exact, k)
-    for r, c, s in zip(row_of.tolist(), name_of.tolist(), exact.tolist()):
-        if s > 0:
-            out[r].append((c, s))
+    order = np.argsort(row_of, kind="stable")
+    row_of, name_of = row_of[order], name_of[order]
+    bounds = np.searchsorted(row_of, np.arange(m + 1))
+    dense = np.zeros(queries.shape[1], dtype=np.float32)
+    for row in range(m):
+        lo, hi = bounds[row], bounds[row + 1]
+        if lo == hi:
+            continue
+        names = np.unique(name_of[lo:hi])
+        terms = queries.indices[queries.indptr[row] : queries.indptr[row + 1]]
+        dense[terms] = queries.data[queries.indptr[row] : queries.indptr[row + 1]]
+        scores = np.asarray(matrix[names] @ dense, dtype=np.float32)
+        dense[terms] = 0.0
+        if len(scores) > k:  # the k best and any names tied with the k-th, then the exact order
+            keep = scores >= np.partition(scores, len(scores) - k)[len(scores) - k]
+            names, scores = names[keep], scores[keep]
+        top = np.lexsort((names, -scores))[:k]
+        out[row] = [(int(n), float(v)) for n, v in zip(names[top].tolist(), scores[top].tolist()) if v > 0]
     return out

@@ -83,12 +83,17 @@ def test_a_mapped_kb_fits_like_the_in_memory_one(tmp_path) -> None:
     assert np.array_equal(a.matrix.data, b.matrix.data)
 
 
-@pytest.mark.parametrize("term_ranges,row_chunk", [(1, 1 << 20), (3, 2), (16, 5)])
-def test_streamed_postings_equal_the_transpose(term_ranges: int, row_chunk: int) -> None:
+@pytest.mark.parametrize("term_ranges,row_chunk,radix_terms", [(1, 1 << 20, 1 << 16), (3, 2, 1 << 16), (16, 5, 1 << 16),
+                                                                (3, 2, 1)])
+def test_streamed_postings_equal_the_transpose(term_ranges: int, row_chunk: int, radix_terms: int,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """kb build writes the term-major postings range by range (never whole in memory): the arrays must be
-    the transpose's, names ascending within a term, for any split into ranges and row chunks."""
+    the transpose's, names ascending within a term, for any split into ranges and row chunks, whether a
+    range's terms are sorted as 16-bit keys or not."""
+    from spacy_angel.retrieval import pruned_search
     from spacy_angel.retrieval.pruned_search import streamed_postings, term_postings
 
+    monkeypatch.setattr(pruned_search, "RADIX_SORTED_TERMS", radix_terms)
     index = NameIndex(kb_from(NAMES)).fit()
     want = term_postings(index.matrix)
     indptr, data, indices = streamed_postings(index.matrix, np.int32, term_ranges=term_ranges, row_chunk=row_chunk)
