@@ -144,13 +144,15 @@ def worker_build(source: str, out: str) -> Dict[str, Any]:
         t0 = time.perf_counter()
         build_kb([source], out, format="tsv", overwrite=True, index=True)
         t1 = time.perf_counter()
-        NameIndex.from_disk(out, KnowledgeBase.from_disk(out)).build_ann().save_ann(out)
+        index = NameIndex.from_disk(out, KnowledgeBase.from_disk(out)).build_ann()
+        index.save_ann(out)
         t2 = time.perf_counter()
     # the TF-IDF fit forks workers: the peak is this process's or, if larger, the sampled sum of RSS over
     # it and its children (an upper bound: pages they share count twice); the sum of PSS beside it
     own = peak_rss_mb()
     return {"build_s": t2 - t0, "ann_build_s": t2 - t1, "build_peak_rss_mb": max(own, tree.rss_mb),
-            "build_peak_self_rss_mb": own, "build_peak_pss_mb": tree.pss_mb}
+            "build_peak_self_rss_mb": own, "build_peak_pss_mb": tree.pss_mb,
+            "ann_graph_nodes": len(index.graph.graph), "ann_twin_names": len(index.graph.twins.names)}
 
 
 def _load(kb_dir: str, **settings: Any):
@@ -188,7 +190,8 @@ def worker_share(kb_dir: str) -> Dict[str, Any]:
     return {}
 
 
-BUILD_KEYS = ("build_s", "ann_build_s", "build_peak_rss_mb", "build_peak_self_rss_mb", "build_peak_pss_mb")
+BUILD_KEYS = ("build_s", "ann_build_s", "build_peak_rss_mb", "build_peak_self_rss_mb", "build_peak_pss_mb", "ann_graph_nodes",
+              "ann_twin_names")
 
 
 def worker_query(kb_dir: str, queries_json: str, mass: str, depth: str, exact_sample: str) -> Dict[str, Any]:
@@ -347,6 +350,9 @@ def markdown(records: List[Dict[str, Any]], command: str) -> str:
         f"Linking: {report['model']}, 5 beams, batch 32, {report['mentions']} mentions without context, hybrid "
         f"candidates from ANN search; mentions/s: the median of 3 runs (a record without `linking_runs` had one).", "",
         *rows, "",
+        *(["ANN graph nodes (one per distinct TF-IDF vector; the other names are twins listed beside it): "
+            + "; ".join(f"{r['names']:,} names: {r['ann_graph_nodes']:,} nodes" for r in records if "ann_graph_nodes" in r)
+            + ".", ""] if any("ann_graph_nodes" in r for r in records) else []),
         "PSS counts a page shared by two processes half in each; '2nd worker PSS' is what a second worker adds (PSS of both minus PSS of one alone), beside its RSS.",
         "RSS loaded: the KB and its index just loaded (the query step), and in brackets the whole linking "
         "pipeline (KB, index, model, trie) just loaded (the linking step). After linking, RSS grows by mapped "

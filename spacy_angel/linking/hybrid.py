@@ -115,8 +115,8 @@ def link_hybrid(
     """Top-k concepts per mention by the fused score (a log-probability over the candidates).
 
     Mentions of one (input, surface) key share one evidence list, so each list is fused once
-    (candidates are frozen): fusing per mention was 8% of hybrid time on NCBI-disease test (960
-    mentions, 404 keys)."""
+    (candidates are frozen): fusing per mention took 0.32 of 3.6 s under cProfile on NCBI-disease
+    test (960 mentions, 404 keys), 0.13 s fused per key."""
     kb = linker.kb
     evidence = hybrid_evidence(linker, mentions, linker.num_candidates, cache, progress=progress)
     fused: Dict[int, List[Candidate]] = {}

@@ -15,7 +15,7 @@ lists that lengthen with the KB. Here a query's work hardly grows with the KB:
 3. both sets get their exact cosine from the name matrix (as pruned search re-scores), top ``k``.
 
 The union is what makes it usable: on the bench's 6M names (MEDIC + synthetic variants) the graph alone
-finds 77.9% of the exact top-20, the union 97.1%; at 2M names 87.5% and 99.3% (:class:`AnnSearchSettings`).
+finds 83.5% of the exact top-20, the union 97.4%; at 2M names 89.9% and 99.3% (:class:`AnnSearchSettings`).
 
 No key lookups: usearch's key -> slot table serves ``get`` / ``remove`` by key, which search never uses (it
 returns the keys stored in the nodes), and it was most of a view's private memory: at 6M names 383 -> 123 MB
@@ -63,8 +63,12 @@ REBUILD_HINT = "rebuild it with `spacy-angel kb build --ann` (or use search='exa
 class GraphSettings:
     """How the graph is built (saved with it). ``connectivity`` is HNSW's M, ``expansion_add`` its
     efConstruction; 256 dimensions keep 99.5% of the exact top-20 by brute force on 1M names. At 6M names
-    (docs/results/ann_graph_settings_6m.json) 128 dimensions build 7% faster and find 1.3 points less of
-    the exact top-20; ``expansion_add`` 32 builds 38% faster and finds 3.5 points less."""
+    (docs/results/ann_graph_settings_6m*.json; one build each, and builds of one setting differ: the
+    threads insert in varying order) 128 dimensions build 7% faster and find 1.3 points less of the exact
+    top-20; ``expansion_add`` 32 / 40 / 48 build 38% / 26% / 15-18% faster and find 3.5 / 2.2 / 0.4-3.5
+    points less; ``connectivity`` 12 builds no faster and finds 1.3 points less. The build is bound by
+    memory latency (each insertion's walk reads vectors scattered over the whole graph), so fewer
+    dimensions or links save little; only a shallower walk does, at a cost in recall."""
 
     dim: int = 256
     connectivity: int = 16
@@ -81,19 +85,21 @@ class AnnSearchSettings:
     ==================================  ========  ========  ========
     setting                             1M names  2M names  6M names
     ==================================  ========  ========  ========
-    the graph alone (rare_budget 0)     88.2%     87.5%     77.9%
-    rare_depth 200                      99.0%     98.1%     93.0%
-    rare_depth 200, ef 512, depth 400   99.7%     98.6%     94.8%
-    rare_depth 1,000                    99.3%     99.0%     95.6%
-    **rare_depth 2,000 (default)**      99.6%     99.3%     97.1%
-    rare_budget 150,000                 100.0%    99.9%     98.4%
+    the graph alone (rare_budget 0)     91.4%     89.9%     83.5%
+    rare_depth 200                      99.7%     98.6%     95.4%
+    rare_depth 200, ef 512, depth 400   99.8%     99.0%     96.0%
+    rare_depth 1,000                    99.9%     99.2%     96.7%
+    **rare_depth 2,000 (default)**      99.9%     99.3%     97.4%
+    rare_budget 150,000                 99.9%     99.7%     98.6%
     ==================================  ========  ========  ========
 
     Deeper rare lists buy recall where a deeper graph walk buys less; a larger rare budget buys the most
-    but costs 2-3x the time. At 6M names each base name of the bench has ~77 near-identical variants that
-    tie on the rare 3-grams: that is where recall is lost. ``threads``: query chunks searched at once
-    (SciPy's sparse products and the graph walk release the GIL: 1,017 -> 1,730 queries/s from 1 to 2
-    threads at 1M names in a probe); use 1 in each of many worker processes."""
+    but halves the speed (1,396 -> 814 queries/s at 6M names). At 6M names each base name of the bench has
+    ~77 near-identical variants that tie on the rare 3-grams: that is where recall is lost. Recall moves
+    by up to a point between builds of one graph (97.4% and 97.7% at 6M). ``threads``: query chunks
+    searched at once (SciPy's sparse products and the graph walk release the GIL: 820 -> 1,482 queries/s
+    from 1 to 2 threads at 6M names, docs/results/ann_settings_6m_twins.json); use 1 in each of many
+    worker processes."""
 
     expansion_search: int = 256
     graph_depth: int = 200

@@ -65,6 +65,19 @@ def test_evidence_is_beam_plus_retrieval_with_the_parts_own_scores(linker, tiny_
             assert e.exact == (tiny_kb.name_index(m.surface) == e.name_idx)
 
 
+def test_repeated_mentions_are_fused_once_into_lists_of_their_own(linker, tiny_kb):
+    from spacy_angel.linking.fusion import concept_evidence, fuse
+
+    linker.clear_cache()
+    out = linker.link(MENTIONS + MENTIONS[:2], top_k=5)
+    evidence = linker.hybrid_evidence(MENTIONS[:2])
+    for cands, ev in zip(out[:2], evidence):  # what fusing each mention's evidence gives
+        assert cands == fuse(concept_evidence(ev, tiny_kb.ids_for_index), linker.fusion, tiny_kb.names, 5)
+    assert out[4:] == out[:2] and out[4] is not out[0]
+    out[4].clear()
+    assert out[0]  # a caller editing one mention's list leaves the other's
+
+
 def test_exact_match_wins_with_default_weights(linker):
     [cands] = linker.link([Mention.bare("high blood pressure")], top_k=3)
     assert cands[0].kb_ids == ("D006973",)

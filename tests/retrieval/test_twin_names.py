@@ -45,6 +45,18 @@ def test_twins_are_exactly_the_names_with_identical_vectors() -> None:
     assert table_groups(TwinTable.of(index.matrix)) == want
 
 
+def test_row_hashes_do_not_depend_on_the_chunk_or_the_order_of_a_rows_entries() -> None:
+    index = index_of(NAMES)
+    hashes = twin_names.row_hashes(index.matrix)
+    assert np.array_equal(hashes, twin_names.row_hashes(index.matrix, chunk=3))
+    shuffled = index.matrix.copy()
+    for row in range(shuffled.shape[0]):  # reverse each row's entries: the same vector
+        lo, hi = shuffled.indptr[row], shuffled.indptr[row + 1]
+        shuffled.indices[lo:hi], shuffled.data[lo:hi] = shuffled.indices[lo:hi][::-1].copy(), shuffled.data[lo:hi][::-1].copy()
+    assert np.array_equal(hashes, twin_names.row_hashes(shuffled))
+    assert len(set(hashes.tolist())) == len(index.kb.names) - 4
+
+
 def test_a_hash_collision_never_merges_two_different_vectors(monkeypatch: pytest.MonkeyPatch) -> None:
     index = index_of(NAMES)
     monkeypatch.setattr(twin_names, "row_hashes", lambda m: np.zeros(m.shape[0], dtype=np.uint64))
