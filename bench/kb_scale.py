@@ -190,8 +190,8 @@ def worker_share(kb_dir: str) -> Dict[str, Any]:
     return {}
 
 
-BUILD_KEYS = ("build_s", "ann_build_s", "build_peak_rss_mb", "build_peak_self_rss_mb", "build_peak_pss_mb", "ann_graph_nodes",
-              "ann_twin_names")
+BUILD_KEYS = ("build_s", "ann_build_s", "build_peak_rss_mb", "build_peak_self_rss_mb", "build_peak_pss_mb",
+              "ann_graph_nodes", "ann_twin_names")
 
 
 def worker_query(kb_dir: str, queries_json: str, mass: str, depth: str, exact_sample: str) -> Dict[str, Any]:
