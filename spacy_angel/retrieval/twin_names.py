@@ -2,9 +2,10 @@
 
 Why: char_wb 3-grams never cross a word boundary, so names that differ only in word order ("breast
 cancer", "cancer, breast" once normalised) have the same vector. 6.1% of MEDIC's 76,781 names are such
-twins, 8.7% of the KB-scale bench's 6M names. In an HNSW graph identical points are wasted build work
-(every insertion searches the graph) and crowd each other's neighbour lists; one node per vector, with
-the others listed here and added back to every search hit, builds faster and returns the same names.
+twins, 8.7% of the KB-scale bench's 6M names. In an HNSW graph an identical point is an insertion that
+adds nothing but a node in its twins' neighbour lists. One node per vector, with the others listed here
+and added back to every search hit, makes the graph 8.7% smaller at 6M names and returns the same names;
+its build time and recall moved within the spread between builds of one setting (docs/performance.md).
 
 Twins are found by an order-insensitive hash of each row's (3-gram, weight) pairs, then checked pair by
 pair (rows list their 3-grams in the order the analyzer met them, which word order changes), so a hash
