@@ -60,12 +60,20 @@ class MappedStrings(Sequence[str]):
             raise IndexError(i)
         return self.blob[int(self.offsets[i]) : int(self.offsets[i + 1]) - 1].tobytes().decode("utf-8")
 
+    #: strings decoded per call when iterating: 6M names in seconds, not minutes
+    DECODE_STEP = 1 << 16
+
     def __iter__(self) -> Iterator[str]:
-        step = 1 << 16  # decode many strings per call: 6M names in seconds, not minutes
-        for lo in range(0, len(self), step):
-            hi = min(len(self), lo + step)
-            chunk = self.blob[int(self.offsets[lo]) : int(self.offsets[hi])].tobytes().decode("utf-8")
-            yield from chunk.split("\n")[: hi - lo]
+        return self.iter_range(0, len(self))
+
+    def iter_range(self, lo: int, hi: int) -> Iterator[str]:
+        """Strings ``[lo, hi)`` (clipped to the sequence), decoded many per call, none before ``lo``: a
+        forked TF-IDF fit's workers each read their own range of names."""
+        lo, hi = max(0, lo), min(len(self), hi)
+        for start in range(lo, hi, self.DECODE_STEP):
+            stop = min(hi, start + self.DECODE_STEP)
+            chunk = self.blob[int(self.offsets[start]) : int(self.offsets[stop])].tobytes().decode("utf-8")
+            yield from chunk.split("\n")[: stop - start]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sequence) and len(other) == len(self) and all(a == b for a, b in zip(self, other))

@@ -231,7 +231,11 @@ def _empty(length: int, dtype: Any, processes: int) -> np.ndarray:
 
 
 def _between(names: Sequence[str], lo: int, hi: int) -> Iterator[str]:
-    """Names ``[lo, hi)`` by iteration (a mapped KB decodes many names per call; skipping is cheap)."""
+    """Names ``[lo, hi)`` by iteration: a mapped KB's (``MappedStrings.iter_range``) decodes many names per
+    call and none before ``lo`` (skipping by iteration decoded every earlier name, in both passes)."""
+    iter_range = getattr(names, "iter_range", None)
+    if iter_range is not None:
+        return iter_range(lo, hi)
     import itertools
 
     return itertools.islice(iter(names), lo, hi)

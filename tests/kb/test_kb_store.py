@@ -502,3 +502,15 @@ def test_name_indices_for_reads_the_concepts_names_in_memory_and_mapped(tmp_path
             assert [store.names[i] for i in store.name_indices_for(kb_id)] == list(store.names_for(kb_id))
         assert store.name_indices_for("OLD1") == store.name_indices_for("C1") and len(store.name_indices_for("C1")) == 2
         assert store.name_indices_for("NOPE") == ()
+
+
+@pytest.mark.parametrize("step", [3, 1 << 16])
+def test_mapped_strings_iterate_any_range_as_the_list_slices_it(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    from spacy_angel.kb.mapped import MappedStrings, encode_strings
+
+    words = [f"name {i} é" for i in range(11)] + [""]
+    strings = MappedStrings(*encode_strings(words))
+    monkeypatch.setattr(MappedStrings, "DECODE_STEP", step)
+    assert list(strings) == words
+    for lo, hi in [(0, 12), (2, 9), (4, 4), (5, 40), (-3, 2), (11, 12)]:
+        assert list(strings.iter_range(lo, hi)) == words[max(0, lo):hi]
