@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from conftest import broken_artefact_faults, kb_from, mapped_pages_of_two_processes
 from spacy_angel.errors import NameIndexError
 from spacy_angel.kb.store import KnowledgeBase
+from spacy_angel.mapped_arrays import read_arrays, write_arrays
 from spacy_angel.retrieval.ann_search import ANN_ARRAYS, ANN_GRAPH, AnnSearchSettings, rare_terms, recall_of_exact
 from spacy_angel.retrieval.kb_build import build_kb
 from spacy_angel.retrieval.tfidf import NameIndex, load_or_build_index
@@ -107,7 +108,8 @@ def test_kb_build_ann_writes_a_mapped_graph_that_links_like_the_in_memory_one(tm
 
 GRAPH_DAMAGE = {"truncated": "tfidf-ann.usearch cut short", "foreign": "tfidf-ann.usearch replaced by a foreign file",
                 "stale": "the graph of an earlier KB beside the index refitted for a changed KB",
-                "missing": "an index built without --ann"}
+                "missing": "an index built without --ann",
+                "twins": "tfidf-ann.safetensors with a twin table naming a name the KB lacks"}
 
 FAULTS = broken_artefact_faults(GRAPH_DAMAGE, "NameIndex.from_disk(search='ann') / the linker's retriever",
                                 "`[E224]` naming the graph file with a `kb build --ann` hint; the linker rebuilds and saves the index",
@@ -124,6 +126,12 @@ def test_a_broken_graph_gets_a_clear_error_and_a_rebuild_hint(exact: NameIndex, 
         graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 2])
     elif damage == "foreign":
         graph.write_bytes(b"not a graph" * 100)
+    elif damage == "twins":
+        arrays, meta = read_arrays(tmp_path / ANN_ARRAYS, mmap=False)
+        assert len(arrays["twin_names"])  # make_kb has word-order variants; their count stays right
+        arrays["twin_names"] = arrays["twin_names"].copy()
+        arrays["twin_names"][0] = len(kb.names)
+        write_arrays(tmp_path / ANN_ARRAYS, arrays, meta)
     elif damage == "stale":  # the KB changed and its index was refitted without --ann: the old graph stays
         kb = make_kb(801)
         NameIndex(kb).fit().to_disk(tmp_path)
@@ -132,6 +140,7 @@ def test_a_broken_graph_gets_a_clear_error_and_a_rebuild_hint(exact: NameIndex, 
     with pytest.raises(NameIndexError, match="E224") as err:
         NameIndex.from_disk(tmp_path, kb, search="ann")
     assert str(graph) in str(err.value) and "kb build --ann" in str(err.value)
+    assert damage != "twins" or "twin table does not fit" in str(err.value)
     assert NameIndex.from_disk(tmp_path, kb).search == "exact"  # the TF-IDF index itself still loads
     index_file = (tmp_path / "tfidf.safetensors").stat().st_mtime_ns
     rebuilt = load_or_build_index(kb, tmp_path, search="ann")  # what the linker does: rebuild, save, go on

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from conftest import kb_from
-from spacy_angel.errors import NameIndexError
 from spacy_angel.mapped_arrays import read_arrays, write_arrays
 from spacy_angel.retrieval import twin_names
 from spacy_angel.retrieval.ann_search import ANN_ARRAYS, AnnSearchSettings
@@ -80,7 +79,7 @@ def test_the_graph_holds_one_node_per_vector_and_a_search_returns_every_twin() -
 
 
 @needs_usearch
-def test_a_graph_saved_before_twins_and_a_damaged_twin_table(tmp_path: Path) -> None:
+def test_a_graph_saved_before_twins_still_loads(tmp_path: Path) -> None:
     untwinned = {f"D{i}": [f"name{i} x{i * 7 % 13}"] for i in range(40)}  # no two alike: every name in the graph
     index = index_of(untwinned)
     index.build_ann(threads=1)
@@ -90,10 +89,7 @@ def test_a_graph_saved_before_twins_and_a_damaged_twin_table(tmp_path: Path) -> 
     write_arrays(tmp_path / ANN_ARRAYS, {"projection": arrays["projection"]}, meta)  # the earlier format
     old = NameIndex.from_disk(tmp_path, index.kb, search="ann")
     assert old.nearest_names(["name3 x8"], 3) == index.nearest_names(["name3 x8"], 3)
-    bad = {**arrays, "twin_reps": np.array([0]), "twin_ptr": np.array([0, 1]), "twin_names": np.array([99])}
-    write_arrays(tmp_path / ANN_ARRAYS, bad, meta)
-    with pytest.raises(NameIndexError, match="E224.*twin table"):
-        NameIndex.from_disk(tmp_path, index.kb, search="ann")
+    # a damaged twin table: test_ann_search.py's broken-graph test ("twins")
 
 
 def test_expand_adds_the_twins_of_reps_under_their_query_row() -> None:
