@@ -107,6 +107,28 @@ def test_best_merged_keeps_each_rows_best_names_of_the_sparse_product(seed, dept
             assert np.allclose(np.sort(product[row, found])[::-1], expected[:depth], rtol=1e-6)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=0, max_value=2**32 - 1), st.integers(min_value=1, max_value=8))
+def test_rescore_pairs_gives_each_querys_exact_top_k_of_its_pairs_listed_once_or_more(seed, k) -> None:
+    """Pairs repeat (the graph and the rare lists find the same name): each query gets the top-k of its own
+    distinct names by the cosine exact search computes, ties on the smaller name, cosine > 0."""
+    import scipy.sparse as sp
+
+    from spacy_angel.retrieval.pruned_search import rescore_pairs
+
+    rng = np.random.default_rng(seed)
+    matrix = sp.random(40, 15, density=0.3, random_state=rng, dtype=np.float32, format="csr")
+    queries = sp.random(4, 15, density=0.4, random_state=rng, dtype=np.float32, format="csr")
+    rows = rng.integers(0, 4, size=60)
+    names = rng.integers(0, 40, size=60)
+    got = rescore_pairs(queries, matrix, rows, names, k)
+    scores = np.asarray((queries @ matrix.T).toarray(), dtype=np.float32)
+    for row in range(4):
+        mine = sorted(set(names[rows == row].tolist()), key=lambda n: (-scores[row, n], n))[:k]
+        assert [n for n, _ in got[row]] == [n for n in mine if scores[row, n] > 0]
+        assert np.allclose([v for _, v in got[row]], [scores[row, n] for n, _ in got[row]], rtol=1e-6)
+
+
 @pytest.mark.parametrize("bad_setting", [{"search": "graph"}, {"query_mass": 0.0}, {"query_mass": 1.5},
                                          {"rescore_depth": 0}])
 def test_bad_search_settings_are_refused(bad_setting) -> None:
