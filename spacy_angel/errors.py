@@ -262,7 +262,7 @@ class Errors(metaclass=ErrorsWithCodes):
             "builds): it is refitted on load, or rebuild it with `spacy-angel kb build --index`")
     E223 = ("NameIndex: search={search!r} must be one of {searches}, query_mass={query_mass} in (0, 1] and "
             "rescore_depth={rescore_depth} at least 1")
-    E224 = "cannot use the ANN graph {path}: {err}; {hint}"
+    E224 = "cannot use the ANN graph's file {path}: {err}; {hint}"
     E225 = ("search='ann' needs the usearch package: pip install 'spacy-angel[ann]' (or use search='exact' or "
             "'pruned', which need nothing more)")
     E226 = ("ANN search settings {settings}: expansion_search, graph_depth, rare_depth and threads must be >= 1, "

@@ -171,28 +171,31 @@ class AnnGraph:
         """The saved graph, memory-mapped; :class:`NameIndexError` (naming the file, with a rebuild hint)
         if it is missing, truncated, foreign or from another fit of the TF-IDF index."""
         Index = _usearch_index()
+        failing = directory / ANN_ARRAYS  # the file the error names: the one being read or checked
         try:
-            arrays, meta = read_arrays(directory / ANN_ARRAYS)
+            arrays, meta = read_arrays(failing)
             if meta.get("format") != _FORMAT:
                 raise ValueError(f"not a spacy-angel ANN file (format {meta.get('format')!r})")
             settings = GraphSettings(**json.loads(meta["settings"]))
             if meta.get("fit_id") != fit_id:
                 raise ValueError("it was built for another fit of the TF-IDF index")
-            graph = Index.restore(str(directory / ANN_GRAPH), view=True, enable_key_lookups=False)
-            if graph is None:
-                raise ValueError("not a usearch index")
             projection = arrays["projection"]
             twins = TwinTable.empty()  # a graph saved before twins were folded holds every name
             if "twin_names" in arrays:
                 twins = TwinTable(np.asarray(arrays["twin_reps"]), np.asarray(arrays["twin_ptr"]),
                                   np.asarray(arrays["twin_names"]))
             twins.check(num_names)
+            if str(num_names) != meta.get("num_names") or projection.shape != (num_terms, settings.dim):
+                raise ValueError(f"it was written for {meta.get('num_names')} names, the KB has {num_names}")
+            failing = directory / ANN_GRAPH
+            graph = Index.restore(str(failing), view=True, enable_key_lookups=False)
+            if graph is None:
+                raise ValueError("not a usearch index")
             held = len(graph) + len(twins.names)
-            if (held != num_names or str(num_names) != meta.get("num_names") or graph.ndim != settings.dim
-                    or projection.shape != (num_terms, settings.dim)):
+            if held != num_names or graph.ndim != settings.dim:
                 raise ValueError(f"it holds {held} names of {graph.ndim} dimensions, the KB {num_names}")
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
-            raise NameIndexError(Errors.E224.format(path=directory / ANN_GRAPH, err=err, hint=REBUILD_HINT)) from err
+            raise NameIndexError(Errors.E224.format(path=failing, err=err, hint=REBUILD_HINT)) from err
         return cls(projection, graph, settings, fit_id, twins)
 
     def candidates(self, queries: "sp.csr_matrix", depth: int, expansion: int) -> Tuple[np.ndarray, np.ndarray]:

@@ -109,10 +109,12 @@ def test_kb_build_ann_writes_a_mapped_graph_that_links_like_the_in_memory_one(tm
 GRAPH_DAMAGE = {"truncated": "tfidf-ann.usearch cut short", "foreign": "tfidf-ann.usearch replaced by a foreign file",
                 "stale": "the graph of an earlier KB beside the index refitted for a changed KB",
                 "missing": "an index built without --ann",
-                "twins": "tfidf-ann.safetensors with a twin table naming a name the KB lacks"}
+                "twins": "tfidf-ann.safetensors with a twin table naming a name the KB lacks",
+                "arrays truncated": "tfidf-ann.safetensors (projection, twin table) cut short"}
+NAMED = {"twins": ANN_ARRAYS, "stale": ANN_ARRAYS, "arrays truncated": ANN_ARRAYS}  # else the graph file
 
 FAULTS = broken_artefact_faults(GRAPH_DAMAGE, "NameIndex.from_disk(search='ann') / the linker's retriever",
-                                "`[E224]` naming the graph file with a `kb build --ann` hint; the linker rebuilds and saves the index",
+                                "`[E224]` naming the damaged file with a `kb build --ann` hint; the linker rebuilds and saves the index",
                                 "retrieval/test_ann_search.py::test_a_broken_graph_gets_a_clear_error_and_a_rebuild_hint")
 
 
@@ -132,6 +134,9 @@ def test_a_broken_graph_gets_a_clear_error_and_a_rebuild_hint(exact: NameIndex, 
         arrays["twin_names"] = arrays["twin_names"].copy()
         arrays["twin_names"][0] = len(kb.names)
         write_arrays(tmp_path / ANN_ARRAYS, arrays, meta)
+    elif damage == "arrays truncated":
+        arrays_file = tmp_path / ANN_ARRAYS
+        arrays_file.write_bytes(arrays_file.read_bytes()[: arrays_file.stat().st_size // 2])
     elif damage == "stale":  # the KB changed and its index was refitted without --ann: the old graph stays
         kb = make_kb(801)
         NameIndex(kb).fit().to_disk(tmp_path)
@@ -139,7 +144,7 @@ def test_a_broken_graph_gets_a_clear_error_and_a_rebuild_hint(exact: NameIndex, 
         graph.unlink()
     with pytest.raises(NameIndexError, match="E224") as err:
         NameIndex.from_disk(tmp_path, kb, search="ann")
-    assert str(graph) in str(err.value) and "kb build --ann" in str(err.value)
+    assert str(tmp_path / NAMED.get(damage, ANN_GRAPH)) in str(err.value) and "kb build --ann" in str(err.value)
     assert damage != "twins" or "twin table does not fit" in str(err.value)
     assert NameIndex.from_disk(tmp_path, kb).search == "exact"  # the TF-IDF index itself still loads
     index_file = (tmp_path / "tfidf.safetensors").stat().st_mtime_ns
