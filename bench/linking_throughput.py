@@ -10,7 +10,8 @@ and with interleaved repeats (the machine may be shared, so both sides see the s
 * ``hybrid``: :meth:`AngelLinker.link` with ``mode="hybrid"`` (beam + TF-IDF top-N, one encoder
   pass, fused with the model's ``fusion.json`` or the default weights);
 * ``ours_int8`` / ``hybrid_int8``: the same two with the model's linear layers quantised to int8
-  (``dtype="int8"``);
+  (``dtype="int8"``); ``ours_bf16`` / ``hybrid_bf16``: the same two with the model in bfloat16
+  (``dtype="bfloat16"``; fast on CPUs with native bf16 instructions, AVX512-BF16 or AMX);
 * ``encoder``: the encoder passes alone (for the decoder loop's share of time and FLOPs).
 
 A FLOP account (``bench/flops.py``) counts what each side spends per mention (encoder, decoder
@@ -74,6 +75,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--rss", choices=["on", "off"], default="on", help="measure peak RSS per side in subprocesses")
     p.add_argument("--rss-limit", type=int, default=240, help="mentions each RSS subprocess links")
     p.add_argument("--int8", choices=["on", "off"], default="on", help="also time the int8-quantised model")
+    p.add_argument("--bf16", choices=["on", "off"], default="on", help="also time the model in bfloat16")
     p.add_argument("--flops", choices=["on", "off"], default="on", help="FLOP account and matmul peak")
     p.add_argument("--flops-limit", type=int, default=120, help="mentions the baseline's FLOPs are counted on")
     p.add_argument("--json", type=Path, default=None, help="also write all numbers to this JSON file")
@@ -294,14 +296,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         linker.name_index = index  # the hybrid side retrieves from the same index
         linker.fusion = FusionWeights.for_model(model_dir)
         linker.num_candidates = args.rerank_candidates
-    int8 = None
-    if args.int8 == "on":
-        from spacy_angel.seq2seq.loading import load_model_and_tokenizer
+    reduced: Dict[str, AngelLinker] = {}  # side suffix -> the same linker with the model in another dtype
+    for suffix, dtype, wanted in (("int8", "int8", args.int8), ("bf16", "bfloat16", args.bf16)):
+        if wanted == "on":
+            from spacy_angel.seq2seq.loading import load_model_and_tokenizer
 
-        int8 = AngelLinker(load_model_and_tokenizer(model_dir, device="cpu", dtype="int8")[0], linker.tokenizer, kb,
-                           linker.trie, num_beams=args.num_beams, batch_size=args.batch_size)
-        int8.name_index, int8.fusion, int8.num_candidates = linker.name_index, linker.fusion, linker.num_candidates
-        int8.link(mentions[:4], top_k=args.top_k)
+            other = AngelLinker(load_model_and_tokenizer(model_dir, device="cpu", dtype=dtype)[0], linker.tokenizer, kb,
+                                linker.trie, num_beams=args.num_beams, batch_size=args.batch_size)
+            other.name_index, other.fusion = linker.name_index, linker.fusion
+            other.num_candidates = linker.num_candidates
+            other.link(mentions[:4], top_k=args.top_k)
+            reduced[suffix] = other
 
     # Warm-up (first-call allocations, lazy imports), then interleaved timed repeats.
     linker.link(mentions[:4], top_k=args.top_k)
@@ -310,7 +315,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if index is not None:
         linker.rerank(mentions[:4], "tfidf", top_k=args.top_k, num_candidates=args.rerank_candidates, index=index)
     times: Dict[str, List[float]] = {"ours": [], "baseline": [], "rerank": [], "hybrid": [], "ours_int8": [],
-                                     "hybrid_int8": [], "encoder": []}
+                                     "hybrid_int8": [], "ours_bf16": [], "hybrid_bf16": [], "encoder": []}
     results: Dict[str, Any] = {}
     for rep in range(args.repeats):
         linker.clear_cache()
@@ -332,12 +337,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             t0 = time.perf_counter()
             results["hybrid"] = linker.link(mentions, top_k=args.top_k, mode="hybrid")
             times["hybrid"].append(time.perf_counter() - t0)
-        for mode, side in (("beam", "ours_int8"), ("hybrid", "hybrid_int8")):
-            if int8 is not None and (mode == "beam" or index is not None):
-                int8.clear_cache()
-                t0 = time.perf_counter()
-                results[side] = int8.link(mentions, top_k=args.top_k, mode=mode)
-                times[side].append(time.perf_counter() - t0)
+        for suffix, other in reduced.items():
+            for mode, side in (("beam", f"ours_{suffix}"), ("hybrid", f"hybrid_{suffix}")):
+                if mode == "beam" or index is not None:
+                    other.clear_cache()
+                    t0 = time.perf_counter()
+                    results[side] = other.link(mentions, top_k=args.top_k, mode=mode)
+                    times[side].append(time.perf_counter() - t0)
         times["encoder"].append(encoder_seconds(linker, mentions))
         print(f"# repeat {rep + 1}: " + ", ".join(f"{k} {n / v[-1]:.2f}/s" for k, v in times.items() if v), flush=True)
     linker.clear_cache()
@@ -355,10 +361,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report["speedup_vs_baseline"] = throughput["ours"]["mentions_per_s"] / throughput["baseline"]["mentions_per_s"]
     if index is not None and "ours" in results:
         report["rerank_top1_same_as_ours"] = sum(top1(a) == top1(b) for a, b in zip(results["ours"], results["rerank"]))
-    for fp32, quantised in (("ours", "ours_int8"), ("hybrid", "hybrid_int8")):
-        if quantised in results:  # same name at rank 1 (ties aside: the int8 model is another model)
-            same = sum(top1(a) == top1(b) for a, b in zip(results[fp32], results[quantised]))
-            report.setdefault("int8_top1_same", {})[fp32] = {"same": same, "total": n}
+    for suffix in reduced:
+        for fp32 in ("ours", "hybrid"):
+            if f"{fp32}_{suffix}" in results:  # same name at rank 1 (ties aside: another dtype is another model)
+                same = sum(top1(a) == top1(b) for a, b in zip(results[fp32], results[f"{fp32}_{suffix}"]))
+                report.setdefault(f"{suffix}_top1_same", {})[fp32] = {"same": same, "total": n}
 
     # Batch-size sweep (ours only), interleaved across sizes.
     sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]

@@ -144,7 +144,7 @@ def link_command(
     batch_size: int = typer.Option(32, help="Mentions per decoder batch."),
     context_window: int = typer.Option(0, help="Words of context on each side (0: the mention alone, what our recipes train on)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:0, ..."),
-    dtype: Optional[str] = typer.Option(None, help="float32 (default); float16 / bfloat16 on a GPU; int8 on the CPU (dynamic quantisation, ~1.5x faster; docs/performance.md)."),
+    dtype: Optional[str] = typer.Option(None, help="float32 (default); float16 / bfloat16 on a GPU; bfloat16 on a CPU with AVX512-BF16 or AMX (~1.5x faster); int8 on the CPU (dynamic quantisation, ~1.5x faster, links depend on batch mates; docs/performance.md)."),
     mode: str = typer.Option("hybrid", help="hybrid (TF-IDF top names + beam, fused with the model's fusion.json or default weights), beam, or rerank."),
     num_candidates: int = typer.Option(20, help="TF-IDF names per mention in hybrid and rerank modes."),
     search: str = typer.Option("exact", help="How the TF-IDF names are found: exact, pruned, or ann (KBs of millions of names: a graph from `kb build --ann`; needs the [ann] extra)."),

@@ -68,7 +68,8 @@ def load_model_and_tokenizer(
     model.to(target)
     if dtype in QUANTIZED:
         model = quantize_int8(model)
-        model._angel_source = path if path.is_dir() else None  # to_disk copies the float32 weights from here
+    if dtype in QUANTIZED or torch_dtype is not None:  # to_disk copies the weights as loaded from here
+        model._angel_source = path if path.is_dir() else None
     return model, tokenizer
 
 
@@ -118,14 +119,15 @@ def save_model_files(model, tokenizer, directory: Union[str, Path]) -> None:
     """Model + tokenizer files into ``directory`` (a temp folder of :func:`atomic_directory`, which the
     caller may fill with more files before its rename).
 
-    An int8-quantised model is saved as the float32 model it was quantised from (its source
-    directory's weights, copied), so that the saved pipeline loads with any dtype.
+    A model loaded in int8, float16 or bfloat16 from a directory is saved as that directory's weights
+    (copied), so that the saved pipeline loads with any dtype and nothing is rounded twice; a half-precision
+    model from a hub id is saved as it is.
     """
     quantized = getattr(model, "_angel_quantized", None)
     source = getattr(model, "_angel_source", None)
     if quantized and source is None:
         raise LinkerError(Errors.E009.format(dtype=quantized))
-    if quantized:
+    if source is not None:
         for item in Path(source).iterdir():
             if item.is_file() and (item.suffix in (".json", ".safetensors") or item.name == "generation_config.json"):
                 shutil.copy2(item, Path(directory) / item.name)

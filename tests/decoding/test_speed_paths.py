@@ -104,17 +104,19 @@ def test_int8_runs_on_the_cpu_only(tiny_model_dir):
         load_model_and_tokenizer(tiny_model_dir, device="cuda", dtype="int8")
 
 
-def test_an_int8_pipeline_saves_float32_weights_and_reloads(tiny_model_dir, tiny_kb_dir, tmp_path):
+@pytest.mark.parametrize("dtype", ["int8", "bfloat16"])
+def test_a_reduced_precision_pipeline_saves_float32_weights_and_reloads(tiny_model_dir, tiny_kb_dir, tmp_path, dtype):
     nlp = spacy.blank("en")
     ruler = nlp.add_pipe("entity_ruler", config={"phrase_matcher_attr": "LOWER"})
     ruler.add_patterns([{"label": "DISEASE", "pattern": s} for s in SURFACES])
-    nlp.add_pipe("angel_linker", config={"model": str(tiny_model_dir), "kb": str(tiny_kb_dir), "device": "cpu", "dtype": "int8"})
+    nlp.add_pipe("angel_linker", config={"model": str(tiny_model_dir), "kb": str(tiny_kb_dir), "device": "cpu", "dtype": dtype})
+    assert dtype == "int8" or next(nlp.get_pipe("angel_linker").linker.model.parameters()).dtype == torch.bfloat16
     before = [(e.text, e._.cui) for e in nlp(TEXT).ents]
     nlp.to_disk(tmp_path / "pipe")
     saved = (tmp_path / "pipe" / "angel_linker" / "model" / "model.safetensors").read_bytes()
     assert saved == (tiny_model_dir / "model.safetensors").read_bytes()
     again = spacy.load(tmp_path / "pipe")
-    assert again.get_pipe("angel_linker").cfg["dtype"] == "int8"
+    assert again.get_pipe("angel_linker").cfg["dtype"] == dtype
     assert [(e.text, e._.cui) for e in again(TEXT).ents] == before
 
 

@@ -1,14 +1,14 @@
-"""Does a mention's link depend on the other mentions in its batch? float32 against dynamic int8.
+"""Does a mention's link depend on the other mentions in its batch? Per model dtype (float32, bfloat16, int8).
 
 Why: ``dtype="int8"`` (``spacy_angel/seq2seq/loading.py``) quantises each linear layer's input with one
-scale per call, taken from the whole batch, so a mention's scores move with its batch mates. This bench
-links the same mentions twice per dtype, once in batches (``--batch-size``) and once one at a time, each
-with a fresh linker (no result cache between them), and counts top-1 changes and score differences of
-the top-1 concept. It is the measurement behind int8 staying an option, not the CPU default
-(docs/performance.md):
+scale per call, taken from the whole batch, so a mention's scores move with its batch mates; bfloat16
+rounds weights and activations but has no such shared scale. This bench links the same mentions twice
+per dtype, once in batches (``--batch-size``) and once one at a time, each with a fresh linker (no result
+cache between them), and counts top-1 changes and score differences of the top-1 concept. It is the
+measurement behind the CPU's default dtype (docs/performance.md):
 
-    python bench/int8_batch_dependence.py --model projects/angel/training/cpu/angel --limit 256 \\
-        --json docs/results/int8_batch_dependence.json
+    python bench/dtype_batch_dependence.py --model projects/angel/training/cpu/angel --limit 256 \\
+        --json docs/results/dtype_batch_dependence.json
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=256, help="mentions linked (each also alone)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-beams", type=int, default=5)
+    p.add_argument("--dtypes", default="float32,bfloat16,int8")
     p.add_argument("--json", type=Path, required=True)
     return p.parse_args(argv)
 
@@ -57,13 +58,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return AngelLinker.from_pretrained(model_dir, kb, trie_path=trie_path, device="cpu", dtype=dtype,
                                            num_beams=args.num_beams, batch_size=args.batch_size)
 
-    for dtype in ("float32", "int8"):
+    for dtype in args.dtypes.split(","):
         batched = linker(dtype).link(mentions, top_k=1)
         single = linker(dtype)
         alone = [single.link([m], top_k=1)[0] for m in mentions]
         rows[dtype] = compare(batched, alone)
         print(dtype, rows[dtype], flush=True)
-    command = "python bench/int8_batch_dependence.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python bench/dtype_batch_dependence.py " + " ".join(argv if argv is not None else sys.argv[1:])
     write_json_atomic(args.json, {"command": command, "model": str(model_dir), "corpus": str(args.corpus),
                                   "batch_size": args.batch_size, "num_beams": args.num_beams,
                                   "machine": machine(), "rows": rows})
