@@ -4,7 +4,10 @@
 The weights are untrained (``spacy-angel init-model --size large``): the figures are speed and memory
 only. Beam search is constrained by the KB trie, so an untrained model still walks real KB names; its
 beams may run longer or shorter than a trained model's, so treat the rates as an order of magnitude.
-Each setting runs in a fresh process (peak RSS is its own): beam float32, hybrid float32, hybrid int8.
+Each setting runs in a fresh process (peak RSS is its own): beam and hybrid in float32 and bfloat16,
+hybrid in int8. Beam lengths differ between dtypes of an untrained model, so each setting also times an
+equal piece of work: teacher-forced scores of 20 fixed KB names per mention (``scoring_names_per_s``),
+which compares the dtypes' speed on the same computation.
 
     .venv/bin/python bench/paper_scale.py [--mentions 32] [--json docs/results/paper_scale.json]
 
@@ -37,7 +40,9 @@ from common import (  # noqa: E402
 
 MEDIC = DATA / "medic" / "CTD_diseases_2017.tsv.gz"
 DEV = DATA / "biosyn" / "ncbi-disease" / "processed_dev"
-SETTINGS = {"beam": ("beam", None), "hybrid": ("hybrid", None), "hybrid_int8": ("hybrid", "int8")}
+SETTINGS = {"beam": ("beam", None), "hybrid": ("hybrid", None), "hybrid_int8": ("hybrid", "int8"),
+            "beam_bf16": ("beam", "bfloat16"), "hybrid_bf16": ("hybrid", "bfloat16")}
+NAMES_SCORED = 20  # fixed KB names per mention for the equal-work timing
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -81,7 +86,14 @@ def worker(setting: str, model_dir: str, kb_path: str, args: argparse.Namespace)
     t0 = time.perf_counter()
     linker.link(mentions, top_k=5, mode=mode)
     seconds = time.perf_counter() - t0
+    names = [[(i * NAMES_SCORED + j) % linker.kb.num_names for j in range(NAMES_SCORED)] for i in range(len(mentions))]
+    encoded = [linker.encode(m) for m in mentions]
+    t0 = time.perf_counter()
+    for lo in range(0, len(mentions), 16):  # the linker's batch size
+        linker.decoder.score_names(encoded[lo : lo + 16], names[lo : lo + 16])
+    scoring_s = time.perf_counter() - t0
     return {"setting": setting, "mentions": len(mentions), "seconds": seconds, "mentions_per_s": len(mentions) / seconds,
+            "scoring_names_per_s": len(mentions) * NAMES_SCORED / scoring_s,
             "rss_mb": current_rss_mb(), "peak_rss_mb": peak_rss_mb(),
             "parameters": sum(p.numel() for p in linker.model.parameters())}
 
