@@ -20,7 +20,14 @@ from typing import Any, Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import add_setup_arguments, cached_kb, cached_model, machine, trie_path_for, write_json_atomic  # noqa: E402
+from common import (  # noqa: E402
+    add_setup_arguments,
+    cached_kb,
+    cached_model,
+    machine,
+    trie_path_for,
+    write_json_atomic,
+)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -215,7 +215,7 @@ def worker_query(kb_dir: str, queries_json: str, mass: str, depth: str, exact_sa
         asked = queries if name == "ann" else sample  # above --skip-exact-above pruned is as slow as exact
         index.nearest_names(asked[:8], 20)
         rates = []
-        for _ in range(3 if name == "ann" else 1):  # ANN: the median of 3 passes (its rate moved 15% run to run)
+        for _ in range(3 if name == "ann" else 1):  # ANN: the median of 3 passes (one pass moved 15-30% run to run)
             t0 = time.perf_counter()
             hits[name] = index.nearest_names(asked, 20)
             rates.append(len(asked) / (time.perf_counter() - t0))

@@ -75,7 +75,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--rss", choices=["on", "off"], default="on", help="measure peak RSS per side in subprocesses")
     p.add_argument("--rss-limit", type=int, default=240, help="mentions each RSS subprocess links")
     p.add_argument("--int8", choices=["on", "off"], default="on", help="also time the int8-quantised model")
-    p.add_argument("--bf16", choices=["on", "off"], default="on", help="also time the model in bfloat16")
+    p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                   help="also time the model in bfloat16 (auto: where the CPU has AVX512-BF16 or AMX; emulated it is slow)")
     p.add_argument("--flops", choices=["on", "off"], default="on", help="FLOP account and matmul peak")
     p.add_argument("--flops-limit", type=int, default=120, help="mentions the baseline's FLOPs are counted on")
     p.add_argument("--json", type=Path, default=None, help="also write all numbers to this JSON file")
@@ -103,6 +104,14 @@ def setup(args: argparse.Namespace, batch_size: Optional[int] = None):
         batch_size=batch_size or args.batch_size,
     )
     return kb, kb_path, Path(model_dir), linker
+
+
+def native_bf16() -> bool:
+    """Whether the CPU has bf16 instructions (torch's own probes; private, so absent means no)."""
+    import torch
+
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe() for probe in probes if probe is not None)
 
 
 def read_mentions(args: argparse.Namespace, limit: Optional[int] = None):
@@ -297,7 +306,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         linker.fusion = FusionWeights.for_model(model_dir)
         linker.num_candidates = args.rerank_candidates
     reduced: Dict[str, AngelLinker] = {}  # side suffix -> the same linker with the model in another dtype
-    for suffix, dtype, wanted in (("int8", "int8", args.int8), ("bf16", "bfloat16", args.bf16)):
+    bf16 = args.bf16 if args.bf16 != "auto" else ("on" if native_bf16() else "off")
+    for suffix, dtype, wanted in (("int8", "int8", args.int8), ("bf16", "bfloat16", bf16)):
         if wanted == "on":
             from spacy_angel.seq2seq.loading import load_model_and_tokenizer
 
