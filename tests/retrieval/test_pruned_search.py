@@ -122,7 +122,7 @@ def test_rescore_pairs_gives_each_querys_exact_top_k_of_its_pairs_listed_once_or
     rows = rng.integers(0, 4, size=60)
     names = rng.integers(0, 40, size=60)
     got = rescore_pairs(queries, matrix, rows, names, k)
-    scores = np.asarray((queries @ matrix.T).toarray(), dtype=np.float32)
+    scores = np.asarray((matrix @ queries.T).toarray().T, dtype=np.float32)  # summed as exact search sums
     for row in range(4):
         mine = sorted(set(names[rows == row].tolist()), key=lambda n: (-scores[row, n], n))[:k]
         assert [n for n, _ in got[row]] == [n for n in mine if scores[row, n] > 0]
