@@ -126,7 +126,7 @@ def test_rescore_pairs_gives_each_querys_exact_top_k_of_its_pairs_listed_once_or
     for row in range(4):
         mine = sorted(set(names[rows == row].tolist()), key=lambda n: (-scores[row, n], n))[:k]
         assert [n for n, _ in got[row]] == [n for n in mine if scores[row, n] > 0]
-        assert np.allclose([v for _, v in got[row]], [scores[row, n] for n, _ in got[row]], rtol=1e-6)
+        assert [v for _, v in got[row]] == [float(scores[row, n]) for n, _ in got[row]]  # bit-equal
 
 
 @pytest.mark.parametrize("bad_setting", [{"search": "graph"}, {"query_mass": 0.0}, {"query_mass": 1.5},
