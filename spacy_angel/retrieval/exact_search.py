@@ -58,7 +58,7 @@ def block_top_k(
     for row in range(block.shape[0]):
         lo, hi = indptr[row], indptr[row + 1]
         d = data[lo:hi]
-        keep = slice(None) if len(d) <= k else d >= np.partition(d, len(d) - k)[len(d) - k]
+        keep = best_with_ties(d, k)
         kept = indices[lo:hi][keep]
         rows.append(np.full(len(kept), row, dtype=np.int64))
         cols.append(kept.astype(np.int64))
@@ -66,6 +66,14 @@ def block_top_k(
     if not rows:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(scores).astype(np.float32)
+
+
+def best_with_ties(scores: np.ndarray, k: int):
+    """Which of ``scores`` are among the ``k`` best, any tied with the k-th included (a mask, or every one);
+    the cut before :func:`keep_top_k` orders them, so it sorts a few per row instead of all."""
+    if len(scores) <= k:
+        return slice(None)
+    return scores >= np.partition(scores, len(scores) - k)[len(scores) - k]
 
 
 def keep_top_k(
