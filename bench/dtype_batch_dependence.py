@@ -13,7 +13,6 @@ measurement behind the CPU's default dtype (docs/performance.md):
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -25,6 +24,7 @@ from common import (  # noqa: E402
     cached_kb,
     cached_model,
     machine,
+    median,
     trie_path_for,
     write_json_atomic,
 )
@@ -46,7 +46,7 @@ def compare(batched: List[list], alone: List[list]) -> Dict[str, Any]:
     same = [abs(a[0].score - b[0].score) for a, b in zip(batched, alone) if a and b and a[0].kb_ids == b[0].kb_ids]
     flips = sum(1 for a, b in zip(batched, alone) if (a[0].kb_ids if a else None) != (b[0].kb_ids if b else None))
     return {"mentions": len(batched), "top1_changed": flips, "top1_score_diff_max": max(same, default=0.0),
-            "top1_score_diff_median": statistics.median(same) if same else 0.0}
+            "top1_score_diff_median": median(same) if same else 0.0}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

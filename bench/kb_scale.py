@@ -58,6 +58,7 @@ from common import (  # noqa: E402
     anon_rss_mb,
     current_rss_mb,
     machine,
+    median,
     peak_rss_mb,
     rank_aligned_recall,
     write_json_atomic,
@@ -219,7 +220,7 @@ def worker_query(kb_dir: str, queries_json: str, mass: str, depth: str, exact_sa
             t0 = time.perf_counter()
             hits[name] = index.nearest_names(asked, 20)
             rates.append(len(asked) / (time.perf_counter() - t0))
-        out[f"{name}_qps"] = float(sorted(rates)[len(rates) // 2])
+        out[f"{name}_qps"] = median(rates)
         if name == "ann":
             out["ann_pass_qps"] = rates
     for name in ("pruned", "ann"):
@@ -230,7 +231,6 @@ def worker_query(kb_dir: str, queries_json: str, mass: str, depth: str, exact_sa
 
 
 def worker_link(kb_dir: str, model_dir: str, queries_json: str, mentions: str) -> Dict[str, Any]:
-    import numpy as np
     import torch
 
     from spacy_angel.kb.store import KnowledgeBase
@@ -258,7 +258,7 @@ def worker_link(kb_dir: str, model_dir: str, queries_json: str, mentions: str) -
             t0 = time.perf_counter()
             linker.link(batch, top_k=5, mode=mode)
             seconds.append(time.perf_counter() - t0)
-        rates[f"{mode}_per_s"] = len(batch) / float(np.median(seconds))
+        rates[f"{mode}_per_s"] = len(batch) / median(seconds)
     return {**rates, **loaded, "linking_runs": 3, "trie_load_or_build_s": trie_s, "link_rss_mb": current_rss_mb(),
             "link_anon_mb": anon_rss_mb()}
 

@@ -89,8 +89,8 @@ def worker(setting: str, model_dir: str, kb_path: str, args: argparse.Namespace)
     names = [[(i * NAMES_SCORED + j) % linker.kb.num_names for j in range(NAMES_SCORED)] for i in range(len(mentions))]
     encoded = [linker.encode(m) for m in mentions]
     t0 = time.perf_counter()
-    for lo in range(0, len(mentions), 16):  # the linker's batch size
-        linker.decoder.score_names(encoded[lo : lo + 16], names[lo : lo + 16])
+    for lo in range(0, len(mentions), linker.batch_size):
+        linker.decoder.score_names(encoded[lo : lo + linker.batch_size], names[lo : lo + linker.batch_size])
     scoring_s = time.perf_counter() - t0
     return {"setting": setting, "mentions": len(mentions), "seconds": seconds, "mentions_per_s": len(mentions) / seconds,
             "scoring_names_per_s": len(mentions) * NAMES_SCORED / scoring_s,
