@@ -94,7 +94,9 @@ class AnnSearchSettings:
     ==================================  ========  ========  ========
 
     Deeper rare lists buy recall where a deeper graph walk buys less; a larger rare budget buys the most
-    but costs speed (1,413 -> 890 queries/s at 6M names, docs/results/ann_settings_6m_r17.json). At 6M
+    but costs speed (1,413 -> 890 queries/s at 6M names, docs/results/ann_settings_6m_r17.json); 99% at 6M
+    names takes a budget of 300,000: 396 queries/s (docs/results/ann_settings_6m_r18.json), and the other ways
+    of reading the lists lie on the same curve (docs/results/candidate_curve_6m.json). At 6M
     names each base name of the bench has ~77 near-identical variants that tie on the rare 3-grams: that
     is where recall is lost. Recall moves by up to a point between builds of one graph (97.4% and 97.7%
     at 6M). ``threads``: query chunks searched at once (SciPy's sparse products and the graph walk release
