@@ -17,7 +17,8 @@ fixed here (the defaults, computed once); what varies is how much of the posting
   Any name of cosine >= t shares a listed 3-gram with the query (the rest is bounded by Cauchy-Schwarz), so
   re-scoring those lists' names finds every such name. t is the 20th cosine the default ANN search found
   (``"threshold": "found"``, a lower bound of the exact one) or the exact 20th cosine (``"exact"``, an
-  oracle: the least any threshold method reads); queries whose t is below ``t_min`` keep the defaults' result.
+  oracle: the highest t that still finds the exact top-20, so the fewest reads of this method); queries whose
+  t is below ``t_min`` keep the defaults' result.
 
 Per row: the share of the exact top-20 found (``ann_search.recall_of_exact``) with the graph's candidates
 and without, the mean postings read per query, and for ``rare`` and ``adaptive`` the ms per query of the
