@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, median, write_json_atomic  # noqa: E402
 from kb_scale import read_queries  # noqa: E402
 
-from spacy_angel.retrieval.ann_search import AnnSearchSettings, recall_of_exact  # noqa: E402
+from spacy_angel.retrieval.ann_search import AnnSearchSettings, rare_terms, recall_of_exact  # noqa: E402
 from spacy_angel.retrieval.pruned_search import best_merged, keep_terms, rescore_pairs  # noqa: E402
 
 GRID = ('{"source": "rare", "budget": 50000}', '{"source": "rare", "budget": 100000}',
@@ -212,15 +212,17 @@ class Setup:
 
 def list_row(setup: Setup, row: Dict[str, Any], depth: int) -> None:
     """A ``rare`` or ``adaptive`` row: reads, recall, and the merge and re-scoring times."""
-    low, high, share = ((row["budget"], row["budget"], 0.0) if row["source"] == "rare"
-                        else (row["min_budget"], row["max_budget"], row["share"]))
-    kept = keep_terms(setup.vectors, rarest_within(setup.lengths, low, high, share))
+    if row["source"] == "rare":  # what ANN search reads
+        kept = rare_terms(setup.vectors, setup.lengths, row["budget"])
+    else:
+        choose = rarest_within(setup.lengths, row["min_budget"], row["max_budget"], row["share"])
+        kept = keep_terms(setup.vectors, choose)
     pairs, merge_s = timed(lambda: best_merged(kept, setup.postings, depth))
     both = [np.concatenate(part) for part in zip(setup.graph, pairs)]
-    _, rescore_s = timed(lambda: rescore_pairs(setup.vectors, setup.matrix, *both, 20))
+    hits, rescore_s = timed(lambda: rescore_pairs(setup.vectors, setup.matrix, *both, 20))
     queries = setup.vectors.shape[0]
     row.update(merge_ms=1000 * merge_s / queries, rescore_ms=1000 * rescore_s / queries,
-               recall_with_graph=setup.recall([setup.graph, pairs]), recall_alone=setup.recall([pairs]),
+               recall_with_graph=recall_of_exact(setup.want, hits), recall_alone=setup.recall([pairs]),
                postings_per_query=int(setup.lengths[kept.indices].sum()) / queries)
 
 
@@ -255,7 +257,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     queries = read_queries(args.queries)
     vectors, postings, defaults = index.transform(queries), index.postings, AnnSearchSettings()
     lengths = np.diff(np.asarray(postings.indptr))
-    default_rare = keep_terms(vectors, rarest_within(lengths, defaults.rare_budget, defaults.rare_budget, 0.0))
+    default_rare = rare_terms(vectors, lengths, defaults.rare_budget)
     setup = Setup(vectors, index.matrix, postings, lengths, NameIndex.from_disk(args.kb, kb).nearest_names(queries, 20),
                   index.graph.candidates(vectors, defaults.graph_depth, defaults.expansion_search),
                   best_merged(default_rare, postings, defaults.rare_depth))
